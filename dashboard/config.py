@@ -1,0 +1,42 @@
+"""Every setting of the server and the tools, typed, defaulted and documented in one place.
+
+Each field is overridable by an environment variable named ``DASHBOARD_`` +
+the field name in capitals (``DASHBOARD_DATABASE_URL``...). Nothing else in
+the package reads ``os.environ``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings; ``Settings()`` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DASHBOARD_", extra="ignore")
+
+    instance_path: Path = Field(Path("instance"), description="folder for the SQLite database and the monitor outbox")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in the instance folder")
+    api_key: str | None = Field(None, description="key for mutating REST calls and monitors; unset = open server")
+    viewer_token: str | None = Field(None, description="token viewers must give to join; unset = open to viewers")
+    session_idle_s: float = Field(300.0, gt=0, description="an active session with no telemetry or heartbeat for this long expires")
+    message_queue: str | None = Field(None, description="redis:// URL of the Socket.IO message queue for several processes")
+    async_mode: str = Field("gevent", description="Flask-SocketIO async mode; gevent unless you know why not")
+    host: str = Field("127.0.0.1", description="address `dashboard serve` listens on")
+    port: int = Field(5000, ge=0, le=65535, description="port `dashboard serve` listens on")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="largest accepted HTTP body")
+    max_setup_bytes: int = Field(65_536, gt=0, description="largest accepted car setup, as JSON")
+    max_frames_per_batch: int = Field(1000, gt=0, description="most frames accepted in one telemetry event")
+    broadcast_interval_s: float = Field(0.05, ge=0, description="frames to viewers are coalesced per room over this interval")
+    recent_window_s: float = Field(60.0, ge=0, description="history sent to a viewer on join")
+    writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")
+    expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
+    log_level: str = Field("INFO", description="logging level")
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the instance folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.instance_path / 'dashboard.db').resolve()}"

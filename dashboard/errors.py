@@ -1,0 +1,85 @@
+"""One exception tree for the whole package.
+
+Every error the server can answer with carries an HTTP status, a stable
+machine-readable ``code`` and, where one input field is to blame, that
+``field``. The REST API and the Socket.IO acks turn them into the same JSON
+shape: ``{"error": {"code", "message", "field"?}}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class DashboardError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object of the JSON error body."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        body.update(self.extra)
+        return body
+
+
+class InvalidInput(DashboardError):
+    """The request is well-formed but a field has a bad value (422)."""
+
+    status = 422
+    code = "invalid"
+
+
+class MalformedRequest(DashboardError):
+    """The body is not parseable JSON, or not an object (400)."""
+
+    status = 400
+    code = "malformed"
+
+
+class Unauthorized(DashboardError):
+    """Missing or wrong API key / viewer token (401)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(DashboardError):
+    """An unknown session or other resource (404)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DashboardError):
+    """The request contradicts the current state, e.g. a second active session for a car (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(DashboardError):
+    """The body or one of its parts is over its size limit (413)."""
+
+    status = 413
+    code = "too_large"
+
+
+class FrameError(InvalidInput):
+    """One telemetry frame is invalid; the rest of its batch is still kept."""
+
+    code = "invalid_frame"
+
+
+class SourceError(DashboardError):
+    """An in-car data source (OBD adapter, GPS receiver, radio) failed."""
+
+    code = "source_error"

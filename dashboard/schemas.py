@@ -1,0 +1,295 @@
+"""Pydantic models of every REST body and Socket.IO message: the one source of truth.
+
+The OpenAPI document (``/api/v1/openapi.json``) and the JSON Schemas in
+``schemas/`` are generated from these models (``dashboard schemas``); a test
+fails when the committed files drift from them.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from dashboard.telemetry.frames import Frame
+
+CarId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Text = Annotated[str, StringConstraints(max_length=200)]
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+SessionStatus = Literal["created", "active", "stopped", "ended", "expired"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- REST bodies
+class SessionCreate(Strict):
+    """POST /api/v1/sessions."""
+
+    name: Text = ""
+    car_id: CarId
+    driver: Text | None = None
+    track: Text | None = None
+
+
+class RecordRequest(Strict):
+    """Optional body of start/stop/end/heartbeat: a client id making the call idempotent."""
+
+    record_id: RecordId | None = None
+
+
+class SetupIn(Strict):
+    """POST /api/v1/sessions/{id}/setup: the car setup as any JSON object."""
+
+    setup: dict[str, Any]
+    timestamp: float | None = Field(None, description="epoch seconds the setup took effect; default now")
+
+
+class SessionStats(BaseModel):
+    frames: int = 0
+    last_seq: int | None = None
+    duration_s: float = 0.0
+    update_rate_hz: float = 0.0
+
+
+class SessionOut(BaseModel):
+    """A session as the API returns it."""
+
+    session_id: str
+    car_id: str | None
+    name: str
+    driver: str | None
+    track: str | None
+    status: SessionStatus
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    last_activity_at: str | None
+    end_reason: str | None
+    setup: dict[str, Any] | None
+    setup_timestamp: str | None
+    setup_version: int | None
+    telemetry: dict[str, float | None]
+    last_update: str | None
+    monitor_online: bool = False
+    stats: SessionStats
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SetupOut(BaseModel):
+    session_id: str
+    version: int
+    timestamp: str
+    received_at: str
+    setup: dict[str, Any]
+
+
+class SetupList(BaseModel):
+    items: list[SetupOut]
+
+
+class ChannelValue(BaseModel):
+    value: float | None
+    t: float
+    age_s: float
+    unit: str | None
+    stale: bool
+
+
+class TelemetryOut(BaseModel):
+    session_id: str
+    last_update: str | None
+    channels: dict[str, ChannelValue]
+
+
+class StoredFrame(BaseModel):
+    seq: int
+    t: float
+    received_at: float
+    channels: dict[str, float | None]
+
+
+class FrameList(BaseModel):
+    items: list[StoredFrame]
+    next_after_seq: int | None
+
+
+class EventOut(BaseModel):
+    id: int
+    session_id: str
+    record_id: str | None
+    event_type: str
+    timestamp: str
+    received_at: str
+    payload: dict[str, Any]
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    ok: bool
+    database: bool
+
+
+class LegacyStart(BaseModel):
+    """POST /session_manager/sessions.start (continuity alias)."""
+
+    model_config = ConfigDict(extra="allow")
+    car_id: CarId | None = None
+    user_id: CarId | None = None
+    record_id: RecordId | None = None
+    name: Text = ""
+    driver: Text | None = None
+    track: Text | None = None
+
+
+class LegacyEnd(Strict):
+    session_id: str
+    record_id: RecordId | None = None
+
+
+class LegacyHeartbeat(Strict):
+    session_id: str
+
+
+# ------------------------------------------------------- Socket.IO /monitor
+class MonitorAuth(BaseModel):
+    """auth of a /monitor connection."""
+
+    car_id: CarId
+    api_key: str | None = None
+
+
+class MonitorSessionStart(Strict):
+    """/monitor `session.start`: resume the car's active session or create one."""
+
+    record_id: RecordId | None = None
+    session_id: str | None = None
+    name: Text = ""
+    driver: Text | None = None
+    track: Text | None = None
+
+
+class TelemetryBatch(Strict):
+    """/monitor `telemetry`: frames are validated one by one (see Frame)."""
+
+    session_id: str
+    frames: list[Any] = Field(description="each item a Frame; bad ones are rejected individually")
+
+
+class Rejection(BaseModel):
+    seq: Any
+    error: ErrorDetail
+
+
+class TelemetryAck(BaseModel):
+    """Ack of `telemetry`: every frame of the batch is now durable, or listed in rejected."""
+
+    ok: bool
+    acked_seq: int | None
+    rejected: list[Rejection]
+    error: ErrorDetail | None = None
+
+
+class MonitorHeartbeat(Strict):
+    session_id: str
+    backlog: int | None = Field(None, ge=0, description="frames waiting in the monitor's outbox")
+    rtt_ms: float | None = Field(None, ge=0, description="monitor's last measured ack round trip")
+    sources: dict[str, str] | None = Field(None, description="status of each in-car source")
+
+
+class MonitorSessionEnd(Strict):
+    session_id: str
+    record_id: RecordId | None = None
+
+
+class Ack(BaseModel):
+    """Generic ack: ok with a payload, or an error."""
+
+    ok: bool
+    error: ErrorDetail | None = None
+    session: SessionOut | None = None
+
+
+class Command(BaseModel):
+    """Server to monitor: the REST start/stop was called for this car's session."""
+
+    action: Literal["start", "stop", "end"]
+    session_id: str
+
+
+# ----------------------------------------------------- Socket.IO /dashboard
+class ViewerAuth(BaseModel):
+    token: str | None = None
+
+
+class Join(Strict):
+    session_id: str
+
+
+class Snapshot(BaseModel):
+    session: SessionOut
+    setup: SetupOut | None
+    telemetry: TelemetryOut
+    recent: list[StoredFrame]
+
+
+class JoinAck(BaseModel):
+    ok: bool
+    snapshot: Snapshot | None = None
+    error: ErrorDetail | None = None
+
+
+class TelemetryBroadcast(BaseModel):
+    """/dashboard `telemetry`: frames of the room's session, in seq order, possibly coalesced."""
+
+    session_id: str
+    frames: list[Frame]
+
+
+class MonitorPresence(BaseModel):
+    """/dashboard `monitor`: the car's monitor came online or went offline."""
+
+    session_id: str
+    online: bool
+    backlog: int | None = None
+    rtt_ms: float | None = None
+
+
+SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
+    "monitor.auth": MonitorAuth,
+    "monitor.session.start": MonitorSessionStart,
+    "monitor.telemetry": TelemetryBatch,
+    "monitor.telemetry.ack": TelemetryAck,
+    "monitor.heartbeat": MonitorHeartbeat,
+    "monitor.session.end": MonitorSessionEnd,
+    "monitor.ack": Ack,
+    "monitor.command": Command,
+    "frame": Frame,
+    "dashboard.auth": ViewerAuth,
+    "dashboard.join": Join,
+    "dashboard.join.ack": JoinAck,
+    "dashboard.telemetry": TelemetryBroadcast,
+    "dashboard.session": SessionOut,
+    "dashboard.setup": SetupOut,
+    "dashboard.monitor": MonitorPresence,
+    "dashboard.event": EventOut,
+}
