@@ -1,0 +1,66 @@
+"""The server application factory (Flask tutorial style: no app at import time).
+
+``socketio`` is the module-level extension, bound to an app in ``init_app``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from dashboard.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent  # the repo: templates/ and static/ live beside the package
+
+socketio = SocketIO()
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What one app owns besides Flask: settings, sessions, hub, metrics."""
+
+    settings: Settings
+    manager: "SessionManager"  # noqa: F821
+    hub: "Hub"  # noqa: F821
+    metrics: "Metrics"  # noqa: F821
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the server app: database (migrated), SessionManager, REST API, Socket.IO hub, pages."""
+    from dashboard.server import api, web
+    from dashboard.server.hub import Hub
+    from dashboard.server.metrics import Metrics
+    from dashboard.server.sessions import SessionManager
+    from dashboard.server.store import Store
+
+    settings = settings or Settings()
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+
+    store = Store.from_url(settings.resolved_database_url())
+    metrics = Metrics()
+    manager = SessionManager(store, idle_s=settings.session_idle_s, recent_window_s=settings.recent_window_s,
+                             writer_batch_max=settings.writer_batch_max)
+    manager.writer.on_batch = metrics.on_write
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        message_queue=settings.message_queue,
+        async_handlers=False,  # each connection's events in order: frames stored and broadcast in seq order
+        max_http_buffer_size=settings.max_body_bytes,
+        cors_allowed_origins=None,
+    )
+    hub = Hub(socketio, manager, settings, metrics)
+    app.extensions["dashboard"] = Runtime(settings, manager, hub, metrics)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    api.register_error_handlers(app)
+    if not settings.api_key:
+        log.warning("DASHBOARD_API_KEY is not set: ANYONE can create sessions, post setups and push telemetry")
+    return app

@@ -1,0 +1,116 @@
+"""The ``dashboard`` command line: serve, db upgrade, schemas, demo, and the car's commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dashboard.config import Settings
+
+log = logging.getLogger("dashboard")
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server (migrating the database first)."""
+    if args.async_mode == "gevent":
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+    from dashboard import create_app, socketio
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = Settings(**overrides)
+    _setup_logging(settings)
+    app = create_app(settings)
+    runtime = app.extensions["dashboard"]
+    runtime.hub.start()
+    print(f"Race dashboard serving on http://{settings.host}:{settings.port}/", flush=True)
+    try:
+        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
+    finally:
+        runtime.hub.stop()
+        runtime.manager.close()
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply the database migrations."""
+    from dashboard.server.store import make_engine, upgrade
+
+    settings = Settings()
+    _setup_logging(settings)
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    upgrade(make_engine(settings.resolved_database_url()))
+    print("database is at the latest migration")
+    return 0
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> JSON text of every generated schema (OpenAPI and Socket.IO messages)."""
+    from dashboard.schemas import SOCKET_MESSAGES
+    from dashboard.server.openapi import openapi_document
+
+    files = {"openapi.json": json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"}
+    for name, model in SOCKET_MESSAGES.items():
+        files[f"{name}.schema.json"] = json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the OpenAPI document and message JSON Schemas into schemas/."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render_schemas().items():
+        (out / name).write_text(text)
+    print(f"wrote {len(render_schemas())} schema files to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="dashboard", description="Live race-car telemetry.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (DASHBOARD_PORT, default 5000)")
+    serve.set_defaults(func=cmd_serve, async_mode=Settings().async_mode)
+
+    db = sub.add_parser("db", help="database tasks")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    schemas = sub.add_parser("schemas", help="regenerate schemas/ from the Pydantic models")
+    schemas.add_argument("--out", default=str(SCHEMAS_DIR))
+    schemas.set_defaults(func=cmd_schemas)
+
+    for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo"):
+        try:
+            mod = __import__(module, fromlist=["add_commands"])
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dashboard`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

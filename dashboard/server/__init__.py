@@ -1,0 +1,1 @@
+"""The server half: storage, sessions, REST API, Socket.IO hub and web pages."""

@@ -1,0 +1,262 @@
+"""REST API v1: sessions, lifecycle, setups, telemetry, frames, events; health and metrics.
+
+Every error answers ``{"error": {"code", "message", "field"?}}`` from one
+helper; bodies are parsed into the Pydantic models of ``dashboard.schemas``.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from functools import wraps
+from typing import Any, Callable, TypeVar
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from dashboard import schemas
+from dashboard.errors import (
+    DashboardError,
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from dashboard.server.openapi import openapi_document
+from dashboard.server.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+M = TypeVar("M", bound=BaseModel)
+MAX_PAGE = 100
+STATUSES = ("created", "active", "stopped", "ended", "expired")
+
+
+def manager() -> SessionManager:
+    """The app's SessionManager."""
+    return current_app.extensions["dashboard"].manager
+
+
+def error_response(error: DashboardError) -> tuple[Response, int]:
+    """The one JSON error answer."""
+    return jsonify({"error": error.to_dict()}), error.status
+
+
+def validation_error(exc: ValidationError) -> InvalidInput:
+    """The first Pydantic error as an InvalidInput naming its field."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    return InvalidInput(err["msg"], field=field)
+
+
+def parse_body(model: type[M], optional: bool = False) -> M:
+    """The request's JSON body as ``model``; 400 if not JSON, 422 naming the bad field."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return model()
+        raise MalformedRequest("a JSON body is required", field="body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("body must be a JSON object", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def require_key(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mutating calls need X-API-Key equal to the configured key (constant-time compare)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        expected = current_app.extensions["dashboard"].settings.api_key
+        if expected:
+            given = request.headers.get("X-API-Key", "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise Unauthorized("missing or wrong X-API-Key", field="X-API-Key")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer query argument within bounds, else 422 naming it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", field=name) from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise InvalidInput(f"{name} must be {bounds}", field=name)
+    return value
+
+
+@bp.errorhandler(DashboardError)
+def _dashboard_error(error: DashboardError) -> tuple[Response, int]:
+    return error_response(error)
+
+
+# ------------------------------------------------------------------ sessions
+@bp.post("/api/v1/sessions")
+@require_key
+def create_session() -> tuple[Response, int]:
+    body = parse_body(schemas.SessionCreate)
+    sid = manager().create_session(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track)
+    return jsonify(manager().get_session(sid)), 201
+
+
+@bp.get("/api/v1/sessions")
+def list_sessions() -> Response:
+    limit = int_arg("limit", 20, 1, MAX_PAGE)
+    offset = int_arg("offset", 0, 0)
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+    car_id = request.args.get("car_id") or None
+    items, total = manager().list_sessions(limit, offset, status, car_id)
+    return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+@bp.get("/api/v1/sessions/<session_id>")
+def get_session(session_id: str) -> Response:
+    return jsonify(manager().session(session_id))
+
+
+@bp.delete("/api/v1/sessions/<session_id>")
+@require_key
+def delete_session(session_id: str) -> tuple[str, int]:
+    if not manager().delete_session(session_id):
+        raise NotFound(f"no session {session_id}", field="session_id")
+    return "", 204
+
+
+@bp.post("/api/v1/sessions/<session_id>/<action>")
+@require_key
+def lifecycle(session_id: str, action: str) -> Response:
+    if action == "setup":
+        return post_setup(session_id)
+    if action not in ("start", "stop", "end", "heartbeat"):
+        raise NotFound(f"no action {action}", field="action")
+    body = parse_body(schemas.RecordRequest, optional=True)
+    m = manager()
+    if action == "heartbeat":
+        return jsonify(m.heartbeat(session_id))
+    return jsonify(getattr(m, action)(session_id, body.record_id))
+
+
+def post_setup(session_id: str) -> tuple[Response, int]:
+    body = parse_body(schemas.SetupIn)
+    limit = current_app.extensions["dashboard"].settings.max_setup_bytes
+    if len(json.dumps(body.setup)) > limit:
+        raise PayloadTooLarge(f"setup is over {limit} bytes of JSON", field="setup")
+    return jsonify(manager().update_setup(session_id, body.setup, body.timestamp)), 201
+
+
+@bp.get("/api/v1/sessions/<session_id>/setup")
+def current_setup(session_id: str) -> Response:
+    setup = manager().current_setup(session_id)
+    if setup is None:
+        raise NotFound("no setup posted for this session yet", field="setup")
+    return jsonify(setup)
+
+
+@bp.get("/api/v1/sessions/<session_id>/setups")
+def setup_history(session_id: str) -> Response:
+    return jsonify({"items": manager().setups(session_id)})
+
+
+@bp.get("/api/v1/sessions/<session_id>/telemetry")
+def telemetry(session_id: str) -> Response:
+    return jsonify(manager().telemetry(session_id))
+
+
+@bp.get("/api/v1/sessions/<session_id>/frames")
+def frames(session_id: str) -> Response:
+    after_seq = int_arg("after_seq", -1, -1)
+    limit = int_arg("limit", 1000, 1, 10000)
+    items = manager().frames(session_id, after_seq, limit)
+    return jsonify({"items": items, "next_after_seq": items[-1]["seq"] if len(items) == limit else None})
+
+
+@bp.get("/api/v1/sessions/<session_id>/events")
+def events(session_id: str) -> Response:
+    after_id = int_arg("after_id", 0, 0)
+    limit = int_arg("limit", 1000, 1, 10000)
+    return jsonify({"items": manager().events(session_id, after_id, limit)})
+
+
+# ------------------------------------------------- continuity aliases
+@bp.post("/session_manager/sessions.start")
+@require_key
+def legacy_start() -> Response:
+    body = parse_body(schemas.LegacyStart)
+    car_id = body.car_id or body.user_id
+    if car_id is None:
+        raise InvalidInput("car_id (or user_id) is required", field="car_id")
+    return jsonify(manager().start_for_car(car_id, body.record_id, name=body.name, driver=body.driver,
+                                           track=body.track))
+
+
+@bp.post("/session_manager/sessions.end")
+@require_key
+def legacy_end() -> Response:
+    body = parse_body(schemas.LegacyEnd)
+    return jsonify(manager().end(body.session_id, body.record_id))
+
+
+@bp.post("/session_manager/sessions.heartbeat")
+@require_key
+def legacy_heartbeat() -> Response:
+    body = parse_body(schemas.LegacyHeartbeat)
+    return jsonify(manager().heartbeat(body.session_id))
+
+
+# ------------------------------------------------------ health, metrics, docs
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    ok = manager().store.ping()
+    return jsonify({"ok": ok, "database": ok}), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    from dashboard.server.metrics import CONTENT_TYPE
+
+    return Response(current_app.extensions["dashboard"].metrics.render(), content_type=CONTENT_TYPE)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
+
+
+def register_error_handlers(app: Any) -> None:
+    """JSON errors for the whole app: HTTP errors under /api, size limits, and any crash."""
+
+    @app.errorhandler(DashboardError)
+    def _dashboard(error: DashboardError) -> tuple[Response, int]:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Any:
+        if error.code == 413:
+            return error_response(PayloadTooLarge("request body is too large", field="body"))
+        if request.path.startswith(("/api/", "/session_manager/")) or request.is_json:
+            err = DashboardError(error.description or error.name)
+            err.status, err.code = error.code or 500, error.name.lower().replace(" ", "_")
+            return error_response(err)
+        return error
+
+    @app.errorhandler(Exception)
+    def _crash(error: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(DashboardError("internal server error"))

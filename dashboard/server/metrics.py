@@ -1,0 +1,42 @@
+"""Prometheus metrics of one server process, served at ``/metrics``."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # the *_created series only add noise to a scrape
+
+
+class Metrics:
+    """The counters, gauges and histograms of one app (own registry, so tests can make many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.frames_received = Counter("dashboard_frames_received", "Frames accepted from monitors",
+                                       registry=self.registry)
+        self.frames_rejected = Counter("dashboard_frames_rejected", "Frames rejected as invalid",
+                                       registry=self.registry)
+        self.frames_duplicate = Counter("dashboard_frames_duplicate", "Frames received again and ignored",
+                                        registry=self.registry)
+        self.frames_broadcast = Counter("dashboard_frames_broadcast", "Frames emitted to session rooms",
+                                        registry=self.registry)
+        self.monitors = Gauge("dashboard_monitors_connected", "Connected in-car monitors", registry=self.registry)
+        self.viewers = Gauge("dashboard_viewers_connected", "Connected dashboard viewers", registry=self.registry)
+        self.broadcast_latency = Histogram(
+            "dashboard_ingest_to_broadcast_seconds", "From a frame's receipt to its emit to the room",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5), registry=self.registry)
+        self.write_batch = Histogram(
+            "dashboard_db_write_batch_frames", "Frames per database write transaction",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=self.registry)
+        self.write_seconds = Histogram(
+            "dashboard_db_write_seconds", "Duration of a frame write transaction",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=self.registry)
+
+    def on_write(self, frames: int, seconds: float) -> None:
+        """Record one writer transaction."""
+        self.write_batch.observe(frames)
+        self.write_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

@@ -1,0 +1,94 @@
+"""Database tables (SQLAlchemy 2 declarative). Times are epoch seconds (float) for portability.
+
+The Alembic migrations in ``migrations/versions`` create exactly these tables;
+``tests/server/test_migrations.py`` fails when the two drift apart.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class SessionRow(Base):
+    """One session of one car."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    car_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    driver: Mapped[str | None] = mapped_column(String(200))
+    track: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    last_activity_at: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    frame_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_sessions_car_status", "car_id", "status"),
+        Index("ix_sessions_status_created", "status", "created_at"),
+        Index("ix_sessions_created", "created_at"),
+    )
+
+
+class EventRow(Base):
+    """One entry of a session's event log (status change, setup change, trouble code...)."""
+
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), ForeignKey("sessions.id", ondelete="CASCADE"))
+    record_id: Mapped[str | None] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64))
+    timestamp: Mapped[float] = mapped_column(Float)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "record_id", name="uq_session_events_record"),
+        Index("ix_session_events_session_id", "session_id", "id"),
+        Index("ix_session_events_record", "record_id"),
+    )
+
+
+class SetupRow(Base):
+    """One version of a session's car setup, as POSTed by the engineer."""
+
+    __tablename__ = "setups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), ForeignKey("sessions.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    timestamp: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    setup: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("session_id", "version", name="uq_setups_version"),)
+
+
+class FrameRow(Base):
+    """One telemetry frame; (session_id, seq) is unique so a resent frame is stored once."""
+
+    __tablename__ = "frames"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    t: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    channels: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_frames_session_t", "session_id", "t"),)
+
+

@@ -1,0 +1,543 @@
+"""SessionManager: the lifecycle rules, the latest values and the statistics of every session.
+
+``SessionManager()`` with no arguments keeps everything in memory (an
+in-memory SQLite database, so both modes share one code path);
+``SessionManager(store)`` persists to that store and writes frames through
+the single FrameWriter. Every public method is safe to call from many threads
+or greenlets at once. Whatever changes is told to the listeners (the
+Socket.IO hub), so this module does no network I/O.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from dashboard.errors import Conflict, FrameError, InvalidInput, NotFound
+from dashboard.server.store import FrameWrite, Store
+from dashboard.server.writer import FrameWriter, Ticket
+from dashboard.telemetry.channels import get_channel, stale_after
+from dashboard.telemetry.frames import Frame, frame_seq, parse_frame
+
+log = logging.getLogger(__name__)
+
+LINK_GAP_EVENT_S = 10.0  # telemetry resuming after a silence this long is logged as a link gap
+RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: the bound on each session's in-memory recent history
+LIVE_STATUSES = ("created", "active", "stopped")
+FINAL_STATUSES = ("ended", "expired")
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC, or None."""
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def new_session_id() -> str:
+    """A fresh UUID4 session id."""
+    return str(uuid.uuid4())
+
+
+def check_session_id(session_id: Any) -> str:
+    """The id if it is a UUID string, else NotFound naming session_id (no such session can exist)."""
+    try:
+        return str(uuid.UUID(str(session_id))) if isinstance(session_id, str) else _bad_id()
+    except ValueError:
+        return _bad_id()
+
+
+def _bad_id() -> str:
+    raise NotFound("no such session: session_id must be a UUID", field="session_id")
+
+
+@dataclass
+class _Live:
+    """What the manager holds in memory for one session."""
+
+    row: dict[str, Any]
+    setup: dict[str, Any] | None = None
+    latest: dict[str, tuple[float | None, float]] = field(default_factory=dict)  # name -> (value, t)
+    last_update: float | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MAX_FRAMES))
+    pending: set[int] = field(default_factory=set)
+    monitor: dict[str, Any] = field(default_factory=lambda: {"online": False})
+
+
+@dataclass
+class IngestResult:
+    """What became of one telemetry batch."""
+
+    accepted: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    duplicates: int
+    acked_seq: int | None
+    ticket: Ticket | None
+
+
+class SessionManager:
+    """Sessions keyed by UUID4: metadata, setup, latest telemetry, frame history and event log."""
+
+    def __init__(self, store: Store | None = None, idle_s: float = 300.0, recent_window_s: float = 60.0,
+                 writer_batch_max: int = 2000, clock: Callable[[], float] = time.time) -> None:
+        self.persistent = store is not None
+        self.store = store if store is not None else Store.from_url("sqlite://")
+        self.idle_s = idle_s
+        self.recent_window_s = recent_window_s
+        self.clock = clock
+        self.writer = FrameWriter(self.store, writer_batch_max) if self.persistent else None
+        self.listeners: list[Listener] = []
+        self.lock = threading.RLock()
+        self._live: dict[str, _Live] = {}
+        if self.writer is not None:
+            self.writer.start()
+            for row in self.store.sessions_with_status("active"):
+                self._load(row["id"])
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer (safe to call twice)."""
+        if self.writer is not None:
+            self.writer.stop()
+
+    # ------------------------------------------------------------ plumbing
+    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(kind, payload)
+            except Exception:  # noqa: BLE001 - a failing listener must not undo a stored change
+                log.exception("listener failed on %s", kind)
+
+    def _load(self, session_id: str) -> _Live | None:
+        live = self._live.get(session_id)
+        if live is not None:
+            return live
+        row = self.store.get_session(session_id)
+        if row is None:
+            return None
+        live = _Live(row=row, setup=self.store.latest_setup(session_id))
+        for frame in self.store.last_frames(session_id, RECENT_MAX_FRAMES):
+            self._remember(live, frame)
+        self._live[session_id] = live
+        return live
+
+    def _get(self, session_id: Any) -> _Live:
+        sid = check_session_id(session_id)
+        live = self._load(sid)
+        if live is None:
+            raise NotFound(f"no session {sid}", field="session_id")
+        return live
+
+    @staticmethod
+    def _remember(live: _Live, frame: dict[str, Any]) -> None:
+        live.recent.append(frame)
+        for name, value in frame["channels"].items():
+            old = live.latest.get(name)
+            if old is None or frame["t"] >= old[1]:
+                live.latest[name] = (value, frame["t"])
+        live.last_update = max(live.last_update or 0.0, frame["received_at"])
+
+    def _event(self, session_id: str, event_type: str, payload: dict[str, Any], record_id: str | None = None,
+               timestamp: float | None = None) -> dict[str, Any]:
+        now = self.clock()
+        return {"record_id": record_id, "event_type": event_type, "timestamp": timestamp or now,
+                "payload": payload, "received_at": now}
+
+    def _log_event(self, session_id: str, event_type: str, payload: dict[str, Any],
+                   record_id: str | None = None) -> dict[str, Any] | None:
+        stored = self.store.add_event(session_id, self._event(session_id, event_type, payload, record_id))
+        if stored is not None:
+            self._notify("event", public_event(stored))
+        return stored
+
+    def public(self, live: _Live) -> dict[str, Any]:
+        """A session as the API and viewers see it (the SessionOut shape)."""
+        row, now = live.row, self.clock()
+        start = row["started_at"] or row["created_at"]
+        end = row["ended_at"] or (now if row["status"] == "active" else row["last_activity_at"] or start)
+        duration = max(0.0, end - start)
+        frames = row["frame_count"] or 0
+        setup = live.setup
+        return {
+            "session_id": row["id"], "car_id": row["car_id"], "name": row["name"], "driver": row["driver"],
+            "track": row["track"], "status": row["status"], "created_at": iso(row["created_at"]),
+            "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]),
+            "last_activity_at": iso(row["last_activity_at"]), "end_reason": row["end_reason"],
+            "setup": setup["setup"] if setup else None,
+            "setup_timestamp": iso(setup["timestamp"]) if setup else None,
+            "setup_version": setup["version"] if setup else None,
+            "telemetry": {name: value for name, (value, _t) in live.latest.items()},
+            "last_update": iso(live.last_update),
+            "monitor_online": bool(live.monitor.get("online")),
+            "stats": {"frames": frames, "last_seq": row["last_seq"], "duration_s": round(duration, 3),
+                      "update_rate_hz": round(frames / duration, 3) if duration > 0 else 0.0},
+        }
+
+    # ----------------------------------------------------- the original API
+    def create_session(self, car_id: str | None = None, name: str = "", driver: str | None = None,
+                       track: str | None = None) -> str:
+        """Create a session in status ``created``; returns its UUID4."""
+        now = self.clock()
+        row = {"id": new_session_id(), "car_id": car_id, "name": name, "driver": driver, "track": track,
+               "status": "created", "created_at": now, "started_at": None, "ended_at": None,
+               "last_activity_at": now, "end_reason": None, "frame_count": 0, "last_seq": None}
+        with self.lock:
+            self.store.insert_session(row)
+            self._live[row["id"]] = _Live(row=dict(row))
+            self._log_event(row["id"], "session.created", {"car_id": car_id})
+            self._notify("session", self.public(self._live[row["id"]]))
+        log.info("session %s created for car %s", row["id"], car_id)
+        return row["id"]
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session as a dict, or None for an unknown (or malformed) id."""
+        with self.lock:
+            try:
+                return self.public(self._get(session_id))
+            except (NotFound, InvalidInput):
+                return None
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """The session as a dict; NotFound (404) for an unknown id."""
+        with self.lock:
+            return self.public(self._get(session_id))
+
+    def update_setup(self, session_id: str, setup: dict[str, Any], timestamp: float | None = None) -> dict[str, Any]:
+        """Store a new setup version; returns it."""
+        if not isinstance(setup, dict):
+            raise InvalidInput("setup must be a JSON object", field="setup")
+        with self.lock:
+            live = self._get(session_id)
+            now = self.clock()
+            ts = float(timestamp) if timestamp is not None else now
+            event = self._event(live.row["id"], "setup.changed", {"keys": sorted(setup)[:50]}, timestamp=ts)
+            version = self.store.add_setup(live.row["id"], setup, ts, now, event)
+            live.setup = version
+            out = public_setup(version)
+            self._notify("setup", out)
+            self._notify("event", {"session_id": live.row["id"], "event_type": "setup.changed",
+                                   "payload": {"version": version["version"]}, "timestamp": iso(ts),
+                                   "received_at": iso(now), "id": 0, "record_id": None})
+        return out
+
+    def update_telemetry(self, session_id: str, telemetry: dict[str, Any]) -> IngestResult:
+        """Record one set of channel values now, as the next frame of the session."""
+        with self.lock:
+            live = self._get(session_id)
+            seq = (live.row["last_seq"] if live.row["last_seq"] is not None else -1) + 1
+            result = self.ingest(session_id, [{"seq": seq, "t": self.clock(), "channels": telemetry}])
+        if result.rejected:
+            err = result.rejected[0]["error"]
+            raise InvalidInput(err["message"], field=err.get("field"))
+        return result
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session with its frames, setups and events; False if unknown."""
+        with self.lock:
+            sid = check_session_id(session_id)
+            self._live.pop(sid, None)
+            deleted = self.store.delete_session(sid)
+        if deleted:
+            log.info("session %s deleted", sid)
+            self._notify("deleted", {"session_id": sid})
+        return deleted
+
+    def get_active_sessions(self) -> list[str]:
+        """Ids of every session in status active."""
+        with self.lock:
+            return [row["id"] for row in self.store.sessions_with_status("active")]
+
+    # ----------------------------------------------------------- lifecycle
+    def _replay(self, record_id: str | None, event_type: str, session_id: str | None = None) -> dict | None:
+        if record_id is None:
+            return None
+        previous = self.store.event_by_record(record_id, [event_type])
+        if previous is None or (session_id is not None and previous["session_id"] != session_id):
+            return None
+        return previous["payload"].get("response")
+
+    def _transition(self, live: _Live, status: str, event_type: str, record_id: str | None,
+                    **fields: Any) -> dict[str, Any]:
+        now = self.clock()
+        old_status = live.row["status"]
+        changes = {"status": status, "last_activity_at": now, **fields}
+        live.row.update(changes)
+        response = self.public(live)
+        event = self._event(live.row["id"], event_type, {"from": old_status, "to": status,
+                                                          "response": response}, record_id)
+        if not self.store.transition(live.row["id"], changes, event):
+            raise Conflict("record_id already used for another call", field="record_id")
+        self._notify("event", {"session_id": live.row["id"], "event_type": event_type, "record_id": record_id,
+                               "payload": {"from": old_status, "to": status}, "timestamp": iso(now),
+                               "received_at": iso(now), "id": 0})
+        self._notify("session", response)
+        log.info("session %s: %s -> %s", live.row["id"], old_status, status)
+        return response
+
+    def start(self, session_id: str, record_id: str | None = None) -> dict[str, Any]:
+        """created|stopped → active; 409 if the car already has another active session."""
+        with self.lock:
+            live = self._get(session_id)
+            replay = self._replay(record_id, "session.started", live.row["id"])
+            if replay is not None:
+                return replay
+            status = live.row["status"]
+            if status == "active":
+                return self.public(live)
+            if status in FINAL_STATUSES:
+                raise Conflict(f"session is {status}", field="status")
+            car = live.row["car_id"]
+            if car:
+                other = self.store.active_session_for_car(car)
+                if other is not None and other["id"] != live.row["id"]:
+                    raise Conflict("car already has an active session", field="car_id", session_id=other["id"])
+            response = self._transition(live, "active", "session.started", record_id,
+                                        started_at=live.row["started_at"] or self.clock())
+            if car:
+                self._notify("command", {"car_id": car, "action": "start", "session_id": live.row["id"]})
+            return response
+
+    def stop(self, session_id: str, record_id: str | None = None) -> dict[str, Any]:
+        """active → stopped (collection paused; may start again)."""
+        with self.lock:
+            live = self._get(session_id)
+            replay = self._replay(record_id, "session.stopped", live.row["id"])
+            if replay is not None:
+                return replay
+            status = live.row["status"]
+            if status == "stopped":
+                return self.public(live)
+            if status != "active":
+                raise Conflict(f"only an active session can be stopped (it is {status})", field="status")
+            response = self._transition(live, "stopped", "session.stopped", record_id)
+            if live.row["car_id"]:
+                self._notify("command", {"car_id": live.row["car_id"], "action": "stop", "session_id": live.row["id"]})
+            return response
+
+    def end(self, session_id: str, record_id: str | None = None, reason: str = "ended") -> dict[str, Any]:
+        """Any live status → ended. Idempotent: ending an ended session returns it unchanged."""
+        with self.lock:
+            live = self._get(session_id)
+            replay = self._replay(record_id, "session.ended", live.row["id"])
+            if replay is not None:
+                return replay
+            if live.row["status"] in FINAL_STATUSES:
+                return self.public(live)
+            response = self._transition(live, "ended", "session.ended", record_id,
+                                        ended_at=self.clock(), end_reason=reason)
+            if live.row["car_id"]:
+                self._notify("command", {"car_id": live.row["car_id"], "action": "end", "session_id": live.row["id"]})
+            return response
+
+    def heartbeat(self, session_id: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Note the session is alive (keeps it from expiring); ``info`` is the monitor's link health."""
+        with self.lock:
+            live = self._get(session_id)
+            self._touch(live)
+            if info:
+                live.monitor.update({k: v for k, v in info.items() if v is not None})
+                self._notify("monitor", {"session_id": live.row["id"], **live.monitor})
+            return self.public(live)
+
+    def start_for_car(self, car_id: str, record_id: str | None = None, session_id: str | None = None,
+                      name: str = "", driver: str | None = None, track: str | None = None) -> dict[str, Any]:
+        """Resume the car's active session (or the given one), else create and start one."""
+        with self.lock:
+            replay = self._replay(record_id, "session.started")
+            if replay is not None and replay.get("car_id") == car_id:
+                return self.public(self._get(replay["session_id"]))
+            if session_id is not None:
+                live = self._get(session_id)
+                if live.row["car_id"] not in (None, car_id):
+                    raise Conflict("session belongs to another car", field="session_id")
+                if live.row["status"] == "active":
+                    return self.public(live)
+                if live.row["status"] not in FINAL_STATUSES:
+                    return self.start(live.row["id"], record_id)
+            active = self.store.active_session_for_car(car_id)
+            if active is not None:
+                return self.public(self._get(active["id"]))
+            new_id = self.create_session(car_id=car_id, name=name, driver=driver, track=track)
+            return self.start(new_id, record_id)
+
+    def _touch(self, live: _Live) -> None:
+        now = self.clock()
+        last = live.row["last_activity_at"]
+        if last is not None and live.row["status"] == "active" and now - last > LINK_GAP_EVENT_S:
+            self._log_event(live.row["id"], "link.gap", {"gap_s": round(now - last, 3)})
+        live.row["last_activity_at"] = now
+        if not self.persistent or live.row["status"] == "active":
+            self.store.update_session(live.row["id"], last_activity_at=now)
+
+    def expire_idle(self) -> list[str]:
+        """Expire every active session idle longer than ``idle_s``; returns their ids."""
+        expired = []
+        with self.lock:
+            cutoff = self.clock() - self.idle_s
+            for live in list(self._live.values()):
+                row = live.row
+                if row["status"] == "active" and (row["last_activity_at"] or row["created_at"]) < cutoff:
+                    self._transition(live, "expired", "session.expired", None,
+                                     ended_at=self.clock(), end_reason="idle")
+                    expired.append(row["id"])
+        return expired
+
+    def cleanup_stale(self) -> int:
+        """Drop ended and expired sessions from memory (they stay in the store); returns how many."""
+        with self.lock:
+            stale = [sid for sid, live in self._live.items() if live.row["status"] in FINAL_STATUSES]
+            for sid in stale:
+                del self._live[sid]
+        return len(stale)
+
+    def history(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Ended and expired sessions, newest first."""
+        ended, _ = self.list_sessions(limit, offset, status="ended")
+        expired, _ = self.list_sessions(limit, offset, status="expired")
+        return sorted(ended + expired, key=lambda s: s["created_at"], reverse=True)[:limit]
+
+    def list_sessions(self, limit: int, offset: int, status: str | None = None,
+                      car_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A page of sessions (newest first) and the total matching."""
+        with self.lock:
+            rows, total = self.store.list_sessions(limit, offset, status, car_id)
+            items = []
+            for row in rows:
+                live = self._live.get(row["id"]) or _Live(row=row, setup=None)
+                if live.row is row and live.setup is None:
+                    live.setup = self.store.latest_setup(row["id"])
+                items.append(self.public(live))
+            return items, total
+
+    def set_monitor(self, session_id: str, online: bool) -> None:
+        """Record that the car's monitor connected or went away."""
+        with self.lock:
+            live = self._get(session_id)
+            if bool(live.monitor.get("online")) == online:
+                return
+            live.monitor["online"] = online
+            self._log_event(live.row["id"], "monitor.online" if online else "monitor.offline", {})
+            self._notify("monitor", {"session_id": live.row["id"], **live.monitor})
+
+    # ----------------------------------------------------------- telemetry
+    def ingest(self, session_id: str, raw_frames: list[Any]) -> IngestResult:
+        """Validate a batch, keep the new frames (stored once), and queue them for writing and broadcast."""
+        now = self.clock()
+        valid: dict[int, Frame] = {}
+        rejected: list[dict[str, Any]] = []
+        for raw in raw_frames:
+            try:
+                frame = parse_frame(raw)
+            except FrameError as exc:
+                rejected.append({"seq": frame_seq(raw), "error": exc.to_dict()})
+                continue
+            valid.setdefault(frame.seq, frame)
+        with self.lock:
+            live = self._get(session_id)
+            sid = live.row["id"]
+            last = live.row["last_seq"]
+            fresh = [f for f in valid.values() if last is None or f.seq > last]
+            older = [f.seq for f in valid.values() if last is not None and f.seq <= last]
+            if older:
+                known = self.store.existing_seqs(sid, older) | live.pending
+                fresh += [valid[s] for s in older if s not in known]
+            fresh.sort(key=lambda f: f.seq)
+            rows = [{"seq": f.seq, "t": f.t, "received_at": now, "channels": f.channels} for f in fresh]
+            ticket = None
+            if rows:
+                if live.row["status"] == "active":
+                    self._touch(live)
+                top = max(rows[-1]["seq"], last if last is not None else -1)
+                live.row["last_seq"] = top
+                live.row["frame_count"] = (live.row["frame_count"] or 0) + len(rows)
+                for row in rows:
+                    self._remember(live, row)
+                write = FrameWrite(sid, rows, top, live.row["last_activity_at"] or now)
+                if self.writer is not None:
+                    live.pending.update(r["seq"] for r in rows)
+                    ticket = self.writer.submit(write, self._settled)
+                else:
+                    self.store.write_frames([write])
+                self._notify("frames", {"session_id": sid, "frames": rows})
+            elif valid and live.row["status"] == "active":
+                self._touch(live)
+        acked = max(valid) if valid else None
+        return IngestResult(rows, rejected, len(valid) - len(rows), acked, ticket)
+
+    def _settled(self, ticket: Ticket) -> None:
+        with self.lock:
+            live = self._live.get(ticket.write.session_id)
+            if live is not None:
+                live.pending.difference_update(r["seq"] for r in ticket.write.rows)
+
+    def telemetry(self, session_id: str) -> dict[str, Any]:
+        """Latest value of each channel with its age and staleness."""
+        with self.lock:
+            live = self._get(session_id)
+            now = self.clock()
+            channels = {}
+            for name, (value, t) in sorted(live.latest.items()):
+                channel = get_channel(name)
+                age = max(0.0, now - t)
+                channels[name] = {"value": value, "t": t, "age_s": round(age, 3),
+                                  "unit": channel.unit if channel else None, "stale": age > stale_after(name)}
+            return {"session_id": live.row["id"], "last_update": iso(live.last_update), "channels": channels}
+
+    def recent(self, session_id: str) -> list[dict[str, Any]]:
+        """Frames of the last ``recent_window_s`` seconds (by sample time), in seq order."""
+        with self.lock:
+            live = self._get(session_id)
+            if not live.recent:
+                return []
+            newest = max(f["t"] for f in live.recent)
+            return [f for f in live.recent if f["t"] >= newest - self.recent_window_s]
+
+    def frames(self, session_id: str, after_seq: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored frames in seq order."""
+        with self.lock:
+            live = self._get(session_id)
+        return self.store.frames(live.row["id"], after_seq, limit)
+
+    def setups(self, session_id: str) -> list[dict[str, Any]]:
+        """Every setup version, oldest first."""
+        with self.lock:
+            live = self._get(session_id)
+        return [public_setup(s) for s in self.store.setups(live.row["id"])]
+
+    def current_setup(self, session_id: str) -> dict[str, Any] | None:
+        """The current setup version, or None."""
+        with self.lock:
+            live = self._get(session_id)
+            return public_setup(live.setup) if live.setup else None
+
+    def events(self, session_id: str, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The session's event log in order."""
+        with self.lock:
+            live = self._get(session_id)
+        return [public_event(e) for e in self.store.events(live.row["id"], after_id, limit)]
+
+    def snapshot(self, session_id: str) -> dict[str, Any]:
+        """Everything a viewer needs on join: session, setup, latest values, recent frames."""
+        with self.lock:
+            live = self._get(session_id)
+            return {"session": self.public(live), "setup": self.current_setup(session_id),
+                    "telemetry": self.telemetry(session_id), "recent": self.recent(session_id)}
+
+
+def public_setup(version: dict[str, Any]) -> dict[str, Any]:
+    """A stored setup version in the SetupOut shape."""
+    return {"session_id": version["session_id"], "version": version["version"],
+            "timestamp": iso(version["timestamp"]), "received_at": iso(version["received_at"]),
+            "setup": version["setup"]}
+
+
+def public_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A stored event in the EventOut shape (the stored response copy left out)."""
+    payload = {k: v for k, v in event["payload"].items() if k != "response"}
+    return {"id": event["id"], "session_id": event["session_id"], "record_id": event["record_id"],
+            "event_type": event["event_type"], "timestamp": iso(event["timestamp"]),
+            "received_at": iso(event["received_at"]), "payload": payload}

@@ -1,0 +1,288 @@
+"""All SQL of the server: one Store over a SQLAlchemy engine (SQLite WAL or PostgreSQL).
+
+Only portable SQL is used; the one dialect-specific piece, the insert that
+ignores an already stored (session_id, seq), picks the dialect's own
+``on_conflict_do_nothing``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from dashboard.server.models import EventRow, FrameRow, SessionRow, SetupRow
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000  # a reader holding the WAL briefly must not fail a write
+
+
+@dataclass
+class FrameWrite:
+    """One session's share of a writer transaction."""
+
+    session_id: str
+    rows: list[dict[str, Any]]  # {seq, t, received_at, channels}
+    last_seq: int  # highest seq of the session once these rows are in
+    last_activity_at: float
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL and foreign keys."""
+    if url in ("sqlite://", "sqlite:///:memory:"):  # one shared connection: the in-memory manager
+        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=ON"))
+        return engine
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # committed data survives a killed process
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every Alembic migration (``dashboard db upgrade``; also run on ``serve``)."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+
+
+class Store:
+    """Reads and writes sessions, events, setups and frames."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert_frames = _insert_ignoring_duplicates(engine, FrameRow.__table__)
+
+    @classmethod
+    def from_url(cls, url: str, migrate: bool = True) -> "Store":
+        """Open (and by default migrate) the database at ``url``."""
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - health check reports, never raises
+            log.exception("database ping failed")
+            return False
+
+    # ------------------------------------------------------------ sessions
+    def insert_session(self, row: dict[str, Any]) -> None:
+        """Insert a new session row."""
+        with self.engine.begin() as conn:
+            conn.execute(SessionRow.__table__.insert().values(**row))
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        """Update columns of one session."""
+        with self.engine.begin() as conn:
+            conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
+
+    def transition(self, session_id: str, fields: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Update a session and log its event in one transaction; False if the record_id was seen."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
+                conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+            return True
+        except IntegrityError:
+            return False
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """One session row as a dict, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(SessionRow.__table__).where(SessionRow.id == session_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_sessions(
+        self, limit: int, offset: int, status: str | None = None, car_id: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of sessions, newest first, and the total matching."""
+        table = SessionRow.__table__
+        where = []
+        if status:
+            where.append(table.c.status == status)
+        if car_id:
+            where.append(table.c.car_id == car_id)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(table).where(*where).order_by(table.c.created_at.desc(), table.c.id).limit(limit).offset(offset)
+            ).mappings()
+            return [dict(r) for r in rows], total
+
+    def sessions_with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        """Every session in one of ``statuses``."""
+        table = SessionRow.__table__
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(table).where(table.c.status.in_(statuses))).mappings()]
+
+    def active_session_for_car(self, car_id: str) -> dict[str, Any] | None:
+        """The car's active session, if any."""
+        table = SessionRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table).where(table.c.car_id == car_id, table.c.status == "active")
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session and everything it owns; False if unknown."""
+        with self.engine.begin() as conn:
+            for table in (FrameRow.__table__, SetupRow.__table__, EventRow.__table__):
+                conn.execute(delete(table).where(table.c.session_id == session_id))
+            result = conn.execute(delete(SessionRow.__table__).where(SessionRow.id == session_id))
+        return result.rowcount > 0
+
+    # -------------------------------------------------------------- events
+    def add_event(self, session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Log an event; None when its record_id was already logged for this session."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+                event_id = result.inserted_primary_key[0]
+        except IntegrityError:
+            return None
+        return {"id": event_id, "session_id": session_id, **event}
+
+    def event_by_record(self, record_id: str, event_types: Iterable[str]) -> dict[str, Any] | None:
+        """The first event with this client record_id and one of these types."""
+        table = EventRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table).where(table.c.record_id == record_id, table.c.event_type.in_(list(event_types)))
+                .order_by(table.c.id).limit(1)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def events(self, session_id: str, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """A session's events in order."""
+        table = EventRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table).where(table.c.session_id == session_id, table.c.id > after_id)
+                .order_by(table.c.id).limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # -------------------------------------------------------------- setups
+    def add_setup(self, session_id: str, setup: dict[str, Any], timestamp: float, received_at: float,
+                  event: dict[str, Any]) -> dict[str, Any]:
+        """Store the next setup version and its event in one transaction."""
+        table = SetupRow.__table__
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(func.max(table.c.version)).where(table.c.session_id == session_id)
+            ).scalar_one()
+            version = (current or 0) + 1
+            conn.execute(table.insert().values(
+                session_id=session_id, version=version, timestamp=timestamp, received_at=received_at, setup=setup))
+            conn.execute(EventRow.__table__.insert().values(
+                session_id=session_id, **{**event, "payload": {**event["payload"], "version": version}}))
+        return {"session_id": session_id, "version": version, "timestamp": timestamp,
+                "received_at": received_at, "setup": setup}
+
+    def setups(self, session_id: str) -> list[dict[str, Any]]:
+        """Every setup version of a session, oldest first."""
+        table = SetupRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.session_id, table.c.version, table.c.timestamp, table.c.received_at, table.c.setup)
+                .where(table.c.session_id == session_id).order_by(table.c.version)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def latest_setup(self, session_id: str) -> dict[str, Any] | None:
+        """The current setup version, or None."""
+        table = SetupRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table.c.session_id, table.c.version, table.c.timestamp, table.c.received_at, table.c.setup)
+                .where(table.c.session_id == session_id).order_by(table.c.version.desc()).limit(1)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    # -------------------------------------------------------------- frames
+    def write_frames(self, writes: list[FrameWrite]) -> None:
+        """Insert frames of several sessions and bump their counters, in one transaction."""
+        with self.engine.begin() as conn:
+            for w in writes:
+                if not w.rows:
+                    continue
+                conn.execute(self._insert_frames, [{"session_id": w.session_id, **r} for r in w.rows])
+                table = SessionRow.__table__
+                conn.execute(
+                    update(table).where(table.c.id == w.session_id).values(
+                        frame_count=table.c.frame_count + len(w.rows),
+                        last_seq=w.last_seq,
+                        last_activity_at=w.last_activity_at,
+                    )
+                )
+
+    def existing_seqs(self, session_id: str, seqs: list[int]) -> set[int]:
+        """Which of ``seqs`` are already stored for the session."""
+        if not seqs:
+            return set()
+        table = FrameRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.seq).where(table.c.session_id == session_id, table.c.seq.in_(seqs))
+            ).scalars()
+            return set(rows)
+
+    def frames(self, session_id: str, after_seq: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored frames in seq order after ``after_seq``."""
+        table = FrameRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.seq, table.c.t, table.c.received_at, table.c.channels)
+                .where(table.c.session_id == session_id, table.c.seq > after_seq)
+                .order_by(table.c.seq).limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def last_frames(self, session_id: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` frames by seq, returned in seq order."""
+        table = FrameRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.seq, table.c.t, table.c.received_at, table.c.channels)
+                .where(table.c.session_id == session_id).order_by(table.c.seq.desc()).limit(limit)
+            ).mappings()
+            return [dict(r) for r in reversed(list(rows))]

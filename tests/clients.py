@@ -1,0 +1,85 @@
+"""Real python-socketio clients for tests: a scripted monitor and a recording viewer."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import socketio
+import websocket
+
+from tests.waiting import wait_for
+
+CALL_TIMEOUT_S = 15.0
+CLOSE_WAIT_S = 0.2
+
+# websocket-client waits up to 3 s for the server's close frame on disconnect, but engineio's read
+# loop often consumed that frame already (a client-side race), so every disconnect would cost 3 s.
+_close = websocket.WebSocket.close
+
+
+def _close_quickly(self: websocket.WebSocket, status: int = websocket.STATUS_NORMAL, reason: bytes = b"",
+                   timeout: float = CLOSE_WAIT_S) -> None:
+    _close(self, status, reason, min(timeout, CLOSE_WAIT_S))
+
+
+websocket.WebSocket.close = _close_quickly
+
+
+def connect_monitor(url: str, car_id: str, api_key: str | None) -> socketio.Client:
+    """A monitor connected to /monitor (websocket transport)."""
+    client = socketio.Client(reconnection=False)
+    client.connect(url, namespaces=["/monitor"], auth={"car_id": car_id, "api_key": api_key},
+                   transports=["websocket"], wait_timeout=10)
+    return client
+
+
+def make_frames(start: int, count: int, t0: float | None = None, hz: float = 50.0) -> list[dict[str, Any]]:
+    """``count`` plausible frames from seq ``start``, sampled at ``hz``."""
+    t0 = t0 if t0 is not None else time.time()
+    return [{"seq": s, "t": t0 + (s - start) / hz,
+             "channels": {"rpm": 3000.0 + s, "speed": float(s % 200), "throttle": float(s % 100),
+                          "coolant_temp": 90.0, "lat": 28.4127 + s * 1e-6, "lon": -81.3797}}
+            for s in range(start, start + count)]
+
+
+class Viewer:
+    """A /dashboard client that records every event it receives."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.client = socketio.Client(reconnection=False)
+        self.events: list[tuple[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.client.on("*", self._record, namespace="/dashboard")
+        auth = {"token": token} if token else None
+        self.client.connect(url, namespaces=["/dashboard"], auth=auth, transports=["websocket"], wait_timeout=10)
+
+    def _record(self, event: str, data: Any = None) -> None:
+        with self._lock:
+            self.events.append((event, data))
+            if event == "telemetry":
+                self.frames.extend(data["frames"])
+
+    def join(self, session_id: str) -> dict[str, Any]:
+        """Join a session's room; returns the ack."""
+        return self.client.call("join", {"session_id": session_id}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
+
+    def seqs(self) -> list[int]:
+        """The seq of every frame received, in arrival order."""
+        with self._lock:
+            return [f["seq"] for f in self.frames]
+
+    def of(self, event: str) -> list[Any]:
+        """Payloads of every ``event`` received."""
+        with self._lock:
+            return [d for e, d in self.events if e == event]
+
+    def wait_frames(self, count: int, timeout: float = 15.0) -> list[int]:
+        """Wait until ``count`` frames arrived; returns their seqs."""
+        wait_for(lambda: len(self.seqs()) >= count, timeout, f"{count} frames at the viewer")
+        return self.seqs()
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
