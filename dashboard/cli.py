@@ -22,11 +22,6 @@ def _setup_logging(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server (migrating the database first)."""
-    if args.async_mode == "gevent":
-        from gevent import monkey
-
-        if not monkey.is_module_patched("socket"):
-            monkey.patch_all()
     from dashboard import create_app, socketio
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
@@ -85,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (DASHBOARD_PORT, default 5000)")
-    serve.set_defaults(func=cmd_serve, async_mode=Settings().async_mode)
+    serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -106,8 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVER_COMMANDS = ("serve", "demo")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dashboard`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVER_COMMANDS and Settings().async_mode == "gevent":
+        from gevent import monkey  # before the server's imports, so they get the cooperative stdlib
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,81 @@
+"""``dashboard demo``: the server on embedded defaults with a simulated car feeding it.
+
+The simulated car is a separate ``dashboard simulate`` process (as a real
+car's monitor would be), replaying the bundled recording of a kart lapping
+Orlando Kart Center through the real ``/monitor`` protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+from dashboard.config import Settings
+
+DEMO_CAR = "SIM-1"
+LISTEN_WAIT_S = 30.0  # how long the simulator may wait for the server to listen
+
+
+def _wait_listening(host: str, port: int) -> bool:
+    deadline = time.monotonic() + LISTEN_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve on embedded defaults, start a simulated car, print the URL to open."""
+    from dashboard import create_app, socketio
+    from dashboard.cli import _setup_logging
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = Settings(**overrides)
+    if not settings.api_key:  # never run the demo open: make a key and tell the user
+        settings.api_key = secrets.token_urlsafe(12)
+    _setup_logging(settings)
+    app = create_app(settings)
+    runtime = app.extensions["dashboard"]
+    session = runtime.manager.start_for_car(DEMO_CAR, name="Demo: kart at Orlando Kart Center",
+                                            track="Orlando Kart Center")
+    runtime.hub.start()
+    url = f"http://{settings.host}:{settings.port}"
+    car: dict[str, subprocess.Popen] = {}
+
+    def start_car() -> None:
+        if not _wait_listening(settings.host, settings.port):
+            print("server did not start listening; no simulated car", file=sys.stderr, flush=True)
+            return
+        command = [sys.executable, "-m", "dashboard", "simulate", "--server", url, "--car-id", DEMO_CAR,
+                   "--api-key", settings.api_key, "--speedup", str(args.speedup)]
+        car["proc"] = subprocess.Popen(command)
+
+    socketio.start_background_task(start_car)
+    print(f"\nRace dashboard demo: open {url}/sessions/{session['session_id']}\n"
+          f"(all sessions: {url}/ ; API key for setups and controls: {settings.api_key})\n", flush=True)
+    try:
+        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if "proc" in car:
+            car["proc"].terminate()
+            car["proc"].wait(10)
+        runtime.hub.stop()
+        runtime.manager.close()
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``demo``."""
+    demo = subparsers.add_parser("demo", help="server + simulated car on embedded defaults")
+    demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port (default 5000)")
+    demo.add_argument("--speedup", type=float, default=1.0, help="replay speed of the recorded laps")
+    demo.set_defaults(func=cmd_demo)
