@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store.from_url(settings.resolved_database_url())
     metrics = Metrics()
     manager = SessionManager(store, idle_s=settings.session_idle_s, recent_window_s=settings.recent_window_s,
-                             writer_batch_max=settings.writer_batch_max)
+                             writer_batch_max=settings.writer_batch_max,
+                             shared=settings.message_queue is not None)
     manager.writer.on_batch = metrics.on_write
     socketio.init_app(
         app,

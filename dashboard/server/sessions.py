@@ -84,8 +84,10 @@ class SessionManager:
     """Sessions keyed by UUID4: metadata, setup, latest telemetry, frame history and event log."""
 
     def __init__(self, store: Store | None = None, idle_s: float = 300.0, recent_window_s: float = 60.0,
-                 writer_batch_max: int = 2000, clock: Callable[[], float] = time.time) -> None:
+                 writer_batch_max: int = 2000, clock: Callable[[], float] = time.time,
+                 shared: bool = False) -> None:
         self.persistent = store is not None
+        self.shared = shared  # other server processes write to the same store: re-read before answering
         self.store = store if store is not None else Store.from_url("sqlite://")
         self.idle_s = idle_s
         self.recent_window_s = recent_window_s
@@ -125,11 +127,34 @@ class SessionManager:
         self._live[session_id] = live
         return live
 
-    def _get(self, session_id: Any) -> _Live:
+    def _get(self, session_id: Any, fresh: bool = True) -> _Live:
         sid = check_session_id(session_id)
         live = self._load(sid)
+        if live is not None and fresh and self.shared:
+            live = self._refresh(live)
         if live is None:
             raise NotFound(f"no session {sid}", field="session_id")
+        return live
+
+    def _refresh(self, live: _Live) -> _Live | None:
+        """Catch up with what other server processes stored: status, setup, newer frames."""
+        sid = live.row["id"]
+        row = self.store.get_session(sid)
+        if row is None:
+            self._live.pop(sid, None)
+            return None
+        mine = live.row["last_seq"]
+        live.row.update(row)
+        if mine is not None and (row["last_seq"] is None or mine > row["last_seq"]):
+            live.row["last_seq"] = mine  # frames of ours still on their way to the database
+        live.setup = self.store.latest_setup(sid)
+        known = max((f["seq"] for f in live.recent), default=-1)
+        newer = self.store.frames(sid, after_seq=known, limit=RECENT_MAX_FRAMES)
+        if len(newer) == RECENT_MAX_FRAMES:  # far behind: only the latest matter
+            newer = self.store.last_frames(sid, RECENT_MAX_FRAMES)
+        for frame in newer:
+            if frame["seq"] not in live.pending:
+                self._remember(live, frame)
         return live
 
     @staticmethod
@@ -378,7 +403,11 @@ class SessionManager:
         expired = []
         with self.lock:
             cutoff = self.clock() - self.idle_s
-            for live in list(self._live.values()):
+            candidates = list(self._live.values())
+            if self.shared:  # another process may hold the session's activity: decide on the stored row
+                candidates = [live for row in self.store.sessions_with_status("active")
+                              if (live := self._load(row["id"])) is not None and self._refresh(live) is not None]
+            for live in candidates:
                 row = live.row
                 if row["status"] == "active" and (row["last_activity_at"] or row["created_at"]) < cutoff:
                     self._transition(live, "expired", "session.expired", None,
@@ -437,7 +466,7 @@ class SessionManager:
                 continue
             valid.setdefault(frame.seq, frame)
         with self.lock:
-            live = self._get(session_id)
+            live = self._get(session_id, fresh=False)
             sid = live.row["id"]
             last = live.row["last_seq"]
             fresh = [f for f in valid.values() if last is None or f.seq > last]

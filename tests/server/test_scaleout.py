@@ -1,0 +1,106 @@
+"""The same code on PostgreSQL, and as two server processes sharing PostgreSQL and a Redis message queue."""
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+import requests
+
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
+from tests.waiting import wait_for
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def pg_url():
+    """A throwaway PostgreSQL database on the machine's server."""
+    name = f"dash_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def push(server, car: str, batches: int, size: int = 100, record_id: str = "r1") -> str:
+    monitor = connect_monitor(server.url, car, server.api_key)
+    try:
+        sid = monitor.call("session.start", {"record_id": record_id}, namespace="/monitor",
+                           timeout=CALL_TIMEOUT_S)["session"]["session_id"]
+        for b in range(batches):
+            frames = make_frames(b * size, size)
+            ack = monitor.call("telemetry", {"session_id": sid, "frames": frames}, namespace="/monitor",
+                               timeout=CALL_TIMEOUT_S)
+            assert ack["ok"] and ack["acked_seq"] == b * size + size - 1, ack
+            # a resent batch is acknowledged and not stored twice, on PostgreSQL too
+            assert monitor.call("telemetry", {"session_id": sid, "frames": frames[-5:]}, namespace="/monitor",
+                                timeout=CALL_TIMEOUT_S)["ok"]
+    finally:
+        monitor.disconnect()
+    return sid
+
+
+def all_frames(server, sid: str) -> list[int]:
+    seqs, after = [], -1
+    while True:
+        page = requests.get(f"{server.url}/api/v1/sessions/{sid}/frames?after_seq={after}&limit=1000",
+                            timeout=10).json()
+        seqs += [f["seq"] for f in page["items"]]
+        if page["next_after_seq"] is None:
+            return seqs
+        after = page["next_after_seq"]
+
+
+def test_postgresql_keeps_every_acked_frame_across_kill_9(server_factory, pg_url):
+    server = server_factory(database_url=pg_url)
+    sid = push(server, "PG-1", batches=10)
+    requests.post(f"{server.url}/api/v1/sessions/{sid}/setup", json={"setup": {"wing": 1}},
+                  headers=server.headers, timeout=5).raise_for_status()
+    server.restart()  # kill -9, then start on the same database
+    assert all_frames(server, sid) == list(range(1000))
+    session = requests.get(f"{server.url}/api/v1/sessions/{sid}", timeout=5).json()
+    assert session["stats"]["frames"] == 1000 and session["setup"] == {"wing": 1} and session["status"] == "active"
+    assert push(server, "PG-1", batches=1, record_id="r1") == sid  # same record_id: same session
+
+
+def test_two_processes_share_postgresql_and_redis(server_factory, pg_url):
+    a = server_factory(database_url=pg_url, message_queue=REDIS_URL)
+    b = server_factory(database_url=pg_url, message_queue=REDIS_URL)
+    monitor = connect_monitor(a.url, "MQ-1", a.api_key)
+    viewer = None
+    try:
+        sid = monitor.call("session.start", {"record_id": "mq"}, namespace="/monitor",
+                           timeout=CALL_TIMEOUT_S)["session"]["session_id"]
+        monitor.call("telemetry", {"session_id": sid, "frames": make_frames(0, 10)}, namespace="/monitor",
+                     timeout=CALL_TIMEOUT_S)
+        viewer = Viewer(b.url)  # watching through the other process
+        snap = viewer.join(sid)["snapshot"]
+        assert [f["seq"] for f in snap["recent"]] == list(range(10))
+        assert snap["session"]["status"] == "active"
+        for start in range(10, 110, 20):
+            assert monitor.call("telemetry", {"session_id": sid, "frames": make_frames(start, 20)},
+                                namespace="/monitor", timeout=CALL_TIMEOUT_S)["acked_seq"] == start + 19
+        assert viewer.wait_frames(100) == list(range(10, 110))
+        # the engineer posts a setup to process B: the viewer on B and the REST view on A both see it
+        requests.post(f"{b.url}/api/v1/sessions/{sid}/setup", json={"setup": {"wing": 9}}, headers=b.headers,
+                      timeout=5).raise_for_status()
+        wait_for(lambda: viewer.of("setup"), 10, "setup event through redis")
+        assert requests.get(f"{a.url}/api/v1/sessions/{sid}", timeout=5).json()["setup"] == {"wing": 9}
+        # a stop on B reaches the car's monitor, connected to A, as a command
+        commands = []
+        monitor.on("command", commands.append, namespace="/monitor")
+        requests.post(f"{b.url}/api/v1/sessions/{sid}/stop", headers=b.headers, timeout=5).raise_for_status()
+        wait_for(lambda: commands, 10, "stop command through redis")
+        assert commands[0] == {"action": "stop", "session_id": sid}
+        assert requests.get(f"{a.url}/api/v1/sessions/{sid}/telemetry", timeout=5).json()[
+            "channels"]["rpm"]["value"] == 3109.0
+        assert requests.get(f"{b.url}/api/v1/sessions/{sid}/telemetry", timeout=5).json()[
+            "channels"]["rpm"]["value"] == 3109.0
+    finally:
+        monitor.disconnect()
+        if viewer:
+            viewer.close()
+    assert all_frames(b, sid) == list(range(110))
