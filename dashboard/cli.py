@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError as exc:
-            if exc.name != module:
+            if not exc.name or not module.startswith(exc.name):  # a missing optional part, not a broken one
                 raise
             continue
         mod.add_commands(sub)
