@@ -221,6 +221,30 @@ class MonitorSessionEnd(Strict):
     record_id: RecordId | None = None
 
 
+class LoraMessage(BaseModel):
+    """/monitor `lora`: a summary a pit gateway received over the Meshtastic radio (see docs/lora-format.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+    car_id: CarId | None = None
+    car_hash: int | None = Field(None, ge=0, le=0xFFFF)
+    session_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}$")]
+    frame: dict[str, Any]
+    received_at: float = Field(allow_inf_nan=False)
+    status: dict[str, bool] | None = None
+    radio: dict[str, Any] | None = None
+
+
+class LoraBroadcast(BaseModel):
+    """/dashboard `lora`: the latest values that came over LoRa, with their age when relayed."""
+
+    session_id: str
+    link: Literal["lora"] = "lora"
+    frame: Frame
+    received_at: float
+    age_s: float
+    status: dict[str, bool] | None = None
+
+
 class Ack(BaseModel):
     """Generic ack: ok with a payload, or an error."""
 
@@ -283,6 +307,8 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "monitor.session.end": MonitorSessionEnd,
     "monitor.ack": Ack,
     "monitor.command": Command,
+    "monitor.lora": LoraMessage,
+    "dashboard.lora": LoraBroadcast,
     "frame": Frame,
     "dashboard.auth": ViewerAuth,
     "dashboard.join": Join,

@@ -147,6 +147,13 @@ class MonitorNamespace(_AckingNamespace):
         self.hub.manager.heartbeat(msg.session_id, info)
         return {"ok": True, "server_time": time.time()}
 
+    def on_lora(self, data: Any = None) -> dict[str, Any]:
+        """A pit gateway relays a summary received over the LoRa radio."""
+        msg = parse(schemas.LoraMessage, data)
+        out = self.hub.manager.merge_lora(msg.car_id, msg.car_hash, msg.session_prefix, msg.frame,
+                                          msg.received_at, msg.status)
+        return {"ok": True, "session_id": out["session_id"]}
+
     def on_session_end(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionEnd, data)
         self._own(msg.session_id)
@@ -226,7 +233,7 @@ class Hub:
         elif kind == "session":
             self.socketio.emit("session", payload, to=payload["session_id"], namespace=DASHBOARD_NS)
             self.socketio.emit("sessions", payload, namespace=DASHBOARD_NS)
-        elif kind in ("setup", "event", "monitor"):
+        elif kind in ("setup", "event", "monitor", "lora"):
             self.socketio.emit(kind, payload, to=payload["session_id"], namespace=DASHBOARD_NS)
 
     def join(self, session_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from dashboard.server.store import FrameWrite, Store
 from dashboard.server.writer import FrameWriter, Ticket
 from dashboard.telemetry.channels import get_channel, stale_after
 from dashboard.telemetry.frames import Frame, frame_seq, parse_frame
+from dashboard.telemetry.lora import car_hash as hash_of
 
 log = logging.getLogger(__name__)
 
@@ -496,6 +497,41 @@ class SessionManager:
                 self._touch(live)
         acked = max(valid) if valid else None
         return IngestResult(rows, rejected, len(valid) - len(rows), acked, ticket)
+
+    def merge_lora(self, car_id: str | None, car_hash: int | None, prefix: str, raw_frame: Any,
+                   received_at: float, status: dict[str, bool] | None = None) -> dict[str, Any]:
+        """Take a frame that came over LoRa without touching the main frame sequence.
+
+        The session is found by its id prefix (and the car's hash or id); each
+        channel's latest value is replaced only when the LoRa sample is newer.
+        The summary is kept in the event log, and viewers get it with its age.
+        """
+        frame = parse_frame(raw_frame)
+        with self.lock:
+            matches = [row for row in self.store.sessions_by_prefix(prefix)
+                       if (car_id is None or row["car_id"] == car_id)
+                       and (car_hash is None or row["car_id"] is None or hash_of(row["car_id"]) == car_hash)]
+            if len(matches) != 1:
+                raise NotFound(f"no single live session matches prefix {prefix}", field="session_prefix")
+            live = self._get(matches[0]["id"], fresh=False)
+            sid = live.row["id"]
+            newer = {}
+            for name, value in frame.channels.items():
+                old = live.latest.get(name)
+                if value is not None and (old is None or frame.t > old[1]):
+                    live.latest[name] = (value, frame.t)
+                    newer[name] = value
+            if live.row["status"] == "active":
+                self._touch(live)
+            payload = {"seq": frame.seq, "t": frame.t, "channels": frame.channels, "received_at": received_at,
+                       "status": status, "updated": sorted(newer)}
+            self._log_event(sid, "lora.frame", payload)
+            out = {"session_id": sid, "link": "lora", "frame": {"seq": frame.seq, "t": frame.t,
+                                                               "channels": frame.channels},
+                   "received_at": received_at, "age_s": round(max(0.0, self.clock() - frame.t), 3),
+                   "status": status}
+            self._notify("lora", out)
+            return out
 
     def _settled(self, ticket: Ticket) -> None:
         with self.lock:

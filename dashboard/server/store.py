@@ -162,6 +162,15 @@ class Store:
             ).mappings().first()
         return dict(row) if row else None
 
+    def sessions_by_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Live sessions whose id starts with ``prefix`` (the LoRa summary carries 8 hex digits)."""
+        table = SessionRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table).where(table.c.id.like(prefix + "%"), table.c.status.in_(("created", "active", "stopped")))
+            ).mappings()
+            return [dict(r) for r in rows]
+
     def delete_session(self, session_id: str) -> bool:
         """Delete a session and everything it owns; False if unknown."""
         with self.engine.begin() as conn:

@@ -176,3 +176,17 @@ def test_viewer_token_required_when_configured(server_factory):
         Viewer(server.url, token="wrong")
     viewer = Viewer(server.url, token="crew-secret")
     viewer.close()
+
+
+def test_bad_lora_messages_get_error_acks(live_server, car_id):
+    gateway = connect_monitor(live_server.url, "mesh-gateway", live_server.api_key)
+    try:
+        frame = {"seq": 1, "t": 1.8e9, "channels": {"rpm": 1.0}}
+        for payload, field in (({"session_prefix": "zz", "frame": frame, "received_at": 1.8e9}, "session_prefix"),
+                               ({"session_prefix": "00000000", "frame": frame, "received_at": 1.8e9},
+                                "session_prefix"),
+                               ({"session_prefix": "00000000", "frame": {"seq": "x"}, "received_at": 1.8e9}, "seq")):
+            ack = gateway.call("lora", payload, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+            assert ack["ok"] is False and ack["error"]["field"] == field, ack
+    finally:
+        gateway.disconnect()

@@ -1,0 +1,250 @@
+"""The in-car end of the LoRa link: a Meshtastic radio that sends the car's summary every N seconds.
+
+``MeshLink`` keeps the newest frame it is given (``update``, cheap, called at
+the frame rate) and, on its own thread, broadcasts a summary of it
+(``dashboard.telemetry.lora``) on the private application port with no ack.
+The radio is a side channel: absent, unplugged or busy, it only changes
+``MeshLink.status`` and is retried with capped exponential backoff; nothing
+here ever raises into the caller or blocks the sources and the main uplink.
+
+Relies on meshtastic 2.7.x (``SerialInterface``, ``TCPInterface``,
+``MeshInterface.sendData``; ``isConnected`` and ``queueStatus`` are read to
+avoid the library's blocking waits).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from meshtastic.protobuf import portnums_pb2
+
+from dashboard.errors import SourceError
+from dashboard.telemetry import lora
+
+log = logging.getLogger(__name__)
+
+PRIVATE_APP = portnums_pb2.PortNum.PRIVATE_APP  # 256: Meshtastic's port for private applications
+DEFAULT_TCP_PORT = 4403  # a networked Meshtastic node's API port
+
+# Airtime budget. One summary is ~60 bytes on air (37 + ~23 of Meshtastic header and
+# Data wrapper), ~0.68 s with LongFast (SF11, 250 kHz, CR 4/5: ~1 kbps), see
+# lora.SUMMARY_AIRTIME_S. EU868 allows a 10% duty cycle (360 s of transmission an
+# hour) and the firmware spends only half of that (5%) on routine traffic; it also
+# holds back polite traffic while channel utilisation is above 25%. Every 20 s is
+# 0.68 / 20 = 3.4% of the hour: under the 5% share with room for the node's own
+# NodeInfo/telemetry, and about six cars (three, if each packet is relayed once) can
+# share one channel before the 25% hold-back. Pit values are then at most ~20 s old.
+DEFAULT_INTERVAL_S = 20.0
+MIN_INTERVAL_S = 1.0  # below this the radio's TX queue fills and packets are dropped anyway
+CONNECT_TIMEOUT_S = 20  # meshtastic waits this long for the radio's configuration on connect
+BACKOFF_INITIAL_S = 2.0  # first retry after the radio failed
+BACKOFF_MAX_S = 60.0  # a radio unplugged for long is retried once a minute
+
+InterfaceFactory = Callable[[str], Any]
+
+
+def parse_port(port: str) -> tuple[str, str, int]:
+    """Split PORT into ``("tcp", host, port)`` for ``tcp://host[:4403]``, else ``("serial", path, 0)``."""
+    if not port:
+        raise SourceError("no Meshtastic port given", field="mesh")
+    if port.startswith("tcp://"):
+        url = urlsplit(port)
+        if not url.hostname:
+            raise SourceError(f"no host in {port!r}", field="mesh")
+        try:
+            number = url.port or DEFAULT_TCP_PORT
+        except ValueError:
+            raise SourceError(f"bad port number in {port!r}", field="mesh") from None
+        return "tcp", url.hostname, number
+    return "serial", port, 0
+
+
+def open_interface(port: str, timeout: int = CONNECT_TIMEOUT_S) -> Any:
+    """Connect to a Meshtastic radio (blocks until its configuration arrives); raises on failure."""
+    kind, where, number = parse_port(port)
+    if kind == "tcp":
+        from meshtastic.tcp_interface import TCPInterface
+
+        return TCPInterface(where, portNumber=number, timeout=timeout)
+    from meshtastic.serial_interface import SerialInterface
+
+    return SerialInterface(devPath=where, timeout=timeout)  # devPath given: never probes
+
+
+def close_quietly(interface: Any) -> None:
+    """Close an interface whose radio may already be gone."""
+    if interface is not None:
+        with contextlib.suppress(Exception):  # the device may be gone mid-close
+            interface.close()
+
+
+def radio_ready(interface: Any) -> str | None:
+    """None when a packet can go out now, else why not ("disconnected", "busy")."""
+    connected = getattr(interface, "isConnected", None)
+    if connected is not None and not connected.is_set():
+        return "disconnected"  # sendData would block up to 30 s in _waitConnected
+    queue = getattr(interface, "queueStatus", None)
+    if queue is not None and queue.free <= 0:
+        return "busy"  # sendData would sleep until the radio reports free TX slots
+    return None
+
+
+class MeshLink:
+    """Sends a summary of the newest frame over a Meshtastic radio every ``interval_s``."""
+
+    def __init__(
+        self,
+        port: str,
+        car_id: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        hop_limit: int | None = None,
+        channel_index: int = 0,
+        interface_factory: InterfaceFactory = open_interface,
+    ) -> None:
+        if interval_s < MIN_INTERVAL_S:
+            raise ValueError(f"interval_s must be at least {MIN_INTERVAL_S}")
+        if interval_s < lora.SUMMARY_AIRTIME_S / 0.10:
+            log.warning("mesh interval %.1f s exceeds the EU868 10%% duty cycle on LongFast", interval_s)
+        self.port = port
+        self.car_id = car_id
+        self.interval_s = interval_s
+        self.hop_limit = hop_limit  # None: the radio's configured hop limit
+        self.channel_index = channel_index
+        self._factory = interface_factory
+        self._lock = threading.Lock()
+        self._latest: tuple[str, Any, int] | None = None  # (session_id, frame, status)
+        self._last_sent_seq: int | None = None
+        self._interface: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._backoff = BACKOFF_INITIAL_S
+        self.status = "stopped"
+        self.last_error: str | None = None
+        self.counts = {"sent": 0, "failed": 0, "skipped_busy": 0, "encode_errors": 0, "connects": 0}
+
+    # ------------------------------------------------------------ caller side
+    def update(self, session_id: str | None, frame: Any, status: int = 0) -> None:
+        """Remember the newest frame (a Frame or ``{seq, t, channels}``) of the session; never raises."""
+        with self._lock:
+            self._latest = (session_id, frame, status) if session_id else None
+
+    def start(self) -> None:
+        """Start the sender thread; a no-op when already running."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._backoff = BACKOFF_INITIAL_S
+        self.status = "connecting"
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="mesh-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the radio; safe to call twice or before start."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)  # a connect in progress may outlive this; it closes its radio itself
+        self._drop_interface()
+        self.status = "stopped"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Status and counters, for the monitor's heartbeat ``sources``."""
+        return {"status": self.status, "last_error": self.last_error, **self.counts}
+
+    # ----------------------------------------------------------- radio side
+    def connect(self) -> bool:
+        """Open the radio if it is not open; False (status set, never raises) when it cannot be."""
+        if self._interface is not None:
+            return True
+        if self._stop.is_set():
+            return False  # stopped: don't open the device again
+        try:
+            interface = self._factory(self.port)
+        except Exception as exc:  # noqa: BLE001 - absent device, refused TCP, config timeout, permissions
+            self._failed("no radio", exc)
+            return False
+        if self._stop.is_set():  # stopped while we were connecting
+            close_quietly(interface)
+            return False
+        self._interface = interface
+        self.counts["connects"] += 1
+        self._backoff = BACKOFF_INITIAL_S
+        self.status = "connected"
+        self.last_error = None
+        return True
+
+    def send_now(self) -> bool:
+        """Send one summary of the newest frame if there is something new; never raises."""
+        with self._lock:
+            latest = self._latest
+        if latest is None:
+            self.status = "waiting"  # no session or no frame yet
+            return False
+        session_id, frame, status = latest
+        try:
+            summary = lora.summary_from_frame(self.car_id, session_id, frame, status)
+            payload = lora.encode(summary)
+        except Exception as exc:  # noqa: BLE001 - a bad seq/time/session from upstream: report, go on
+            self.counts["encode_errors"] += 1
+            self.last_error = f"encode: {exc}"
+            return False
+        if summary.seq == self._last_sent_seq:
+            return False  # nothing new since the last summary: save the airtime
+        if not self.connect():
+            return False
+        why_not = radio_ready(self._interface)
+        if why_not == "busy":
+            self.counts["skipped_busy"] += 1
+            self.status = "busy"
+            return False
+        if why_not is not None:
+            self._failed("radio " + why_not, None)
+            self._drop_interface()
+            return False
+        try:
+            self._interface.sendData(
+                payload,
+                portNum=PRIVATE_APP,
+                wantAck=False,
+                hopLimit=self.hop_limit,
+                channelIndex=self.channel_index,
+            )
+        except Exception as exc:  # noqa: BLE001 - unplugged mid-write (SerialException, OSError)...
+            self._failed("send failed", exc)
+            self._drop_interface()
+            return False
+        self._last_sent_seq = summary.seq
+        self.counts["sent"] += 1
+        self.status = "connected"
+        return True
+
+    # -------------------------------------------------------------- internals
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self.connect():
+                stop.wait(self._next_backoff())
+                continue
+            sent_or_idle = self.send_now() or self._interface is not None
+            stop.wait(self.interval_s if sent_or_idle else self._next_backoff())
+        self._drop_interface()
+
+    def _next_backoff(self) -> float:
+        delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: two cars restarted together don't collide
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        return delay
+
+    def _failed(self, what: str, exc: BaseException | None) -> None:
+        self.counts["failed"] += 1
+        self.status = what
+        self.last_error = f"{what}: {exc}" if exc is not None else what
+        log.info("mesh link: %s", self.last_error)
+
+    def _drop_interface(self) -> None:
+        interface, self._interface = self._interface, None
+        close_quietly(interface)

@@ -1,0 +1,44 @@
+"""The ``dashboard mesh-gateway`` command: the pit's LoRa radio feeding the server."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from dashboard.car.mesh_gateway import DEFAULT_GATEWAY_ID, run_gateway
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``mesh-gateway`` on the ``dashboard`` command's subparsers; it sets ``func(args) -> int``."""
+    parser = subparsers.add_parser(
+        "mesh-gateway",
+        help="forward car summaries received over Meshtastic LoRa to the server",
+        description="Listen on a Meshtastic radio for race-dashboard summaries (private app port 256) "
+        "and forward each to the server's /monitor namespace as a `lora` event.",
+    )
+    parser.add_argument("--device", required=True, metavar="PORT", help="serial device (/dev/ttyUSB0) or tcp://host[:4403]")
+    parser.add_argument("--server", required=True, metavar="URL", help="dashboard server, e.g. http://pit-laptop:5000")
+    parser.add_argument("--api-key", metavar="KEY", default=None, help="monitor API key (default: DASHBOARD_API_KEY)")
+    parser.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="id the gateway connects with (default %(default)s)")
+    parser.add_argument(
+        "--car",
+        action="append",
+        default=[],
+        metavar="CAR_ID",
+        help="a car expected on the channel (repeatable); resolves car ids, and drops other cars' summaries",
+    )
+    parser.set_defaults(func=mesh_gateway_command)
+
+
+def mesh_gateway_command(args: argparse.Namespace) -> int:
+    """Run the gateway until Ctrl-C; print its counters as JSON on exit."""
+    api_key = args.api_key
+    if api_key is None:
+        from dashboard.config import Settings
+
+        api_key = Settings().api_key
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    counts = run_gateway(args.device, args.server, api_key, gateway_id=args.gateway_id, cars=args.car)
+    print(json.dumps(counts, sort_keys=True))
+    return 0

@@ -1,0 +1,61 @@
+"""End to end over LoRa: car's MeshLink → captured radio packet → pit radio → gateway → server → viewer."""
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+from dashboard.car.mesh import MeshLink
+from dashboard.car.mesh_gateway import run_gateway
+from dashboard.telemetry import lora
+from tests.car.test_mesh import CAR_NODE, PIT_NODE, CaptureRadio, as_received
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
+from tests.waiting import wait_for
+
+
+def test_lora_summary_reaches_a_viewer_marked_as_lora(live_server):
+    car = "LORA-1"
+    monitor = connect_monitor(live_server.url, car, live_server.api_key)
+    sid = monitor.call("session.start", {"record_id": "lora-e2e"}, namespace="/monitor",
+                       timeout=CALL_TIMEOUT_S)["session"]["session_id"]
+    old = make_frames(0, 1, t0=time.time() - 30)  # the main link's last frame, 30 s ago
+    monitor.call("telemetry", {"session_id": sid, "frames": old}, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+    monitor.disconnect()  # then the main link drops
+
+    car_radio, pit_radio = CaptureRadio(CAR_NODE), CaptureRadio(PIT_NODE)
+    viewer = Viewer(live_server.url)
+    stop = threading.Event()
+    gateway = threading.Thread(target=run_gateway, args=("/dev/ttyPIT", live_server.url, live_server.api_key),
+                               kwargs={"interface_factory": lambda device: pit_radio, "stop_event": stop},
+                               daemon=True)
+    try:
+        viewer.join(sid)
+        gateway.start()
+        link = MeshLink("/dev/ttyCAR", car, interface_factory=lambda port: car_radio)
+        frame = {"seq": 77, "t": round(time.time() - 2, 2),
+                 "channels": {"lat": 28.4127, "lon": -81.3797, "speed": 64.5, "rpm": 9100.0, "coolant_temp": 101.5,
+                              "fuel_level": 40.0, "gps_fix": 1}}
+        link.update(sid, frame, status=lora.make_status(gps=True, backlog=True))
+        assert link.send_now()
+        packet = car_radio.packets()[-1]
+        pit_radio.receive(as_received(packet))
+        [relayed] = wait_for(lambda: viewer.of("lora"), 15, "the LoRa frame at the viewer")
+        assert relayed["session_id"] == sid and relayed["link"] == "lora"
+        assert relayed["frame"]["seq"] == 77 and relayed["frame"]["channels"]["rpm"] == 9100.0
+        assert relayed["frame"]["channels"]["coolant_temp"] == 101.5
+        assert 1.5 < relayed["age_s"] < 15 and relayed["status"]["backlog"] is True
+        # the latest values take the newer LoRa sample; the main frame sequence is untouched
+        telemetry = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/telemetry", timeout=5).json()
+        assert telemetry["channels"]["rpm"]["value"] == 9100.0
+        assert telemetry["channels"]["throttle"]["value"] == old[0]["channels"]["throttle"]
+        frames = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/frames", timeout=5).json()["items"]
+        assert [f["seq"] for f in frames] == [0]
+        events = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/events", timeout=5).json()["items"]
+        assert [e["payload"]["seq"] for e in events if e["event_type"] == "lora.frame"] == [77]
+    finally:
+        stop.set()
+        gateway.join(10)
+        viewer.close()
+        car_radio.close()
+        pit_radio.close()
