@@ -222,7 +222,7 @@ class MonitorSessionEnd(Strict):
 
 
 class LoraMessage(BaseModel):
-    """/monitor `lora`: a summary a pit gateway received over the Meshtastic radio (see docs/lora-format.md)."""
+    """/monitor `lora`: a summary a pit gateway received over the Meshtastic radio (see RACE_DASHBOARD_PLAN.md ("LoRa link"))."""
 
     model_config = ConfigDict(extra="ignore")
     car_id: CarId | None = None

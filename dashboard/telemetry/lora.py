@@ -3,7 +3,7 @@
 When the main uplink is down, the in-car monitor sends one small summary over
 LoRa every few tens of seconds and a pit gateway feeds it to the server. LoRa
 airtime is the scarce resource, so the summary is a fixed 37-byte big-endian
-record (layout in ``docs/lora-format.md`` and in ``LAYOUT`` below), far under
+record (layout in RACE_DASHBOARD_PLAN.md ("LoRa link") and in ``LAYOUT`` below), far under
 Meshtastic's 233-byte payload limit.
 
 Policy on values, decided once here:

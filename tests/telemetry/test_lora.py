@@ -16,7 +16,7 @@ from dashboard.telemetry import lora
 from dashboard.telemetry.channels import REGISTRY
 from dashboard.telemetry.frames import MAX_T, MIN_T, Frame, parse_frame
 
-# The layout as docs/lora-format.md writes it, restated here so that a change of
+# The layout as RACE_DASHBOARD_PLAN.md ("LoRa link") writes it, restated here so that a change of
 # the codec that the document does not follow fails a test.
 SPEC_BODY = struct.Struct(">BBH4sIIBiiHHhBBH")
 
