@@ -1,0 +1,30 @@
+"""The command line: `dashboard db upgrade` creates the schema; `--help` lists every command."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+from tests.servers import REPO
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dashboard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_db_upgrade_creates_the_tables(tmp_path):
+    result = run("db", "upgrade", env={"DASHBOARD_INSTANCE_PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "dashboard.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"sessions", "session_events", "setups", "frames", "alembic_version"} <= tables
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway"):
+        assert command in result.stdout
