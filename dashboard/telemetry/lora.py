@@ -207,7 +207,8 @@ def summary_from_frame(
 def quantize(summary: LoraSummary) -> LoraSummary:
     """The summary as it will decode: values clamped, nulled when not finite, rounded to the wire's resolution."""
     raws = _channel_raws(summary)
-    values = {f.channel: (None if raw == f.null_raw else raw / f.scale) for f, raw in zip(CHANNEL_FIELDS, raws)}
+    values = {f.channel: (None if raw == f.null_raw else raw / f.scale)
+              for f, raw in zip(CHANNEL_FIELDS, raws, strict=True)}
     t_s, t_cs = _split_time(summary.t)
     return replace(summary, t=t_s + t_cs / 100, **values)
 
@@ -252,7 +253,7 @@ def decode(payload: bytes) -> LoraSummary:
     if not MIN_T <= t <= MAX_T:
         raise LoraDecodeError(f"time {t} out of range", "range", payload, field="t")
     values: dict[str, float | None] = {}
-    for f, raw in zip(CHANNEL_FIELDS, raws):
+    for f, raw in zip(CHANNEL_FIELDS, raws, strict=True):
         if raw == f.null_raw:
             values[f.channel] = None
         elif f.raw_min <= raw <= f.raw_max:

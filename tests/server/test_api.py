@@ -179,7 +179,7 @@ def test_bad_session_bodies(live_server, path, body, status, field):
 def test_bad_ids_and_setups(live_server):
     sid = new_session(live_server)["session_id"]
     unknown = str(uuid.uuid4())
-    for path in (f"/api/v1/sessions/{unknown}", f"/api/v1/sessions/not-a-uuid", f"/api/v1/sessions/{unknown}/frames",
+    for path in (f"/api/v1/sessions/{unknown}", "/api/v1/sessions/not-a-uuid", f"/api/v1/sessions/{unknown}/frames",
                  f"/api/v1/sessions/{unknown}/telemetry", f"/api/v1/sessions/{unknown}/events"):
         assert_error(get(live_server, path), 404, "session_id")
     assert_error(post(live_server, f"/api/v1/sessions/{unknown}/start"), 404, "session_id")
