@@ -222,7 +222,10 @@ class MonitorSessionEnd(Strict):
 
 
 class LoraMessage(BaseModel):
-    """/monitor `lora`: a summary a pit gateway received over the Meshtastic radio (see RACE_DASHBOARD_PLAN.md ("LoRa link"))."""
+    """/monitor `lora`: a summary a pit gateway received over the Meshtastic radio.
+
+    The radio format is in RACE_DASHBOARD_PLAN.md ("LoRa link").
+    """
 
     model_config = ConfigDict(extra="ignore")
     car_id: CarId | None = None

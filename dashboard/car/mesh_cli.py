@@ -20,7 +20,8 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument("--device", required=True, metavar="PORT", help="serial device (/dev/ttyUSB0) or tcp://host[:4403]")
     parser.add_argument("--server", required=True, metavar="URL", help="dashboard server, e.g. http://pit-laptop:5000")
     parser.add_argument("--api-key", metavar="KEY", default=None, help="monitor API key (default: DASHBOARD_API_KEY)")
-    parser.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="id the gateway connects with (default %(default)s)")
+    parser.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID,
+                        help="id the gateway connects with (default %(default)s)")
     parser.add_argument(
         "--car",
         action="append",

@@ -10,7 +10,8 @@ from dashboard import schemas
 
 REF = "#/components/schemas/{model}"
 SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}}
+ERROR_SCHEMA = {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}
+ERRORS = {str(code): {"description": text, "content": ERROR_SCHEMA}
           for code, text in ((400, "malformed JSON"), (401, "missing or wrong X-API-Key"), (404, "unknown id"),
                              (409, "conflicts with the current state"), (413, "body too large"),
                              (422, "a field has a bad value"))}
