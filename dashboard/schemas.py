@@ -52,6 +52,15 @@ class SessionStats(BaseModel):
     update_rate_hz: float = 0.0
 
 
+class MonitorHealth(BaseModel):
+    """The car's monitor as last heard: online, outbox backlog, ack round trip, source status."""
+
+    online: bool = False
+    backlog: int | None = None
+    rtt_ms: float | None = None
+    sources: dict[str, str] | None = None
+
+
 class SessionOut(BaseModel):
     """A session as the API returns it."""
 
@@ -72,6 +81,7 @@ class SessionOut(BaseModel):
     telemetry: dict[str, float | None]
     last_update: str | None
     monitor_online: bool = False
+    monitor: MonitorHealth = Field(default_factory=lambda: MonitorHealth())
     stats: SessionStats
 
 

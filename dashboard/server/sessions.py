@@ -197,8 +197,9 @@ class SessionManager:
             "setup_timestamp": iso(setup["timestamp"]) if setup else None,
             "setup_version": setup["version"] if setup else None,
             "telemetry": {name: value for name, (value, _t) in live.latest.items()},
-            "last_update": iso(live.last_update),
+            "last_update": iso(live.last_update or (row["last_activity_at"] if frames else None)),
             "monitor_online": bool(live.monitor.get("online")),
+            "monitor": dict(live.monitor),
             "stats": {"frames": frames, "last_seq": row["last_seq"], "duration_s": round(duration, 3),
                       "update_rate_hz": round(frames / duration, 3) if duration > 0 else 0.0},
         }
@@ -242,12 +243,11 @@ class SessionManager:
             ts = float(timestamp) if timestamp is not None else now
             event = self._event(live.row["id"], "setup.changed", {"keys": sorted(setup)[:50]}, timestamp=ts)
             version = self.store.add_setup(live.row["id"], setup, ts, now, event)
+            stored_event = version.pop("event")
             live.setup = version
             out = public_setup(version)
             self._notify("setup", out)
-            self._notify("event", {"session_id": live.row["id"], "event_type": "setup.changed",
-                                   "payload": {"version": version["version"]}, "timestamp": iso(ts),
-                                   "received_at": iso(now), "id": 0, "record_id": None})
+            self._notify("event", public_event(stored_event))
         return out
 
     def update_telemetry(self, session_id: str, telemetry: dict[str, Any]) -> IngestResult:
@@ -295,11 +295,10 @@ class SessionManager:
         response = self.public(live)
         event = self._event(live.row["id"], event_type, {"from": old_status, "to": status,
                                                           "response": response}, record_id)
-        if not self.store.transition(live.row["id"], changes, event):
+        stored = self.store.transition(live.row["id"], changes, event)
+        if stored is None:
             raise Conflict("record_id already used for another call", field="record_id")
-        self._notify("event", {"session_id": live.row["id"], "event_type": event_type, "record_id": record_id,
-                               "payload": {"from": old_status, "to": status}, "timestamp": iso(now),
-                               "received_at": iso(now), "id": 0})
+        self._notify("event", public_event(stored))
         self._notify("session", response)
         log.info("session %s: %s -> %s", live.row["id"], old_status, status)
         return response

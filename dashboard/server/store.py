@@ -114,15 +114,16 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
 
-    def transition(self, session_id: str, fields: dict[str, Any], event: dict[str, Any]) -> bool:
-        """Update a session and log its event in one transaction; False if the record_id was seen."""
+    def transition(self, session_id: str, fields: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
+        """Update a session and log its event in one transaction; the event, or None if its record_id was seen."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
-                conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
-            return True
+                result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+                event_id = result.inserted_primary_key[0]
         except IntegrityError:
-            return False
+            return None
+        return {"id": event_id, "session_id": session_id, **event}
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """One session row as a dict, or None."""
@@ -222,10 +223,11 @@ class Store:
             version = (current or 0) + 1
             conn.execute(table.insert().values(
                 session_id=session_id, version=version, timestamp=timestamp, received_at=received_at, setup=setup))
-            conn.execute(EventRow.__table__.insert().values(
-                session_id=session_id, **{**event, "payload": {**event["payload"], "version": version}}))
+            event = {**event, "payload": {**event["payload"], "version": version}}
+            result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+            stored_event = {"id": result.inserted_primary_key[0], "session_id": session_id, **event}
         return {"session_id": session_id, "version": version, "timestamp": timestamp,
-                "received_at": received_at, "setup": setup}
+                "received_at": received_at, "setup": setup, "event": stored_event}
 
     def setups(self, session_id: str) -> list[dict[str, Any]]:
         """Every setup version of a session, oldest first."""

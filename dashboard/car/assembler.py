@@ -1,0 +1,135 @@
+"""The frame assembler: samples the latest value of every channel at a fixed rate into frames.
+
+Each tick takes a ChannelStore snapshot (stale channels become null), stamps it
+with the frame clock (GPS time while the receiver has a fix, else the system
+clock) and appends it to the outbox, which allocates the seq. Ticks are
+scheduled on a fixed grid; when the process falls behind, missed ticks are
+skipped rather than bunched.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dashboard.car.outbox import Outbox
+from dashboard.car.source import ChannelStore
+from dashboard.telemetry.frames import MAX_T, MIN_T
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE_HZ = 10.0  # the dashboard's refresh; OBD over ELM327 delivers ~5-20 values/s in total
+GPS_TIME_VALID_S = 2.0  # GPS time is used for this long after the last fix, then the system clock
+
+
+class GpsClock:
+    """Frame timestamps from the GPS receiver's clock while it has a fix, else the system clock."""
+
+    def __init__(self, wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._mono = wall, mono
+        self._gps: tuple[float, float] | None = None  # (gps epoch, monotonic when received)
+
+    def observe(self, gps_epoch: float, at_mono: float | None = None) -> None:
+        """Record the receiver's time of a fix, received at monotonic ``at_mono``."""
+        if MIN_T <= gps_epoch <= MAX_T:
+            self._gps = (gps_epoch, self._mono() if at_mono is None else at_mono)
+
+    @property
+    def using_gps(self) -> bool:
+        """True while frame times come from GPS."""
+        return self._gps is not None and self._mono() - self._gps[1] <= GPS_TIME_VALID_S
+
+    def now(self) -> float:
+        """Epoch seconds for a frame made now."""
+        if self._gps is not None:
+            gps_epoch, at = self._gps
+            elapsed = self._mono() - at
+            if elapsed <= GPS_TIME_VALID_S:
+                return gps_epoch + elapsed
+        return self._wall()
+
+
+class FrameAssembler:
+    """Turns the store into frames at ``rate_hz``; start()/stop() safe to call twice."""
+
+    def __init__(
+        self,
+        store: ChannelStore,
+        outbox: Outbox,
+        *,
+        rate_hz: float = DEFAULT_RATE_HZ,
+        clock: GpsClock | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> None:
+        if rate_hz <= 0:
+            raise ValueError("rate_hz must be > 0")
+        self.store = store
+        self.outbox = outbox
+        self.period = 1.0 / rate_hz
+        self.clock = clock or GpsClock()
+        self.on_frame = on_frame
+        self.frames = 0
+        self.skipped_ticks = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def sample(self) -> dict[str, Any] | None:
+        """The frame body for now ({t, channels}), or None while no channel was ever seen."""
+        channels = self.store.snapshot()
+        if not channels:
+            return None
+        return {"t": round(self.clock.now(), 3), "channels": channels}
+
+    def tick(self) -> int | None:
+        """Make one frame and put it in the outbox; returns its seq."""
+        body = self.sample()
+        if body is None:
+            return None
+        seq = self.outbox.append(body["t"], body["channels"])
+        self.frames += 1
+        if self.on_frame is not None:
+            self.on_frame(seq)
+        return seq
+
+    @property
+    def running(self) -> bool:
+        """True while the sampling thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start sampling in a background thread; no-op when running."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="assembler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling; no-op when stopped."""
+        with self._lock:
+            if self._thread is None:
+                return
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a full disk or a bad value must not end sampling: log, count, go on
+                self.errors += 1
+                log.exception("assembler tick failed")
+            next_tick += self.period
+            now = time.monotonic()
+            if now - next_tick > self.period:
+                missed = int((now - next_tick) / self.period)
+                self.skipped_ticks += missed
+                next_tick += missed * self.period
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))

@@ -1,0 +1,82 @@
+"""Command-line entry points of the in-car half: `dashboard monitor` and `dashboard simulate`.
+
+``add_commands(subparsers)`` registers both on the main parser's argparse
+subparsers; each sets ``func`` so the caller runs ``args.func(args)``, which
+returns the process exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from dashboard.car.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register the `monitor` and `simulate` subcommands."""
+    monitor = subparsers.add_parser(
+        "monitor", help="run the in-car monitor (OBD-II + GPS → server)",
+        description="Read an ELM327 OBD-II adapter and an NMEA GPS, keep every frame in an on-disk outbox "
+                    "and push it to the server. PORT is a device/pty path or socket://host:port.")
+    monitor.add_argument("--server", dest="server_url", metavar="URL", help="server URL, e.g. http://pit:5000")
+    monitor.add_argument("--car-id", metavar="ID", help="this car's id")
+    monitor.add_argument("--api-key", metavar="KEY", help="the server's API key")
+    monitor.add_argument("--obd", dest="obd_port", metavar="PORT", help="ELM327 adapter port")
+    monitor.add_argument("--obd-protocol", metavar="ID", help='ELM327 protocol "1".."A" (faster connect)')
+    monitor.add_argument("--gps", dest="gps_port", metavar="PORT", help="NMEA GPS port")
+    monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
+    monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
+    monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
+    monitor.add_argument("--config", metavar="FILE", help="TOML settings file ([monitor] table)")
+    monitor.set_defaults(func=cmd_monitor)
+
+    simulate = subparsers.add_parser(
+        "simulate", help="replay a recorded GPS log as a simulated car",
+        description="Replay a real recorded NMEA log (default: the bundled Orlando Kart Center laps) "
+                    "and derive engine channels from it, through the same pipeline as `monitor`.")
+    simulate.add_argument("--server", dest="server_url", metavar="URL", required=True, help="server URL")
+    simulate.add_argument("--car-id", metavar="ID", default="sim-1", help="car id (default sim-1)")
+    simulate.add_argument("--api-key", metavar="KEY", help="the server's API key (default: DASHBOARD_API_KEY)")
+    simulate.add_argument("--speedup", type=float, default=1.0, metavar="N", help="replay N times faster")
+    simulate.add_argument("--log", dest="log_path", metavar="FILE", help="NMEA log to replay")
+    simulate.add_argument("--once", action="store_true", help="play the log once, send everything, exit")
+    simulate.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
+    simulate.set_defaults(func=cmd_simulate)
+
+
+def _setup_logging(level: str) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Run `dashboard monitor`."""
+    from dashboard.car.monitor import run_monitor
+
+    overrides = {k: getattr(args, k, None) for k in (
+        "server_url", "car_id", "api_key", "obd_port", "obd_protocol", "gps_port", "gps_baudrate",
+        "rate_hz", "outbox_path")}
+    settings = load_settings(getattr(args, "config", None), **overrides)
+    _setup_logging(settings.log_level)
+    if not settings.obd_port and not settings.gps_port:
+        log.error("give at least one source: --obd PORT and/or --gps PORT")
+        return 2
+    run_monitor(settings)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run `dashboard simulate`."""
+    from dashboard.car.simulate import run_simulation
+
+    settings = load_settings(None, api_key=args.api_key)
+    _setup_logging(settings.log_level)
+    summary = run_simulation(
+        args.server_url, car_id=args.car_id, api_key=settings.api_key, speedup=args.speedup,
+        log_path=args.log_path, loop=not args.once, outbox_path=args.outbox_path,
+    )
+    print(f"session {summary['session_id']}: {summary['frames']} frames made, {summary['backlog']} unsent")
+    return 0 if not summary["backlog"] else 1

@@ -1,0 +1,104 @@
+"""GPS receiver source: pyserial → NmeaDecoder → ChannelStore, reopening the port with backoff.
+
+PORT is a device or pseudo-terminal path, or any pyserial URL such as
+``socket://host:port``. Bad sentences are counted (``decoder.counters``) and
+skipped. When the receiver has a fix its time sets the frame clock.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import serial
+
+from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.telemetry.gps import NmeaDecoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BAUDRATE = 9600  # NMEA 0183's standard rate; most 10-25 Hz modules are set to 115200
+READ_TIMEOUT_S = 0.2  # bounds how long stop() waits for the reader
+NO_DATA_TIMEOUT_S = 5.0  # an open port silent this long is reported as an error (and reopened)
+
+
+class GpsSource(Source):
+    """Reads NMEA from a serial port or URL; status connected → reading; reopens when unplugged."""
+
+    def __init__(
+        self,
+        port: str,
+        store: ChannelStore,
+        *,
+        baudrate: int = DEFAULT_BAUDRATE,
+        clock: object | None = None,
+        name: str = "gps",
+    ) -> None:
+        super().__init__(name, store)
+        self.port = port
+        self.baudrate = baudrate
+        self.clock = clock  # a GpsClock (assembler) fed with the receiver's time on each fix
+        self.decoder = NmeaDecoder()
+        self.opens = 0
+        self._serial: serial.SerialBase | None = None
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            self._set_status(SourceState.CONNECTING)
+            try:
+                self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                self._set_status(SourceState.ERROR, f"cannot open {self.port}: {exc}")
+                if self._wait(backoff.next()):
+                    return
+                continue
+            self.opens += 1
+            self._set_status(SourceState.CONNECTED)
+            try:
+                self._read_until_lost(backoff)
+            finally:
+                self._close()
+            if not self._stop.is_set() and self._wait(backoff.next()):
+                return
+
+    def _read_until_lost(self, backoff: Backoff) -> None:
+        port = self._serial
+        assert port is not None
+        silent_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                data = port.read(port.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                if not self._stop.is_set():
+                    self._set_status(SourceState.ERROR, f"device lost: {exc}")
+                return
+            now = time.monotonic()
+            if not data:
+                silent_since = silent_since or now
+                if now - silent_since > NO_DATA_TIMEOUT_S:
+                    self._set_status(SourceState.ERROR, f"no data for {NO_DATA_TIMEOUT_S:.0f} s")
+                continue
+            silent_since = None
+            for reading in self.decoder.feed(data.decode("ascii", errors="replace")):
+                self.store.update(reading.values, now)
+                if reading.has_fix and reading.time is not None and self.clock is not None:
+                    self.clock.observe(reading.time, now)  # type: ignore[attr-defined]
+                if self._status.state is not SourceState.READING:
+                    self._set_status(SourceState.READING)
+                    backoff.reset()
+
+    def _close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    def _interrupt(self) -> None:
+        port = self._serial
+        if port is not None and hasattr(port, "cancel_read"):
+            try:
+                port.cancel_read()
+            except (serial.SerialException, OSError):
+                pass

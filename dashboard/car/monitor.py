@@ -1,0 +1,237 @@
+"""The ServiceManager: wires sources → store → assembler → outbox → uplink, and keeps them alive.
+
+Stages are crash-isolated: a source whose thread dies is logged, counted and
+restarted with backoff; after ``max_source_failures`` crashes in a row it is
+given up (status error) and the others go on. Server ``command`` events are
+obeyed: ``stop`` pauses collecting, ``start`` resumes, ``end`` pauses until
+the next start. The outbox keeps draining in every state. SIGINT/SIGTERM stop
+everything cleanly; frames not yet acked stay in the outbox for the next run.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+from dashboard.car.assembler import FrameAssembler, GpsClock
+from dashboard.car.gps_source import GpsSource
+from dashboard.car.obd_source import ObdSource
+from dashboard.car.outbox import Outbox
+from dashboard.car.settings import MonitorSettings
+from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.car.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.5  # how often crashed sources are looked for
+HEALTHY_AFTER_S = 60.0  # a source running this long since its last crash has its crash count reset
+
+
+class ServiceManager:
+    """Starts, supervises and stops the monitor's stages; start()/stop() safe to call twice."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        store: ChannelStore,
+        outbox: Outbox,
+        uplink: Uplink | None,
+        *,
+        rate_hz: float = 10.0,
+        clock: GpsClock | None = None,
+        max_source_failures: int = 5,
+    ) -> None:
+        self.sources = sources
+        self.store = store
+        self.outbox = outbox
+        self.uplink = uplink
+        self.max_source_failures = max_source_failures
+        self.assembler = FrameAssembler(
+            store, outbox, rate_hz=rate_hz, clock=clock, on_frame=uplink.wake if uplink else None
+        )
+        self.collecting = False
+        self.given_up: set[str] = set()
+        self._failures: dict[str, int] = {s.name: 0 for s in sources}
+        self._restart_at: dict[str, float] = {}
+        self._backoff: dict[str, Backoff] = {s.name: Backoff() for s in sources}
+        self._started_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def source_status(self) -> dict[str, str]:
+        """Status of every source as text, for heartbeats and the log."""
+        out = {}
+        for source in self.sources:
+            out[source.name] = "error: given up" if source.name in self.given_up else str(source.status)
+        return out
+
+    def start(self) -> None:
+        """Start the uplink and collecting; no-op when started."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._stop.clear()
+        if self.uplink is not None:
+            self.uplink.start()
+        self.start_collecting()
+
+    def start_collecting(self) -> None:
+        """Start the sources and the assembler (after a `start` command)."""
+        for source in self.sources:
+            if source.name not in self.given_up:
+                self._start_source(source)
+        self.assembler.start()
+        self.collecting = True
+
+    def stop_collecting(self) -> None:
+        """Stop the assembler and the sources (after a `stop` or `end` command)."""
+        self.assembler.stop()
+        for source in self.sources:
+            self._stop_source(source)
+        self.collecting = False
+
+    def stop(self) -> None:
+        """Stop everything; the outbox keeps what was not acked. No-op when stopped."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._stop.set()
+        self.stop_collecting()
+        if self.uplink is not None:
+            self.uplink.stop()
+
+    def _start_source(self, source: Source) -> None:
+        try:
+            source.start()
+            self._started_at[source.name] = time.monotonic()
+        except Exception:  # isolation: a source that cannot even start is counted like a crash
+            log.exception("source %s failed to start", source.name)
+            self._failures[source.name] += 1
+
+    def _stop_source(self, source: Source) -> None:
+        try:
+            source.stop()
+        except Exception:
+            log.exception("source %s failed to stop", source.name)
+
+    def supervise(self) -> None:
+        """Restart crashed sources with backoff; give up after too many crashes in a row."""
+        now = time.monotonic()
+        if not self.collecting:
+            return
+        for source in self.sources:
+            name = source.name
+            if name in self.given_up:
+                continue
+            if source.running and now - self._started_at.get(name, now) > HEALTHY_AFTER_S:
+                self._failures[name] = 0
+                self._backoff[name].reset()
+            if not source.crashed:
+                continue
+            if name not in self._restart_at:
+                self._failures[name] += 1
+                if self._failures[name] >= self.max_source_failures:
+                    self.given_up.add(name)
+                    log.error("source %s crashed %d times in a row: given up (%s)",
+                              name, self._failures[name], source.crash_reason)
+                    self._stop_source(source)
+                    continue
+                self._restart_at[name] = now + self._backoff[name].next()
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                log.info("restarting source %s", name)
+                source.stop()
+                self._start_source(source)
+
+    def handle_command(self, action: str) -> None:
+        """Obey a server command: stop pauses collecting, start resumes, end pauses."""
+        if action == "start" and not self.collecting:
+            self.start_collecting()
+        elif action in ("stop", "end") and self.collecting:
+            self.stop_collecting()
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Start, then supervise and obey commands until ``stop_event`` (or SIGINT/SIGTERM)."""
+        stop_event = stop_event or threading.Event()
+        restore = _install_signal_handlers(stop_event)
+        self.start()
+        try:
+            while not stop_event.is_set():
+                self.supervise()
+                if self.uplink is not None:
+                    try:
+                        command = self.uplink.commands.get(timeout=SUPERVISE_S)
+                    except queue.Empty:
+                        continue
+                    self.handle_command(command.action)
+                else:
+                    stop_event.wait(SUPERVISE_S)
+        finally:
+            self.stop()
+            restore()
+
+
+def _install_signal_handlers(stop_event: threading.Event) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop_event.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def build_monitor(settings: MonitorSettings) -> ServiceManager:
+    """A ServiceManager for a real car: OBD and/or GPS sources from the settings."""
+    store = ChannelStore()
+    clock = GpsClock()
+    outbox = Outbox(settings.outbox_path, settings.outbox_max_frames)
+    uplink = Uplink(
+        settings.server_url, settings.car_id, outbox, api_key=settings.api_key,
+        session_name=settings.session_name, track=settings.track, batch_max=settings.batch_max,
+        ack_timeout_s=settings.ack_timeout_s, heartbeat_s=settings.heartbeat_s, backlog_fps=settings.backlog_fps,
+    )
+    sources: list[Source] = []
+    if settings.obd_port:
+        sources.append(ObdSource(
+            settings.obd_port, store, commands=settings.obd_commands, protocol=settings.obd_protocol,
+            baudrate=settings.obd_baudrate, dtc_interval_s=settings.dtc_interval_s, on_event=uplink.queue_event,
+        ))
+    if settings.gps_port:
+        sources.append(GpsSource(settings.gps_port, store, baudrate=settings.gps_baudrate, clock=clock))
+    manager = ServiceManager(sources, store, outbox, uplink, rate_hz=settings.rate_hz, clock=clock,
+                             max_source_failures=settings.max_source_failures)
+    uplink.sources_status = manager.source_status
+    return manager
+
+
+def run_monitor(settings: MonitorSettings, stop_event: threading.Event | None = None) -> None:
+    """Run the in-car monitor until stopped."""
+    manager = build_monitor(settings)
+    if not manager.sources:
+        log.warning("no source configured (--obd / --gps): frames will not be made")
+    log.info("monitor for car %s: sources %s, outbox %s (%d frames waiting, last seq %d)",
+             settings.car_id, [s.name for s in manager.sources] or "none", settings.outbox_path,
+             manager.outbox.count(), manager.outbox.last_seq)
+    try:
+        manager.run(stop_event)
+    finally:
+        manager.outbox.close()
+
+
+__all__ = ["ServiceManager", "SourceState", "build_monitor", "run_monitor"]

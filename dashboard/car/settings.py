@@ -1,0 +1,79 @@
+"""Settings of the in-car monitor and the simulator, typed and documented in one place.
+
+Precedence, highest first: command-line options, ``DASHBOARD_*`` environment
+variables, the TOML file given with ``--config`` (top level or a ``[monitor]``
+table), then these defaults.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dashboard.car.obd_source import DEFAULT_COMMANDS, DTC_INTERVAL_S
+from dashboard.car.outbox import DEFAULT_MAX_FRAMES
+from dashboard.car.uplink import ACK_TIMEOUT_S, BACKLOG_FPS, BATCH_MAX, HEARTBEAT_S
+
+
+class MonitorSettings(BaseSettings):
+    """Settings of `dashboard monitor` / `dashboard simulate`; ``MonitorSettings()`` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DASHBOARD_", extra="ignore")
+
+    server_url: str = Field("http://127.0.0.1:5000", description="the dashboard server")
+    car_id: str = Field("car-1", description="this car's id (letters, digits, _.:-)")
+    api_key: str | None = Field(None, description="the server's API key")
+    session_name: str = Field("", description="name of a session the monitor creates")
+    track: str | None = Field(None, description="track of a session the monitor creates")
+    obd_port: str | None = Field(None, description="ELM327 adapter: device path, or socket://host:port")
+    obd_protocol: str | None = Field(None, description='ELM327 protocol id ("1"-"A"); unset = auto, ~3 s slower')
+    obd_baudrate: int | None = Field(None, description="adapter baud rate; unset = auto-detect")
+    obd_commands: list[str] = Field(list(DEFAULT_COMMANDS), description="python-obd command names to watch")
+    dtc_interval_s: float = Field(DTC_INTERVAL_S, ge=0, description="read trouble codes this often; 0 = never")
+    gps_port: str | None = Field(None, description="NMEA GPS: device path, or socket://host:port")
+    gps_baudrate: int = Field(9600, gt=0, description="GPS baud rate")
+    rate_hz: float = Field(10.0, gt=0, le=100, description="frames per second")
+    outbox_path: Path = Field(Path("instance/outbox.sqlite"), description="SQLite outbox file")
+    outbox_max_frames: int = Field(DEFAULT_MAX_FRAMES, gt=0, description="oldest frames dropped above this")
+    batch_max: int = Field(BATCH_MAX, gt=0, le=1000, description="frames per telemetry emit")
+    ack_timeout_s: float = Field(ACK_TIMEOUT_S, gt=0, description="wait this long for a server ack")
+    heartbeat_s: float = Field(HEARTBEAT_S, gt=0, description="heartbeat interval")
+    backlog_fps: float = Field(BACKLOG_FPS, gt=0, description="backlog drain cap, frames/s")
+    max_source_failures: int = Field(5, gt=0, description="a source crashing this often in a row is given up")
+    log_level: str = Field("INFO", description="logging level")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The monitor table of a TOML file (``[monitor]`` if present, else the top level)."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    section = data.get("monitor", data)
+    return {k.replace("-", "_"): v for k, v in section.items() if not isinstance(v, dict)}
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> MonitorSettings:
+    """Settings from overrides (CLI) > environment > TOML file > defaults."""
+    file_values = read_toml(config_file) if config_file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    class _Layered(MonitorSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values)
+
+    return MonitorSettings.model_validate(_Layered(**given).model_dump())

@@ -1,0 +1,135 @@
+"""The simulated car: a real recorded GPS log replayed through the real monitor pipeline.
+
+GPS channels come from the log as recorded; rpm, gear, throttle, engine load,
+coolant and fuel are derived from its speed and acceleration by the pure
+EngineModel. Frames go through the same assembler, outbox and uplink as a
+real car's, so `dashboard simulate` shows the whole system working without
+a car. Frame times are the system clock (the log's own times are years old
+and compressed by ``speedup``).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dashboard.car.monitor import ServiceManager
+from dashboard.car.outbox import Outbox
+from dashboard.car.replay import BUNDLED_LOG, ReplaySource
+from dashboard.car.source import ChannelStore
+from dashboard.car.uplink import Uplink
+from dashboard.telemetry.engine_model import EngineModel
+from dashboard.telemetry.gps import GpsReading
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAR_ID = "sim-1"
+DEFAULT_INSTANCE = Path("instance")
+DRAIN_TIMEOUT_S = 30.0  # after a single pass, wait this long for the server to ack the rest
+POLL_S = 0.2
+
+
+def engine_processor(model: EngineModel | None = None) -> Any:
+    """A replay processor deriving engine channels from each RMC's speed."""
+    model = model or EngineModel()
+
+    def process(reading: GpsReading) -> dict[str, float | None]:
+        speed = reading.values.get("gps_speed")
+        if reading.sentence != "RMC" or speed is None or reading.time is None:
+            return {}
+        return dict(model.update(reading.time, speed))
+
+    process.model = model  # type: ignore[attr-defined]
+    return process
+
+
+def default_outbox_path(car_id: str) -> Path:
+    """Per-car outbox of the simulator, so seq continues across runs of the same car."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", car_id)
+    return DEFAULT_INSTANCE / f"simulate-{safe}.outbox.sqlite"
+
+
+def build_simulation(
+    server_url: str | None,
+    car_id: str = DEFAULT_CAR_ID,
+    api_key: str | None = None,
+    *,
+    speedup: float = 1.0,
+    log_path: str | Path | None = None,
+    loop: bool = True,
+    outbox_path: str | Path | None = None,
+    rate_hz: float = 10.0,
+    session_name: str = "Simulated car",
+    heartbeat_s: float = 3.0,
+) -> ServiceManager:
+    """A ServiceManager fed by the replay source (no uplink when ``server_url`` is None)."""
+    store = ChannelStore()
+    outbox = Outbox(outbox_path or default_outbox_path(car_id))
+    uplink = None
+    if server_url:
+        uplink = Uplink(server_url, car_id, outbox, api_key=api_key, session_name=session_name,
+                        heartbeat_s=heartbeat_s)
+    model = EngineModel()
+    replay = ReplaySource(store, log_path or BUNDLED_LOG, speedup=speedup, loop=loop,
+                          processors=[engine_processor(model)], on_loop=model.reset_motion)
+    manager = ServiceManager([replay], store, outbox, uplink, rate_hz=rate_hz)
+    if uplink is not None:
+        uplink.sources_status = manager.source_status
+    return manager
+
+
+def run_simulation(
+    server_url: str,
+    car_id: str = DEFAULT_CAR_ID,
+    api_key: str | None = None,
+    speedup: float = 1.0,
+    log_path: str | Path | None = None,
+    stop_event: threading.Event | None = None,
+    loop: bool = True,
+    *,
+    outbox_path: str | Path | None = None,
+    rate_hz: float = 10.0,
+    session_name: str = "Simulated car",
+    ready: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Replay a log as a car feeding ``server_url`` until stopped (or, with loop=False, until sent).
+
+    Returns a summary: session_id, frames made, frames still in the outbox.
+    """
+    stop_event = stop_event or threading.Event()
+    manager = build_simulation(server_url, car_id, api_key, speedup=speedup, log_path=log_path, loop=loop,
+                               outbox_path=outbox_path, rate_hz=rate_hz, session_name=session_name)
+    replay = manager.sources[0]
+    assert isinstance(replay, ReplaySource)
+    log.info("simulating car %s from %s at %.1fx", car_id, replay.path.name, speedup)
+    runner = threading.Thread(target=manager.run, args=(stop_event,), name="simulation", daemon=True)
+    runner.start()
+    try:
+        if ready is not None:
+            while not stop_event.is_set() and not (manager.uplink and manager.uplink.session_id):
+                stop_event.wait(POLL_S)
+            ready.set()
+        while not stop_event.is_set() and runner.is_alive():
+            if not loop and replay.finished:
+                manager.assembler.stop()
+                deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                while manager.outbox.count() and time.monotonic() < deadline and not stop_event.is_set():
+                    stop_event.wait(POLL_S)
+                break
+            stop_event.wait(POLL_S)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_event.set()
+        runner.join()
+        summary = {
+            "session_id": manager.uplink.session_id if manager.uplink else None,
+            "frames": manager.assembler.frames,
+            "backlog": manager.outbox.count(),
+            "last_seq": manager.outbox.last_seq,
+        }
+        manager.outbox.close()
+    return summary

@@ -1,0 +1,389 @@
+"""The uplink: drains the outbox to the server's ``/monitor`` namespace, store-and-forward.
+
+One thread owns the python-socketio client and does every emit (so emits
+never interleave), following the plan's protocol:
+
+1. connect with ``auth={"car_id", "api_key"}`` (websocket transport);
+2. ``session.start {record_id}``: the record_id is persisted in the outbox, so
+   a reconnect or a monitor restart resumes the same session;
+3. ``telemetry {session_id, frames}`` with ``call()`` and a timeout; on the ack
+   the whole batch leaves the outbox (rejected frames too: they are logged,
+   a resend would be rejected again);
+4. ``heartbeat {session_id, backlog, rtt_ms, sources}`` every few seconds;
+5. queued session events (trouble codes, outbox overflow) as ``event``.
+
+Live first: frames made after the (re)connect are sent before the backlog,
+so the crew sees the car at once; the backlog drains oldest first behind them
+at ``backlog_fps`` at most. Reconnection is our own loop (capped exponential
+backoff with jitter) rather than python-socketio's, because that one does not
+retry a refused or failed first connect; the client never buffers while
+disconnected: the outbox is the buffer.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+
+from dashboard.car.outbox import Outbox
+from dashboard.car.source import Backoff
+
+log = logging.getLogger(__name__)
+
+MONITOR_NS = "/monitor"
+BATCH_MAX = 200  # frames per telemetry emit: 20 s of data at 10 Hz, ~40 KB of JSON
+ACK_TIMEOUT_S = 10.0  # the server acks after its commit; longer means the link is dead
+HEARTBEAT_S = 3.0  # the dashboard shows link health this fresh
+BACKLOG_FPS = 1000.0  # backlog drain cap (frames/s): an hour's outage refills in ~36 s without starving live
+CONNECT_TIMEOUT_S = 5.0  # wait for the namespace to be accepted
+EVENT_RETRY_S = 30.0  # an event the server refused or did not ack is tried again after this
+IDLE_WAIT_S = 0.5  # longest sleep when nothing is pending (a new frame wakes us at once)
+RECONNECT_MIN_S = 0.5  # first reconnect attempt
+RECONNECT_MAX_S = 8.0  # reconnect attempts never further apart than this
+FINAL_STATUSES = ("ended", "expired")
+
+
+class LinkState(str, enum.Enum):
+    """Connection state of the uplink."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"  # connected and attached to a session
+    DISCONNECTED = "disconnected"
+
+
+class UplinkError(Exception):
+    """The server answered with ok: false."""
+
+    def __init__(self, event: str, error: dict[str, Any] | None) -> None:
+        self.error = error or {}
+        super().__init__(f"{event}: {self.error.get('code')}: {self.error.get('message')}")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A server ``command`` event: start/stop/end for a session."""
+
+    action: str
+    session_id: str
+
+
+class Uplink:
+    """Store-and-forward link to the server; start()/stop() safe to call twice."""
+
+    def __init__(
+        self,
+        server_url: str,
+        car_id: str,
+        outbox: Outbox,
+        *,
+        api_key: str | None = None,
+        session_name: str = "",
+        track: str | None = None,
+        batch_max: int = BATCH_MAX,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        backlog_fps: float = BACKLOG_FPS,
+        sources_status: Callable[[], dict[str, str]] | None = None,
+        client_factory: Callable[[], socketio.Client] | None = None,
+    ) -> None:
+        self.server_url = server_url
+        self.car_id = car_id
+        self.api_key = api_key
+        self.outbox = outbox
+        self.session_name = session_name
+        self.track = track
+        self.batch_max = batch_max
+        self.ack_timeout_s = ack_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.backlog_fps = backlog_fps
+        self.sources_status = sources_status or dict
+        self.client_factory = client_factory or (lambda: socketio.Client(reconnection=False))
+        self.commands: queue.Queue[Command] = queue.Queue()  # for the ServiceManager
+        self._inbox: queue.Queue[Command] = queue.Queue()
+        self.state = LinkState.STOPPED
+        self.session_id: str | None = outbox.get_meta("uplink.session_id")
+        self.session: dict[str, Any] | None = None
+        self.rtt_ms: float | None = None
+        self.last_error: str | None = None
+        self.sent_frames = 0
+        self.acked_batches = 0
+        self.rejected_frames = 0
+        self.connects = 0
+        self.want_session = True  # false after an `end` command until a `start`
+        self._client: socketio.Client | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._live_from = 0
+        self._next_backlog = 0.0
+        self._next_heartbeat = 0.0
+        self._next_event = 0.0
+        self._reported_dropped = int(outbox.get_meta("uplink.reported_dropped") or 0)
+
+    # ------------------------------------------------------------- lifecycle
+    @property
+    def running(self) -> bool:
+        """True while the uplink thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the uplink thread; no-op when running."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = ACK_TIMEOUT_S + 5.0) -> None:
+        """Disconnect and stop; frames not yet acked stay in the outbox. No-op when stopped."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout)
+            self._thread = None
+            self._disconnect()
+            self.state = LinkState.STOPPED
+
+    def wake(self, _seq: int | None = None) -> None:
+        """A new frame is in the outbox: send it now (the assembler's on_frame)."""
+        self._wake.set()
+
+    def queue_event(self, event_type: str, payload: dict[str, Any]) -> str:
+        """Queue a session event durably; it is sent when connected. Returns its record_id."""
+        record_id = self.outbox.add_event(event_type, payload)
+        self._next_event = 0.0
+        self._wake.set()
+        return record_id
+
+    def health(self) -> dict[str, Any]:
+        """Link health: state, session, rtt, backlog and the age of the oldest unsent frame."""
+        oldest = self.outbox.oldest_t()
+        return {
+            "state": self.state.value,
+            "session_id": self.session_id,
+            "rtt_ms": self.rtt_ms,
+            "backlog": self.outbox.count(),
+            "oldest_age_s": None if oldest is None else max(0.0, round(time.time() - oldest, 3)),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------ main loop
+    def _run(self) -> None:
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        while not self._stop.is_set():
+            if self.state is not LinkState.CONNECTED:
+                try:
+                    self._connect()
+                    backoff.reset()
+                except Exception as exc:  # noqa: BLE001 - any connect/session failure: back off, retry
+                    self._fail(f"connect: {exc}")
+                    self._stop.wait(backoff.next())
+                    continue
+            try:
+                busy = self._pump()
+            except Exception as exc:  # noqa: BLE001 - timeout, dropped link: reconnect; the outbox keeps all
+                self._fail(str(exc) or type(exc).__name__)
+                self._stop.wait(backoff.next())
+                continue
+            if not busy:
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+
+    def _fail(self, reason: str) -> None:
+        if self.last_error != reason:
+            log.warning("uplink for car %s: %s", self.car_id, reason)
+        self.last_error = reason
+        self._disconnect()
+        self.state = LinkState.DISCONNECTED
+
+    def _connect(self) -> None:
+        self.state = LinkState.CONNECTING
+        client = self.client_factory()
+        client.on("command", self._on_command, namespace=MONITOR_NS)
+        client.on("disconnect", self._on_disconnect, namespace=MONITOR_NS)
+        self._client = client
+        client.connect(
+            self.server_url,
+            auth={"car_id": self.car_id, "api_key": self.api_key},
+            namespaces=[MONITOR_NS],
+            transports=["websocket"],
+            wait_timeout=CONNECT_TIMEOUT_S,
+        )
+        self.connects += 1
+        self._live_from = self.outbox.last_seq  # frames above this were made while connected: live
+        if self.want_session:
+            self._start_session()
+        self.state = LinkState.CONNECTED
+        self.last_error = None
+        self._next_heartbeat = 0.0
+        self._next_event = 0.0
+        log.info("uplink for car %s connected, session %s, backlog %d",
+                 self.car_id, self.session_id, self.outbox.count())
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception as exc:  # noqa: BLE001 - the link is already gone
+                log.debug("disconnect: %s", exc)
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        if self.state is LinkState.CONNECTED:
+            self.state = LinkState.DISCONNECTED
+            self._wake.set()
+
+    def _on_command(self, data: Any = None) -> None:
+        if not isinstance(data, dict) or data.get("action") not in ("start", "stop", "end"):
+            log.warning("uplink: ignored malformed command")
+            return
+        command = Command(str(data["action"]), str(data.get("session_id") or ""))
+        log.info("command %s for session %s", command.action, command.session_id)
+        self._inbox.put(command)  # applied by the uplink thread, so session state has one writer
+        self.commands.put(command)
+        self._wake.set()
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if command.action == "end" and command.session_id == self.session_id:
+                self.want_session = False
+            elif command.action == "start":
+                self.want_session = True
+                if command.session_id and command.session_id != self.session_id:
+                    self._adopt(None, command.session_id, new_record=True)  # attach to it now
+
+    # ------------------------------------------------------------- protocol
+    def _call(self, event: str, data: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        client = self._client
+        if client is None or not client.connected:
+            raise ConnectionError("not connected")
+        answer = client.call(event, data, namespace=MONITOR_NS, timeout=timeout or self.ack_timeout_s)
+        if not isinstance(answer, dict):
+            raise UplinkError(event, {"code": "bad_ack", "message": repr(answer)[:200]})
+        if not answer.get("ok"):
+            raise UplinkError(event, answer.get("error"))
+        return answer
+
+    def _start_session(self) -> None:
+        record_id = self.outbox.get_meta("uplink.record_id")
+        if record_id is None:
+            record_id = uuid.uuid4().hex
+            self.outbox.set_meta("uplink.record_id", record_id)
+        body: dict[str, Any] = {"record_id": record_id, "name": self.session_name}
+        if self.session_id:
+            body["session_id"] = self.session_id
+        if self.track:
+            body["track"] = self.track
+        try:
+            session = self._call("session.start", body)["session"]
+        except UplinkError as exc:
+            if exc.error.get("field") in ("session_id", "record_id", "status"):
+                # the remembered session is gone, ended or another car's: start afresh
+                self._adopt(None, None, new_record=True)
+                body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
+                session = self._call("session.start", body)["session"]
+            else:
+                raise
+        if session.get("status") in FINAL_STATUSES:  # the record_id's session was ended meanwhile
+            self._adopt(None, None, new_record=True)
+            body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
+            session = self._call("session.start", body)["session"]
+        self._adopt(session, session["session_id"])
+        last_seq = (session.get("stats") or {}).get("last_seq")
+        if isinstance(last_seq, int) and last_seq > self.outbox.last_seq:
+            log.warning("server holds seq %d above the outbox's %d (outbox lost?): seq jumps", last_seq,
+                        self.outbox.last_seq)
+            self.outbox.bump_seq(last_seq)
+
+    def _adopt(self, session: dict[str, Any] | None, session_id: str | None, new_record: bool = False) -> None:
+        if new_record:
+            self.outbox.set_meta("uplink.record_id", uuid.uuid4().hex)
+        self.session = session
+        self.session_id = session_id
+        self.outbox.set_meta("uplink.session_id", session_id)
+
+    def _pump(self) -> bool:
+        """One round of sending; True when something was sent (call again at once)."""
+        client = self._client
+        if client is None or not client.connected:
+            raise ConnectionError("link lost")
+        self._apply_commands()
+        if self.session is None or self.session.get("session_id") != self.session_id:
+            if not self.want_session:
+                return False
+            self._start_session()
+        busy = False
+        now = time.monotonic()
+        live = self.outbox.after(self._live_from, self.batch_max)
+        if live:
+            self._send(live)
+            busy = True
+        if now >= self._next_backlog:
+            backlog = self.outbox.oldest(self.batch_max, upto=self._live_from)
+            if backlog:
+                self._send(backlog)
+                self._next_backlog = now + len(backlog) / self.backlog_fps
+                busy = True
+        if now >= self._next_event:
+            self._send_events()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + self.heartbeat_s
+        return busy
+
+    def _send(self, frames: list[dict[str, Any]]) -> None:
+        started = time.monotonic()
+        ack = self._call("telemetry", {"session_id": self.session_id, "frames": frames})
+        self.rtt_ms = round((time.monotonic() - started) * 1000.0, 1)
+        rejected = ack.get("rejected") or []
+        if rejected:
+            self.rejected_frames += len(rejected)
+            log.warning("server rejected %d frames of car %s (first: %s)", len(rejected), self.car_id, rejected[0])
+        self.outbox.delete(f["seq"] for f in frames)
+        self.sent_frames += len(frames)
+        self.acked_batches += 1
+
+    def _heartbeat(self) -> None:
+        body: dict[str, Any] = {"session_id": self.session_id, "backlog": self.outbox.count()}
+        if self.rtt_ms is not None:
+            body["rtt_ms"] = self.rtt_ms
+        sources = self.sources_status()
+        if sources:
+            body["sources"] = sources
+        self._call("heartbeat", body)
+
+    def _send_events(self) -> None:
+        dropped = self.outbox.dropped
+        if dropped > self._reported_dropped:
+            self.outbox.add_event("outbox.overflow", {"dropped_total": dropped,
+                                                      "dropped_new": dropped - self._reported_dropped})
+            self._reported_dropped = dropped
+            self.outbox.set_meta("uplink.reported_dropped", str(dropped))
+        for event in self.outbox.events():
+            body = {"session_id": self.session_id, "record_id": event.record_id,
+                    "event_type": event.event_type, "payload": event.payload}
+            try:
+                self._call("event", body)
+            except (UplinkError, socketio.exceptions.TimeoutError) as exc:
+                log.warning("event %s not accepted (%s); retry in %.0f s", event.event_type, exc, EVENT_RETRY_S)
+                self._next_event = time.monotonic() + EVENT_RETRY_S
+                return
+            self.outbox.delete_event(event.record_id)

@@ -1,0 +1,1 @@
+"""Bundled data files (a real recorded GPS log with its provenance note)."""

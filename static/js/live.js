@@ -1,0 +1,290 @@
+// The live session view. Joins the session's room on /dashboard, applies the
+// join snapshot (session, setup, latest values, the last 60 s of frames), then
+// the live events. Incoming frames only go into bounded buffers and set dirty
+// flags; drawing happens once per animation frame, so a 50 Hz feed costs one
+// redraw per screen refresh at most, and memory stays flat for hours.
+import {
+  apiGet, apiPost, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtWhen, initTheme, parseIso, setText, showBanner,
+} from "./common.js";
+import { FrameBuffer } from "./live/buffer.js";
+import { StripCharts } from "./live/charts.js";
+import { Readouts } from "./live/gauges.js";
+import { SetupPanel } from "./live/setup.js";
+import { TrackMap } from "./live/trackmap.js";
+
+const SESSION_ID = document.body.dataset.sessionId;
+const AGE_TICK_MS = 250; // ages and staleness move with the clock, not only with data
+const MAX_FEED = 200; // event feed entries kept in the page
+const JOIN_TIMEOUT_MS = 10000;
+const JOIN_RETRY_MS = 2000;
+const CONFIRM_END_MS = 4000; // "End" needs a second press within this time
+
+const buffer = new FrameBuffer();
+const readouts = new Readouts(document.getElementById("gauges"), document.getElementById("numbers"));
+const charts = new StripCharts(document.getElementById("charts"), document.getElementById("chart-channels"), buffer);
+const track = new TrackMap(document.getElementById("track"), document.getElementById("track-empty"));
+const setup = new SetupPanel(SESSION_ID);
+
+const state = {
+  session: null,
+  sessionAt: 0, // Date.now() when `session` was received (durations tick from there)
+  framesAtSession: 0, // buffer.received when `session` was received
+  clockOffsetS: 0, // browser clock minus server clock, from the snapshot
+  monitor: { online: false, backlog: null, rtt_ms: null },
+  joined: false,
+  everJoined: false,
+  feedShown: new Map(), // event type -> [{id, when}] shown, to show each event once
+  dirty: { values: false, charts: false, track: false, info: false },
+  raf: 0,
+};
+
+/** Now on the server's clock (epoch seconds): sample ages are measured against it. */
+function serverNow() {
+  return Date.now() / 1000 - state.clockOffsetS;
+}
+
+// ------------------------------------------------------------------- drawing
+function schedule(...what) {
+  for (const w of what) state.dirty[w] = true;
+  if (!state.raf) state.raf = requestAnimationFrame(draw);
+}
+
+function draw() {
+  state.raf = 0;
+  const d = state.dirty;
+  const now = serverNow();
+  if (d.values) readouts.update(buffer.latest, now);
+  if (d.charts) charts.update();
+  if (d.track) track.draw();
+  if (d.info || d.values) renderInfo(now);
+  state.dirty = { values: false, charts: false, track: false, info: false };
+  document.body.dataset.lastSeq = String(buffer.lastSeq);
+  document.body.dataset.buffered = String(buffer.length);
+}
+
+/** Add frames (snapshot or live) to the buffers and the map; returns how many were new. */
+function ingest(frames) {
+  let added = 0;
+  for (const f of frames || []) {
+    if (!buffer.add(f)) continue;
+    added++;
+    const c = f.channels;
+    if (c && typeof c.lat === "number" && typeof c.lon === "number") track.add(c.lat, c.lon, f.t, c.heading);
+    for (const name of Object.keys(c || {})) charts.offer(name);
+  }
+  if (added) schedule("values", "charts", "track");
+  return added;
+}
+
+// ------------------------------------------------------------- session header
+const ctl = {
+  start: document.getElementById("ctl-start"),
+  stop: document.getElementById("ctl-stop"),
+  end: document.getElementById("ctl-end"),
+  msg: document.getElementById("ctl-msg"),
+};
+
+function applySession(s) {
+  if (!s || s.session_id !== SESSION_ID) return;
+  state.session = s;
+  state.sessionAt = Date.now();
+  state.framesAtSession = buffer.received;
+  if (typeof s.monitor_online === "boolean") state.monitor.online = s.monitor_online;
+  const title = s.name || `Session ${s.session_id.slice(0, 8)}`;
+  setText(document.getElementById("session-name"), title);
+  document.title = `${title} · Race dashboard`;
+  const badge = document.getElementById("session-status");
+  setText(badge, s.status);
+  badge.dataset.status = s.status;
+  setText(document.getElementById("info-car"), s.car_id || "—");
+  setText(document.getElementById("info-driver"), s.driver || "—");
+  setText(document.getElementById("info-track"), s.track || "—");
+  setText(document.getElementById("info-started"), fmtWhen(s.started_at));
+  ctl.start.disabled = !["created", "stopped"].includes(s.status);
+  ctl.stop.disabled = s.status !== "active";
+  ctl.end.disabled = ["ended", "expired"].includes(s.status);
+  schedule("info");
+}
+
+function renderInfo(now) {
+  const s = state.session;
+  if (s) {
+    const live = s.status === "active" ? (Date.now() - state.sessionAt) / 1000 : 0;
+    setText(document.getElementById("info-duration"), fmtDuration((s.stats ? s.stats.duration_s : 0) + live));
+    const frames = (s.stats ? s.stats.frames : 0) + (buffer.received - state.framesAtSession);
+    setText(document.getElementById("info-frames"), frames.toLocaleString());
+  }
+  const m = state.monitor;
+  const pill = document.getElementById("monitor-state");
+  pill.dataset.online = String(m.online);
+  setText(pill, m.online === null ? "unknown" : m.online ? "online" : "offline");
+  const lastT = buffer.lastT;
+  setText(document.getElementById("health-age"), lastT === null ? "—" : `${fmtAge(now - lastT)} ago`);
+  setText(document.getElementById("health-backlog"), m.backlog === null || m.backlog === undefined ? "—" : `${m.backlog} frames`);
+  setText(document.getElementById("health-rtt"), m.rtt_ms === null || m.rtt_ms === undefined ? "—" : `${Math.round(m.rtt_ms)} ms`);
+  const rate = buffer.rate();
+  setText(document.getElementById("health-rate"), rate === null ? "—" : `${rate.toFixed(1)} Hz`);
+}
+
+async function control(action, button) {
+  if (action === "end" && button.dataset.confirm !== "true") {
+    button.dataset.confirm = "true";
+    setText(button, "Confirm end");
+    setTimeout(() => {
+      button.dataset.confirm = "false";
+      setText(button, "End");
+    }, CONFIRM_END_MS);
+    return;
+  }
+  button.dataset.confirm = "false";
+  if (action === "end") setText(button, "End");
+  setText(ctl.msg, `${action}…`);
+  try {
+    const s = await apiPost(`/sessions/${encodeURIComponent(SESSION_ID)}/${action}`, {});
+    applySession(s);
+    setText(ctl.msg, "");
+  } catch (err) {
+    setText(ctl.msg, `${action} failed: ${err.message}`);
+  }
+}
+for (const b of [ctl.start, ctl.stop, ctl.end]) b.addEventListener("click", () => control(b.dataset.action, b));
+
+// ------------------------------------------------------------------- event feed
+const feedEl = document.getElementById("feed");
+const WARN_EVENT = /dtc|trouble|fault|alert|error|warn/i;
+
+const DUP_WINDOW_MS = 1500; // the same event type twice within this is one event (see addEvent)
+
+/** One feed line, newest first (history that arrives late is slotted in by time). */
+function addFeed({ kind, text, when }) {
+  const item = el(
+    "li",
+    { class: WARN_EVENT.test(kind) || WARN_EVENT.test(text) ? "feed-warn" : "", dataset: { kind, when: when ?? "" } },
+    el("time", { text: fmtClock(when) }),
+    el("span", { class: "feed-kind", text: kind }),
+    el("span", { class: "feed-text", text }),
+  );
+  const after = [...feedEl.children].find((c) => Number(c.dataset.when || 0) < (when ?? 0));
+  feedEl.insertBefore(item, after || null);
+  while (feedEl.children.length > MAX_FEED) feedEl.lastElementChild.remove();
+}
+
+function summarise(payload) {
+  if (!payload || typeof payload !== "object") return "";
+  const parts = [];
+  for (const [k, v] of Object.entries(payload)) {
+    parts.push(`${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+    if (parts.length >= 6) break;
+  }
+  return parts.join(" ");
+}
+
+/**
+ * An EventOut, live or from GET /events. Stored events have an id; the live
+ * copies of transitions and setup changes come with id 0 and their own
+ * timestamp, so they are matched to history by type and time instead.
+ */
+function addEvent(ev) {
+  if (!ev || ev.session_id !== SESSION_ID) return;
+  const when = parseIso(ev.timestamp) ?? Date.now();
+  const id = ev.id || 0;
+  const shown = state.feedShown.get(ev.event_type) || [];
+  const dup = shown.some((o) => (id && o.id === id) || ((!id || !o.id) && Math.abs(o.when - when) < DUP_WINDOW_MS));
+  if (dup) return;
+  shown.push({ id, when });
+  if (shown.length > MAX_FEED) shown.shift();
+  state.feedShown.set(ev.event_type, shown);
+  addFeed({ kind: ev.event_type, text: summarise(ev.payload), when });
+}
+
+async function loadEvents() {
+  try {
+    const list = await apiGet(`/sessions/${encodeURIComponent(SESSION_ID)}/events`);
+    for (const ev of list.items || []) addEvent(ev);
+  } catch {
+    // the feed fills from live events anyway
+  }
+}
+
+// ---------------------------------------------------------------- socket events
+function applySnapshot(snap) {
+  if (!snap) return;
+  const tele = snap.telemetry;
+  if (tele && tele.channels) {
+    // the server's now = a value's t + its age: that gives our clock's offset
+    const any = Object.values(tele.channels)[0];
+    if (any) state.clockOffsetS = Date.now() / 1000 - (any.t + any.age_s);
+    buffer.seedLatest(tele.channels);
+    for (const name of Object.keys(tele.channels)) charts.offer(name);
+  }
+  ingest(snap.recent);
+  if (!state.everJoined) track.rebuild(buffer);
+  applySession(snap.session);
+  if (snap.setup) setup.add(snap.setup);
+  schedule("values", "charts", "track", "info");
+}
+
+async function join(socket) {
+  state.joined = false;
+  document.body.dataset.joined = "false";
+  try {
+    const ack = await socket.timeout(JOIN_TIMEOUT_MS).emitWithAck("join", { session_id: SESSION_ID });
+    if (!ack || !ack.ok) {
+      const err = (ack && ack.error) || {};
+      const notFound = err.code === "not_found" || /not.?found/i.test(err.message || "");
+      showBanner(notFound ? "This session does not exist (or was deleted)." : `Could not join: ${err.message || "unknown error"}`, "error");
+      if (!notFound) setTimeout(() => socket.connected && join(socket), JOIN_RETRY_MS);
+      return;
+    }
+    applySnapshot(ack.snapshot);
+    state.joined = true;
+    state.everJoined = true;
+    document.body.dataset.joined = "true";
+    setup.loadHistory();
+    loadEvents();
+  } catch {
+    if (socket.connected) setTimeout(() => socket.connected && join(socket), JOIN_RETRY_MS); // ack timed out
+  }
+}
+
+const socket = connectDashboard({
+  onConnect: (sock) => join(sock),
+  onDisconnect: () => {
+    state.joined = false;
+    state.monitor.online = null; // unknown until the server tells us again
+    document.body.dataset.joined = "false";
+    schedule("info");
+  },
+});
+
+socket.on("telemetry", (msg) => {
+  if (msg && msg.session_id === SESSION_ID) ingest(msg.frames);
+});
+socket.on("session", (s) => applySession(s));
+socket.on("sessions", (s) => applySession(s));
+socket.on("setup", (s) => {
+  if (!s || s.session_id !== SESSION_ID) return;
+  setup.add(s);
+});
+socket.on("monitor", (m) => {
+  if (!m || m.session_id !== SESSION_ID) return;
+  state.monitor = { online: !!m.online, backlog: m.backlog ?? state.monitor.backlog, rtt_ms: m.rtt_ms ?? state.monitor.rtt_ms };
+  schedule("info");
+});
+socket.on("event", addEvent);
+
+// ---------------------------------------------------------------------- UI glue
+for (const b of document.querySelectorAll("[data-window]")) {
+  b.addEventListener("click", () => {
+    for (const o of document.querySelectorAll("[data-window]")) o.setAttribute("aria-pressed", String(o === b));
+    charts.setWindow(Number(b.dataset.window));
+  });
+}
+
+initTheme(() => {
+  charts.rebuild();
+  readouts.redrawAll();
+  schedule("track");
+});
+
+setInterval(() => schedule("values", "info"), AGE_TICK_MS);

@@ -1,0 +1,74 @@
+"""The simulated car: engine model from real recorded speed, replay pacing, the pipeline without a server."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard.car.replay import BUNDLED_LOG, ReplaySource
+from dashboard.car.simulate import build_simulation, engine_processor
+from dashboard.car.source import ChannelStore, SourceState
+from dashboard.telemetry.channels import REGISTRY
+from dashboard.telemetry.engine_model import REDLINE_RPM, EngineModel
+from dashboard.telemetry.gps import read_log
+from tests.waiting import wait_for
+
+
+def _engine_over_log() -> list[dict[str, float]]:
+    process = engine_processor(EngineModel())
+    return [out for r in read_log(BUNDLED_LOG) if (out := process(r))]
+
+
+def test_engine_channels_follow_the_recorded_laps() -> None:
+    out = _engine_over_log()
+    assert len(out) == 3828  # one per RMC fix
+    for frame in out:
+        for name, value in frame.items():
+            channel = REGISTRY[name]
+            assert channel.minimum <= value <= channel.maximum, (name, value)
+    assert max(f["speed"] for f in out) == pytest.approx(91.5, abs=0.1)
+    assert max(f["rpm"] for f in out) <= REDLINE_RPM
+    assert {f["gear"] for f in out} >= {0.0, 1.0, 2.0, 3.0, 4.0}  # pits (neutral) and 4 gears on track
+    assert any(f["throttle"] == 0 for f in out) and any(f["throttle"] > 80 for f in out)  # braking and full power
+    fuel = [f["fuel_level"] for f in out]
+    assert fuel == sorted(fuel, reverse=True) and fuel[0] - fuel[-1] > 0.3  # only ever drains
+    assert out[0]["coolant_temp"] < 60 < out[-1]["coolant_temp"] < 100  # warms up over the run
+
+
+def test_faster_car_means_more_rpm_in_the_same_gear() -> None:
+    model = EngineModel()
+    a = model.update(0.0, 30.0)
+    b = model.update(0.1, 31.0)
+    assert a["gear"] == b["gear"] and b["rpm"] > a["rpm"] and b["throttle"] > 0
+
+
+def test_replay_paces_by_the_log_and_speedup(tmp_path: Path) -> None:
+    short = tmp_path / "short.nmea"
+    lines = BUNDLED_LOG.read_text().splitlines(keepends=True)[:62]  # 31 fixes, ~1.8 s of recording
+    short.write_text("".join(lines) + "$GPRMC,1653")  # and a truncated last line
+    store = ChannelStore()
+    source = ReplaySource(store, short, speedup=3.0, loop=False)
+    started = time.monotonic()
+    source.start()
+    wait_for(lambda: source.finished, 10, "end of log")
+    elapsed = time.monotonic() - started
+    assert 0.4 < elapsed < 1.6  # ~1.8 s / 3
+    assert source.readings == 62 and source.decoder.counters.errors == 1 and source.loops == 1
+    assert source.status.state is SourceState.STOPPED
+    assert store.snapshot()["lat"] == pytest.approx(28.41, abs=0.01)
+    source.stop()
+
+
+def test_pipeline_without_server_fills_the_outbox(tmp_path: Path) -> None:
+    manager = build_simulation(None, "sim-test", speedup=0, loop=True, outbox_path=tmp_path / "o.sqlite",
+                               rate_hz=50)
+    manager.start()
+    try:
+        wait_for(lambda: manager.outbox.count() >= 20, 10, "20 frames")
+    finally:
+        manager.stop()
+        manager.stop()
+    frame = manager.outbox.oldest(20)[-1]
+    assert {"rpm", "gear", "throttle", "lat", "lon", "gps_speed", "fuel_level"} <= set(frame["channels"])
+    assert manager.sources[0].readings > 200  # speedup 0 plays the log as fast as it can

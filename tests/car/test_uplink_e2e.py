@@ -1,0 +1,75 @@
+"""End to end against a real `dashboard serve`: simulated car → /monitor → stored frames, and a server kill -9."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from dashboard.car.replay import BUNDLED_LOG
+from dashboard.car.simulate import build_simulation, run_simulation
+from tests.waiting import wait_for
+
+
+def _frames(server: Any, session_id: str) -> list[dict[str, Any]]:
+    """Every stored frame of a session, following the pagination."""
+    out: list[dict[str, Any]] = []
+    after = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if after is not None:
+            params["after_seq"] = after
+        page = requests.get(f"{server.url}/api/v1/sessions/{session_id}/frames", params=params, timeout=10)
+        page.raise_for_status()
+        body = page.json()
+        out += body["items"]
+        if not body["items"] or body["next_after_seq"] is None:
+            return out
+        after = body["next_after_seq"]
+
+
+def test_simulated_car_frames_are_stored_once_each(live_server, tmp_path: Path) -> None:
+    log = tmp_path / "start.nmea"
+    log.write_text("".join(BUNDLED_LOG.read_text().splitlines(keepends=True)[1000:1400]))  # ~18 s on track
+    summary = run_simulation(live_server.url, "e2e-sim", live_server.api_key, speedup=12.0, log_path=log,
+                             loop=False, outbox_path=tmp_path / "o.sqlite", rate_hz=20)
+    assert summary["backlog"] == 0 and summary["frames"] > 15
+    frames = _frames(live_server, summary["session_id"])
+    assert [f["seq"] for f in frames] == list(range(1, summary["last_seq"] + 1))
+    moving = [f["channels"] for f in frames if f["channels"].get("gps_speed")]
+    assert moving and max(c["gps_speed"] for c in moving) > 30  # the log's speeds, on track
+    assert all(c["lat"] is None or abs(c["lat"] - 28.41) < 0.01 for c in moving)  # at Orlando Kart Center
+    assert all(c.get("rpm") for c in moving)  # the derived engine channels travel with them
+    session = requests.get(f"{live_server.url}/api/v1/sessions/{summary['session_id']}", timeout=10).json()
+    assert session["car_id"] == "e2e-sim" and session["status"] == "active"
+
+
+def test_server_killed_and_restarted_every_frame_arrives_exactly_once(live_server, tmp_path: Path) -> None:
+    manager = build_simulation(live_server.url, "e2e-kill", live_server.api_key, speedup=4.0,
+                               outbox_path=tmp_path / "o.sqlite", rate_hz=20, heartbeat_s=0.5)
+    uplink = manager.uplink
+    assert uplink is not None
+    stop = threading.Event()
+    runner = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: uplink.sent_frames >= 20, 20, "frames flowing")
+        live_server.kill()
+        backlog_at_kill = manager.outbox.count()
+        wait_for(lambda: manager.outbox.count() >= backlog_at_kill + 40, 20, "frames buffering while down")
+        assert uplink.state.value != "connected"
+        live_server.start()
+        wait_for(lambda: uplink.state.value == "connected" and uplink.sent_frames > 0, 30, "reconnected")
+        sent_after = manager.assembler.frames + 20
+        wait_for(lambda: manager.assembler.frames >= sent_after, 20, "more live frames")
+        manager.assembler.stop()
+        wait_for(lambda: manager.outbox.count() == 0, 30, "backlog drained")
+    finally:
+        stop.set()
+        runner.join(30)
+    last = manager.outbox.last_seq
+    frames = _frames(live_server, uplink.session_id)
+    assert [f["seq"] for f in frames] == list(range(1, last + 1))  # all, in order, none twice
+    assert uplink.connects >= 2
+    manager.outbox.close()
