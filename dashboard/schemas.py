@@ -58,6 +58,7 @@ class MonitorHealth(BaseModel):
     online: bool = False
     backlog: int | None = None
     rtt_ms: float | None = None
+    oldest_age_s: float | None = None
     sources: dict[str, str] | None = None
 
 
@@ -203,6 +204,7 @@ class TelemetryBatch(Strict):
 
     session_id: str
     frames: list[Any] = Field(description="each item a Frame; bad ones are rejected individually")
+    backfill: bool = Field(False, description="these frames come from the monitor's backlog, not live")
 
 
 class Rejection(BaseModel):
@@ -224,6 +226,16 @@ class MonitorHeartbeat(Strict):
     backlog: int | None = Field(None, ge=0, description="frames waiting in the monitor's outbox")
     rtt_ms: float | None = Field(None, ge=0, description="monitor's last measured ack round trip")
     sources: dict[str, str] | None = Field(None, description="status of each in-car source")
+    oldest_age_s: float | None = Field(None, ge=0, description="age of the oldest frame not yet acknowledged")
+
+
+class MonitorEvent(Strict):
+    """/monitor `event`: something the car noticed (a trouble code set or cleared...), logged once per record_id."""
+
+    session_id: str
+    record_id: RecordId
+    event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+    payload: dict[str, Any] = Field(default_factory=dict)
 
 
 class MonitorSessionEnd(Strict):
@@ -318,6 +330,7 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "monitor.telemetry.ack": TelemetryAck,
     "monitor.heartbeat": MonitorHeartbeat,
     "monitor.session.end": MonitorSessionEnd,
+    "monitor.event": MonitorEvent,
     "monitor.ack": Ack,
     "monitor.command": Command,
     "monitor.lora": LoraMessage,

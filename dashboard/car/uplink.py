@@ -339,7 +339,7 @@ class Uplink:
         if now >= self._next_backlog:
             backlog = self.outbox.oldest(self.batch_max, upto=self._live_from)
             if backlog:
-                self._send(backlog)
+                self._send(backlog, backfill=True)
                 self._next_backlog = now + len(backlog) / self.backlog_fps
                 busy = True
         if now >= self._next_event:
@@ -349,9 +349,12 @@ class Uplink:
             self._next_heartbeat = now + self.heartbeat_s
         return busy
 
-    def _send(self, frames: list[dict[str, Any]]) -> None:
+    def _send(self, frames: list[dict[str, Any]], backfill: bool = False) -> None:
         started = time.monotonic()
-        ack = self._call("telemetry", {"session_id": self.session_id, "frames": frames})
+        body: dict[str, Any] = {"session_id": self.session_id, "frames": frames}
+        if backfill:
+            body["backfill"] = True
+        ack = self._call("telemetry", body)
         self.rtt_ms = round((time.monotonic() - started) * 1000.0, 1)
         rejected = ack.get("rejected") or []
         if rejected:
@@ -362,9 +365,11 @@ class Uplink:
         self.acked_batches += 1
 
     def _heartbeat(self) -> None:
-        body: dict[str, Any] = {"session_id": self.session_id, "backlog": self.outbox.count()}
-        if self.rtt_ms is not None:
-            body["rtt_ms"] = self.rtt_ms
+        health = self.health()
+        body: dict[str, Any] = {"session_id": self.session_id, "backlog": health["backlog"]}
+        for key in ("rtt_ms", "oldest_age_s"):
+            if health[key] is not None:
+                body[key] = health[key]
         sources = self.sources_status()
         if sources:
             body["sources"] = sources

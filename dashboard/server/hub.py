@@ -136,6 +136,8 @@ class MonitorNamespace(_AckingNamespace):
         metrics.frames_received.inc(len(result.accepted))
         metrics.frames_rejected.inc(len(result.rejected))
         metrics.frames_duplicate.inc(result.duplicates)
+        if msg.backfill:
+            metrics.frames_backfilled.inc(len(result.accepted))
         if result.ticket is not None and not result.ticket.wait(COMMIT_TIMEOUT_S):
             raise DashboardError("frames could not be stored; send them again")
         return {"ok": True, "acked_seq": result.acked_seq, "rejected": result.rejected}
@@ -143,9 +145,17 @@ class MonitorNamespace(_AckingNamespace):
     def on_heartbeat(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorHeartbeat, data)
         self._own(msg.session_id)
-        info = {"backlog": msg.backlog, "rtt_ms": msg.rtt_ms, "sources": msg.sources, "online": True}
+        info = {"backlog": msg.backlog, "rtt_ms": msg.rtt_ms, "sources": msg.sources,
+                "oldest_age_s": msg.oldest_age_s, "online": True}
         self.hub.manager.heartbeat(msg.session_id, info)
         return {"ok": True, "server_time": time.time()}
+
+    def on_event(self, data: Any = None) -> dict[str, Any]:
+        """An event the car noticed (trouble code set/cleared, outbox overflow...); idempotent by record_id."""
+        msg = parse(schemas.MonitorEvent, data)
+        self._own(msg.session_id)
+        logged = self.hub.manager.monitor_event(msg.session_id, msg.record_id, msg.event_type, msg.payload)
+        return {"ok": True, "duplicate": not logged}
 
     def on_lora(self, data: Any = None) -> dict[str, Any]:
         """A pit gateway relays a summary received over the LoRa radio."""

@@ -18,6 +18,8 @@ class Metrics:
                                        registry=self.registry)
         self.frames_duplicate = Counter("dashboard_frames_duplicate", "Frames received again and ignored",
                                         registry=self.registry)
+        self.frames_backfilled = Counter("dashboard_frames_backfilled", "Frames accepted from a monitor's backlog",
+                                         registry=self.registry)
         self.frames_broadcast = Counter("dashboard_frames_broadcast", "Frames emitted to session rooms",
                                         registry=self.registry)
         self.monitors = Gauge("dashboard_monitors_connected", "Connected in-car monitors", registry=self.registry)

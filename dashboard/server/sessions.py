@@ -442,6 +442,12 @@ class SessionManager:
                 items.append(self.public(live))
             return items, total
 
+    def monitor_event(self, session_id: str, record_id: str, event_type: str, payload: dict[str, Any]) -> bool:
+        """Log an event the car reported; False (and nothing logged) if its record_id was seen before."""
+        with self.lock:
+            live = self._get(session_id, fresh=False)
+            return self._log_event(live.row["id"], event_type, payload, record_id) is not None
+
     def set_monitor(self, session_id: str, online: bool) -> None:
         """Record that the car's monitor connected or went away."""
         with self.lock:

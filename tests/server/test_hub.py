@@ -190,3 +190,37 @@ def test_bad_lora_messages_get_error_acks(live_server, car_id):
             assert ack["ok"] is False and ack["error"]["field"] == field, ack
     finally:
         gateway.disconnect()
+
+
+def test_monitor_events_are_logged_once_and_heartbeat_health_is_kept(live_server, car_id):
+    monitor = connect_monitor(live_server.url, car_id, live_server.api_key)
+    session_id = start_session(monitor)
+    viewer = Viewer(live_server.url)
+    try:
+        viewer.join(session_id)
+        body = {"session_id": session_id, "record_id": "dtc-1", "event_type": "dtc.set",
+                "payload": {"code": "P0217", "description": "Engine overtemperature"}}
+        assert monitor.call("event", body, namespace="/monitor", timeout=CALL_TIMEOUT_S) == {
+            "ok": True, "duplicate": False}
+        assert monitor.call("event", body, namespace="/monitor", timeout=CALL_TIMEOUT_S)["duplicate"] is True
+        bad = monitor.call("event", {**body, "event_type": "Bad Type"}, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+        assert bad["ok"] is False and bad["error"]["field"] == "event_type"
+        wait_for(lambda: [e for e in viewer.of("event") if e["event_type"] == "dtc.set"], 10, "live dtc event")
+        beat = {"session_id": session_id, "backlog": 12, "rtt_ms": 35.5, "oldest_age_s": 4.2,
+                "sources": {"obd": "reading", "gps": "error: unplugged"}}
+        assert monitor.call("heartbeat", beat, namespace="/monitor", timeout=CALL_TIMEOUT_S)["ok"]
+        health = wait_for(lambda: [m for m in viewer.of("monitor") if m.get("backlog") == 12], 10, "health")[0]
+        assert health["rtt_ms"] == 35.5 and health["oldest_age_s"] == 4.2 and health["online"] is True
+        ack = monitor.call(
+            "telemetry", {"session_id": session_id, "frames": make_frames(0, 3), "backfill": True},
+            namespace="/monitor", timeout=CALL_TIMEOUT_S)
+        assert ack["acked_seq"] == 2
+    finally:
+        monitor.disconnect()
+        viewer.close()
+    session = requests.get(f"{live_server.url}/api/v1/sessions/{session_id}", timeout=5).json()
+    assert session["monitor"]["backlog"] == 12 and session["monitor"]["sources"]["obd"] == "reading"
+    events = requests.get(f"{live_server.url}/api/v1/sessions/{session_id}/events", timeout=5).json()["items"]
+    dtc = [e for e in events if e["event_type"] == "dtc.set"]
+    assert len(dtc) == 1 and dtc[0]["payload"]["code"] == "P0217" and dtc[0]["record_id"] == "dtc-1"
+    assert "dashboard_frames_backfilled_total 3.0" in requests.get(f"{live_server.url}/metrics", timeout=5).text
