@@ -33,6 +33,7 @@ class SessionRow(Base):
     end_reason: Mapped[str | None] = mapped_column(String(64))
     frame_count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    track_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("tracks.id", ondelete="SET NULL"))
 
     __table_args__ = (
         Index("ix_sessions_car_status", "car_id", "status"),
@@ -92,3 +93,52 @@ class FrameRow(Base):
     __table_args__ = (Index("ix_frames_session_t", "session_id", "t"),)
 
 
+
+
+class TrackRow(Base):
+    """A circuit: start/finish line and optional sector lines, as lat/lon pairs."""
+
+    __tablename__ = "tracks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"start_finish": [A, B], "sectors": [[A, B]...]}
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class LapRow(Base):
+    """One completed lap of a session, with the setup version in force."""
+
+    __tablename__ = "laps"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    lap: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # the lap.completed payload
+
+
+class AlertRuleRow(Base):
+    """An alert rule for one car (or every car when car_id is null)."""
+
+    __tablename__ = "alert_rules"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    car_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AlertRow(Base):
+    """An alert raised in a session: when, where, cleared, acknowledged by whom."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    raised: Mapped[dict[str, Any]] = mapped_column(JSON)  # the alert.raised payload, with lap and position
+    raised_t: Mapped[float] = mapped_column(Float)
+    cleared_t: Mapped[float | None] = mapped_column(Float)
+    acked_by: Mapped[str | None] = mapped_column(String(200))
+    acked_at: Mapped[float | None] = mapped_column(Float)

@@ -18,7 +18,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from dashboard.server.models import EventRow, FrameRow, SessionRow, SetupRow
+from dashboard.server.models import (
+    AlertRow,
+    AlertRuleRow,
+    EventRow,
+    FrameRow,
+    LapRow,
+    SessionRow,
+    SetupRow,
+    TrackRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +184,8 @@ class Store:
     def delete_session(self, session_id: str) -> bool:
         """Delete a session and everything it owns; False if unknown."""
         with self.engine.begin() as conn:
-            for table in (FrameRow.__table__, SetupRow.__table__, EventRow.__table__):
+            for table in (FrameRow.__table__, SetupRow.__table__, EventRow.__table__, LapRow.__table__,
+                          AlertRow.__table__):
                 conn.execute(delete(table).where(table.c.session_id == session_id))
             result = conn.execute(delete(SessionRow.__table__).where(SessionRow.id == session_id))
         return result.rowcount > 0
@@ -297,3 +307,102 @@ class Store:
                 .where(table.c.session_id == session_id).order_by(table.c.seq.desc()).limit(limit)
             ).mappings()
             return [dict(r) for r in reversed(list(rows))]
+
+    # -------------------------------------------------------------- tracks
+    def save_track(self, row: dict[str, Any]) -> None:
+        """Insert or replace a track."""
+        table = TrackRow.__table__
+        with self.engine.begin() as conn:
+            if conn.execute(select(table.c.id).where(table.c.id == row["id"])).first():
+                conn.execute(update(table).where(table.c.id == row["id"]).values(**row))
+            else:
+                conn.execute(table.insert().values(**row))
+
+    def get_track(self, track_id: str) -> dict[str, Any] | None:
+        """One track, or None."""
+        table = TrackRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.id == track_id)).mappings().first()
+        return dict(row) if row else None
+
+    def tracks(self) -> list[dict[str, Any]]:
+        """Every track, by name."""
+        table = TrackRow.__table__
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(table).order_by(table.c.name)).mappings()]
+
+    def delete_track(self, track_id: str) -> bool:
+        """Delete a track (sessions keep their data and lose the reference); False if unknown."""
+        with self.engine.begin() as conn:
+            conn.execute(update(SessionRow.__table__).where(SessionRow.track_id == track_id).values(track_id=None))
+            return conn.execute(delete(TrackRow.__table__).where(TrackRow.id == track_id)).rowcount > 0
+
+    def session_ids_on_track(self, track_id: str) -> list[str]:
+        """Sessions that name this track."""
+        table = SessionRow.__table__
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(table.c.id).where(table.c.track_id == track_id)).scalars())
+
+    # ---------------------------------------------------------------- laps
+    def replace_laps(self, session_id: str, laps: list[dict[str, Any]]) -> None:
+        """Replace every lap of a session (after the track was defined or changed)."""
+        table = LapRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.session_id == session_id))
+            if laps:
+                conn.execute(table.insert(), [{"session_id": session_id, "lap": lap["lap"], "data": lap}
+                                              for lap in laps])
+
+    def add_lap(self, session_id: str, lap: dict[str, Any]) -> None:
+        """Store one completed lap (a lap number seen before is replaced)."""
+        table = LapRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.session_id == session_id, table.c.lap == lap["lap"]))
+            conn.execute(table.insert().values(session_id=session_id, lap=lap["lap"], data=lap))
+
+    def laps(self, session_id: str) -> list[dict[str, Any]]:
+        """A session's laps in order."""
+        table = LapRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table.c.data).where(table.c.session_id == session_id).order_by(table.c.lap))
+            return [r[0] for r in rows]
+
+    # ---------------------------------------------------------- alert rules
+    def save_alert_rule(self, rule_id: str, car_id: str | None, rule: dict[str, Any]) -> None:
+        """Insert or replace an alert rule."""
+        table = AlertRuleRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.id == rule_id))
+            conn.execute(table.insert().values(id=rule_id, car_id=car_id, rule=rule))
+
+    def alert_rules(self, car_id: str | None = None) -> list[dict[str, Any]]:
+        """Rules for every car, plus those of ``car_id`` when given."""
+        table = AlertRuleRow.__table__
+        where = table.c.car_id.is_(None) if car_id is None else (table.c.car_id.is_(None) | (table.c.car_id == car_id))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(table).where(where).order_by(table.c.id)).mappings()]
+
+    def delete_alert_rule(self, rule_id: str) -> bool:
+        """Delete a rule; False if unknown."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(AlertRuleRow.__table__).where(AlertRuleRow.id == rule_id)).rowcount > 0
+
+    # --------------------------------------------------------------- alerts
+    def add_alert(self, session_id: str, rule_id: str, raised: dict[str, Any], raised_t: float) -> int:
+        """Store a raised alert; returns its id."""
+        with self.engine.begin() as conn:
+            result = conn.execute(AlertRow.__table__.insert().values(
+                session_id=session_id, rule_id=rule_id, raised=raised, raised_t=raised_t))
+            return result.inserted_primary_key[0]
+
+    def update_alert(self, alert_id: int, **fields: Any) -> None:
+        """Set cleared_t or the acknowledgement of an alert."""
+        with self.engine.begin() as conn:
+            conn.execute(update(AlertRow.__table__).where(AlertRow.id == alert_id).values(**fields))
+
+    def alerts(self, session_id: str) -> list[dict[str, Any]]:
+        """A session's alerts in the order they were raised."""
+        table = AlertRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.session_id == session_id).order_by(table.c.id))
+            return [dict(r) for r in rows.mappings()]
