@@ -229,3 +229,28 @@ def test_open_server_without_key_says_so(server_factory):
     server = server_factory(api_key=None)
     wait_for(lambda: "DASHBOARD_API_KEY is not set" in server.log_text(), 10, "the loud warning")
     assert requests.post(server.url + "/api/v1/sessions", json={"car_id": "C1"}, timeout=5).status_code == 201
+
+
+def test_export_csv_has_every_frame_and_channel_with_units(live_server):
+    import csv
+    import io
+
+    car = f"CAR-{uuid.uuid4().hex[:8]}"
+    monitor = connect_monitor(live_server.url, car, live_server.api_key)
+    try:
+        sid = monitor.call("session.start", {}, namespace="/monitor", timeout=10)["session"]["session_id"]
+        frames = make_frames(0, 12)
+        frames[3]["channels"]["rpm"] = None
+        frames[5]["channels"]["oil_temp"] = 121.5
+        monitor.call("telemetry", {"session_id": sid, "frames": frames}, namespace="/monitor", timeout=10)
+    finally:
+        monitor.disconnect()
+    resp = get(live_server, f"/api/v1/sessions/{sid}/export.csv")
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert f"session-{sid}.csv" in resp.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [int(r["seq"]) for r in rows] == list(range(12))
+    assert rows[0]["rpm (rpm)"] == "3000.0" and rows[3]["rpm (rpm)"] == ""
+    assert rows[5]["oil_temp (°C)"] == "121.5" and rows[4]["oil_temp (°C)"] == ""
+    assert rows[0]["time_utc"].endswith("+00:00") and float(rows[1]["t"]) > float(rows[0]["t"])
+    assert_error(get(live_server, f"/api/v1/sessions/{uuid.uuid4()}/export.csv"), 404)
