@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                              writer_batch_max=settings.writer_batch_max,
                              shared=settings.message_queue is not None)
     manager.writer.on_batch = metrics.on_write
+    manager.ensure_builtin_tracks()
     socketio.init_app(
         app,
         async_mode=settings.async_mode,

@@ -42,8 +42,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging(settings)
     app = create_app(settings)
     runtime = app.extensions["dashboard"]
+    from dashboard.server.sessions import ORLANDO_TRACK_ID
+
     session = runtime.manager.start_for_car(DEMO_CAR, name="Demo: kart at Orlando Kart Center",
-                                            track="Orlando Kart Center")
+                                            track="Orlando Kart Center", track_id=ORLANDO_TRACK_ID)
     runtime.hub.start()
     url = f"http://{settings.host}:{settings.port}"
     car: dict[str, subprocess.Popen] = {}

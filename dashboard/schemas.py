@@ -30,6 +30,7 @@ class SessionCreate(Strict):
     car_id: CarId
     driver: Text | None = None
     track: Text | None = None
+    track_id: str | None = Field(None, description="a stored track: laps are timed on it")
 
 
 class RecordRequest(Strict):
@@ -81,6 +82,7 @@ class SessionOut(BaseModel):
     setup_version: int | None
     telemetry: dict[str, float | None]
     last_update: str | None
+    track_id: str | None = None
     monitor_online: bool = False
     monitor: MonitorHealth = Field(default_factory=lambda: MonitorHealth())
     stats: SessionStats
@@ -158,6 +160,58 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     ok: bool
     database: bool
+
+
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Point = tuple[Latitude, Longitude]
+Direction = Literal["auto", "a_left", "a_right"]
+
+
+class TimingLine(Strict):
+    """A sector line: two [lat, lon] points; ``a_left``: driving forwards, A is on the driver's left."""
+
+    a: Point
+    b: Point
+    direction: Direction = "auto"
+
+
+class TrackIn(Strict):
+    """POST/PUT /api/v1/tracks: a circuit's start/finish line A–B and optional sector lines in driving order."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    a: Point
+    b: Point
+    direction: Direction = "auto"
+    sectors: list[TimingLine] = Field(default_factory=list, max_length=20)
+    min_lap_time_s: float = Field(20.0, gt=0, le=3600, description="shorter laps are not laps (debounce)")
+    max_speed_kmh: float = Field(350.0, gt=0, le=1000, description="a fix implying more is a GPS jump")
+
+
+class TrackOut(TrackIn):
+    track_id: str
+    created_at: str
+    updated_at: str
+
+
+class TrackList(BaseModel):
+    items: list[TrackOut]
+
+
+class SessionTrack(Strict):
+    """PUT /api/v1/sessions/{id}/track: name the session's track (laps are recomputed)."""
+
+    track_id: str | None
+
+
+class LapList(BaseModel):
+    """GET /api/v1/sessions/{id}/laps."""
+
+    items: list[dict[str, Any]]
+    best_lap: dict[str, Any] | None
+    best_sectors: list[float | None]
+    theoretical_best: float | None
+    timing: dict[str, Any] | None = Field(None, description="live delta to the best lap (lap.delta payload)")
 
 
 class LegacyStart(BaseModel):

@@ -27,7 +27,7 @@ from dashboard.errors import (
     Unauthorized,
 )
 from dashboard.server.openapi import openapi_document
-from dashboard.server.sessions import SessionManager, iso
+from dashboard.server.sessions import SessionManager, iso, public_track
 from dashboard.telemetry.channels import get_channel
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def _dashboard_error(error: DashboardError) -> tuple[Response, int]:
 @require_key
 def create_session() -> tuple[Response, int]:
     body = parse_body(schemas.SessionCreate)
-    sid = manager().create_session(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track)
+    sid = manager().create_session(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track,
+                                   track_id=body.track_id)
     return jsonify(manager().get_session(sid)), 201
 
 
@@ -241,6 +242,56 @@ def events(session_id: str) -> Response:
     after_id = int_arg("after_id", 0, 0)
     limit = int_arg("limit", 1000, 1, 10000)
     return jsonify({"items": manager().events(session_id, after_id, limit)})
+
+
+# -------------------------------------------------------- tracks and laps
+@bp.post("/api/v1/tracks")
+@require_key
+def create_track() -> tuple[Response, int]:
+    body = parse_body(schemas.TrackIn)
+    return jsonify(manager().save_track(body.model_dump())), 201
+
+
+@bp.get("/api/v1/tracks")
+def list_tracks() -> Response:
+    return jsonify({"items": [public_track(row) for row in manager().store.tracks()]})
+
+
+@bp.get("/api/v1/tracks/<track_id>")
+def get_track(track_id: str) -> Response:
+    row = manager().store.get_track(track_id)
+    if row is None:
+        raise NotFound(f"no track {track_id}", field="track_id")
+    return jsonify(public_track(row))
+
+
+@bp.put("/api/v1/tracks/<track_id>")
+@require_key
+def update_track(track_id: str) -> Response:
+    if manager().store.get_track(track_id) is None:
+        raise NotFound(f"no track {track_id}", field="track_id")
+    body = parse_body(schemas.TrackIn)
+    return jsonify(manager().save_track(body.model_dump(), track_id))
+
+
+@bp.delete("/api/v1/tracks/<track_id>")
+@require_key
+def delete_track(track_id: str) -> tuple[str, int]:
+    if not manager().store.delete_track(track_id):
+        raise NotFound(f"no track {track_id}", field="track_id")
+    return "", 204
+
+
+@bp.put("/api/v1/sessions/<session_id>/track")
+@require_key
+def set_session_track(session_id: str) -> Response:
+    body = parse_body(schemas.SessionTrack)
+    return jsonify(manager().set_track(session_id, body.track_id))
+
+
+@bp.get("/api/v1/sessions/<session_id>/laps")
+def laps(session_id: str) -> Response:
+    return jsonify(manager().laps(session_id))
 
 
 # ------------------------------------------------- continuity aliases

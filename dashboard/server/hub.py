@@ -243,7 +243,7 @@ class Hub:
         elif kind == "session":
             self.socketio.emit("session", payload, to=payload["session_id"], namespace=DASHBOARD_NS)
             self.socketio.emit("sessions", payload, namespace=DASHBOARD_NS)
-        elif kind in ("setup", "event", "monitor", "lora"):
+        elif kind in ("setup", "event", "monitor", "lora", "lap", "sector", "timing", "laps"):
             self.socketio.emit(kind, payload, to=payload["session_id"], namespace=DASHBOARD_NS)
 
     def join(self, session_id: str) -> dict[str, Any]:

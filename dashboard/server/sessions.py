@@ -20,9 +20,11 @@ from typing import Any, Callable
 
 from dashboard.errors import Conflict, FrameError, InvalidInput, NotFound
 from dashboard.server.store import FrameWrite, Store
+from dashboard.server.timing import SessionTiming
 from dashboard.server.writer import FrameWriter, Ticket
 from dashboard.telemetry.channels import get_channel, stale_after
 from dashboard.telemetry.frames import Frame, frame_seq, parse_frame
+from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
 from dashboard.telemetry.lora import car_hash as hash_of
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,14 @@ log = logging.getLogger(__name__)
 LINK_GAP_EVENT_S = 10.0  # telemetry resuming after a silence this long is logged as a link gap
 RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: the bound on each session's in-memory recent history
 LIVE_STATUSES = ("created", "active", "stopped")
+REPLAY_PAGE = 5000  # frames per query when replaying a session into its processors
 FINAL_STATUSES = ("ended", "expired")
 
 Listener = Callable[[str, dict[str, Any]], None]
+
+# Tracks every installation has: the circuit of the bundled recordings (the demo laps it).
+ORLANDO_TRACK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "race-dashboard:track:orlando-kart-center"))
+BUILTIN_TRACKS = {ORLANDO_TRACK_ID: ORLANDO_KART_CENTER}
 
 
 def iso(ts: float | None) -> str | None:
@@ -68,6 +75,7 @@ class _Live:
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MAX_FRAMES))
     pending: set[int] = field(default_factory=set)
     monitor: dict[str, Any] = field(default_factory=lambda: {"online": False})
+    timing: SessionTiming | None = None
 
 
 @dataclass
@@ -198,6 +206,7 @@ class SessionManager:
             "setup_version": setup["version"] if setup else None,
             "telemetry": {name: value for name, (value, _t) in live.latest.items()},
             "last_update": iso(live.last_update or (row["last_activity_at"] if frames else None)),
+            "track_id": row.get("track_id"),
             "monitor_online": bool(live.monitor.get("online")),
             "monitor": dict(live.monitor),
             "stats": {"frames": frames, "last_seq": row["last_seq"], "duration_s": round(duration, 3),
@@ -206,13 +215,16 @@ class SessionManager:
 
     # ----------------------------------------------------- the original API
     def create_session(self, car_id: str | None = None, name: str = "", driver: str | None = None,
-                       track: str | None = None) -> str:
+                       track: str | None = None, track_id: str | None = None) -> str:
         """Create a session in status ``created``; returns its UUID4."""
         now = self.clock()
         row = {"id": new_session_id(), "car_id": car_id, "name": name, "driver": driver, "track": track,
                "status": "created", "created_at": now, "started_at": None, "ended_at": None,
-               "last_activity_at": now, "end_reason": None, "frame_count": 0, "last_seq": None}
+               "last_activity_at": now, "end_reason": None, "frame_count": 0, "last_seq": None,
+               "track_id": track_id}
         with self.lock:
+            if track_id is not None and self.store.get_track(track_id) is None:
+                raise NotFound(f"no track {track_id}", field="track_id")
             self.store.insert_session(row)
             self._live[row["id"]] = _Live(row=dict(row))
             self._log_event(row["id"], "session.created", {"car_id": car_id})
@@ -245,6 +257,8 @@ class SessionManager:
             version = self.store.add_setup(live.row["id"], setup, ts, now, event)
             stored_event = version.pop("event")
             live.setup = version
+            if live.timing is not None:
+                live.timing.set_setup_version(ts, version["version"])
             out = public_setup(version)
             self._notify("setup", out)
             self._notify("event", public_event(stored_event))
@@ -354,6 +368,7 @@ class SessionManager:
                 return self.public(live)
             response = self._transition(live, "ended", "session.ended", record_id,
                                         ended_at=self.clock(), end_reason=reason)
+            self._on_timing(live, self._timing(live).finish())
             if live.row["car_id"]:
                 self._notify("command", {"car_id": live.row["car_id"], "action": "end", "session_id": live.row["id"]})
             return response
@@ -369,7 +384,8 @@ class SessionManager:
             return self.public(live)
 
     def start_for_car(self, car_id: str, record_id: str | None = None, session_id: str | None = None,
-                      name: str = "", driver: str | None = None, track: str | None = None) -> dict[str, Any]:
+                      name: str = "", driver: str | None = None, track: str | None = None,
+                      track_id: str | None = None) -> dict[str, Any]:
         """Resume the car's active session (or the given one), else create and start one."""
         with self.lock:
             replay = self._replay(record_id, "session.started")
@@ -386,7 +402,7 @@ class SessionManager:
             active = self.store.active_session_for_car(car_id)
             if active is not None:
                 return self.public(self._get(active["id"]))
-            new_id = self.create_session(car_id=car_id, name=name, driver=driver, track=track)
+            new_id = self.create_session(car_id=car_id, name=name, driver=driver, track=track, track_id=track_id)
             return self.start(new_id, record_id)
 
     def _touch(self, live: _Live) -> None:
@@ -412,6 +428,7 @@ class SessionManager:
                 if row["status"] == "active" and (row["last_activity_at"] or row["created_at"]) < cutoff:
                     self._transition(live, "expired", "session.expired", None,
                                      ended_at=self.clock(), end_reason="idle")
+                    self._on_timing(live, self._timing(live).finish())
                     expired.append(row["id"])
         return expired
 
@@ -498,6 +515,7 @@ class SessionManager:
                 else:
                     self.store.write_frames([write])
                 self._notify("frames", {"session_id": sid, "frames": rows})
+                self._process(live, rows)
             elif valid and live.row["status"] == "active":
                 self._touch(live)
         acked = max(valid) if valid else None
@@ -537,6 +555,110 @@ class SessionManager:
                    "status": status}
             self._notify("lora", out)
             return out
+
+    # ---------------------------------------------------------- laps
+    def _timing(self, live: _Live) -> SessionTiming:
+        """The session's processors, rebuilt from the stored frames when first needed."""
+        if live.timing is None:
+            live.timing = self._rebuild_timing(live)
+        return live.timing
+
+    def _rebuild_timing(self, live: _Live, emit: bool = False) -> SessionTiming:
+        sid = live.row["id"]
+        track_row = self.store.get_track(live.row["track_id"]) if live.row.get("track_id") else None
+        track = Track.from_dict(track_row["definition"]) if track_row else None
+        setups = [(v["timestamp"], v["version"]) for v in self.store.setups(sid)]
+        timing = SessionTiming(track, setups)
+        laps: list[dict[str, Any]] = []
+        if track is not None:
+            after = -1
+            while page := self.store.frames(sid, after, REPLAY_PAGE):
+                for frame in page:
+                    laps += [payload for kind, payload in timing.feed(frame) if kind == "lap"]
+                after = page[-1]["seq"]
+            if live.row["status"] in FINAL_STATUSES:
+                laps += [payload for _kind, payload in timing.finish()]
+        if emit:
+            self.store.replace_laps(sid, laps)
+        return timing
+
+    def _process(self, live: _Live, rows: list[dict[str, Any]]) -> None:
+        timing = self._timing(live)
+        if timing.timer is None:
+            return
+        before = timing.delta
+        for row in rows:
+            self._on_timing(live, timing.feed(row))
+        if timing.delta is not None and timing.delta is not before:
+            self._notify("timing", {"session_id": live.row["id"], **timing.delta})
+
+    def _on_timing(self, live: _Live, events: list[tuple[str, dict[str, Any]]]) -> None:
+        sid = live.row["id"]
+        for kind, payload in events:
+            if kind == "lap":
+                self.store.add_lap(sid, payload)
+                self._log_event(sid, "lap.completed", payload)
+                self._notify("lap", {"session_id": sid, **payload})
+            else:
+                self._notify(kind, {"session_id": sid, **payload})
+
+    def ensure_builtin_tracks(self) -> None:
+        """Store the built-in tracks that are missing (never overwrites an edited one)."""
+        for track_id, track in BUILTIN_TRACKS.items():
+            if self.store.get_track(track_id) is None:
+                self.save_track(track.to_dict(), track_id)
+
+    def save_track(self, track: dict[str, Any], track_id: str | None = None) -> dict[str, Any]:
+        """Create (or replace) a track from its definition (Track.to_dict form); laps of its sessions are redone."""
+        try:
+            definition = Track.from_dict(track).to_dict()  # validates the geometry
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"bad track: {exc}", field="track") from None
+        now = self.clock()
+        with self.lock:
+            existing = self.store.get_track(track_id) if track_id else None
+            row = {"id": track_id or new_session_id(), "name": definition["name"], "definition": definition,
+                   "created_at": existing["created_at"] if existing else now, "updated_at": now}
+            self.store.save_track(row)
+            if existing is not None and existing["definition"] != definition:
+                self.retime_track(row["id"])
+        return public_track(row)
+
+    def set_track(self, session_id: str, track_id: str | None) -> dict[str, Any]:
+        """Name the session's track (or none) and time every lap again from the stored frames."""
+        with self.lock:
+            live = self._get(session_id)
+            if track_id is not None and self.store.get_track(track_id) is None:
+                raise NotFound(f"no track {track_id}", field="track_id")
+            live.row["track_id"] = track_id
+            self.store.update_session(live.row["id"], track_id=track_id)
+            live.timing = self._rebuild_timing(live, emit=True)
+            out = self.laps(session_id)
+            self._log_event(live.row["id"], "track.changed", {"track_id": track_id, "laps": len(out["items"])})
+            self._notify("laps", {"session_id": live.row["id"], **out})
+            return out
+
+    def retime_track(self, track_id: str) -> list[str]:
+        """A track's lines changed: time every session on it again; returns their ids."""
+        sessions = self.store.session_ids_on_track(track_id)
+        for sid in sessions:
+            self.set_track(sid, track_id)
+        return sessions
+
+    def laps(self, session_id: str) -> dict[str, Any]:
+        """The session's laps with best lap, best sectors and theoretical best."""
+        with self.lock:
+            live = self._get(session_id)
+            items = self.store.laps(live.row["id"])
+            timed = [lap for lap in items if not (lap["out_lap"] or lap["in_lap"])]
+            best = min(timed, key=lambda lap: lap["lap_time"], default=None)
+            count = max((len(lap["sectors"]) for lap in timed), default=0)
+            best_sectors = [min((lap["sectors"][i] for lap in timed
+                                 if i < len(lap["sectors"]) and lap["sectors"][i] is not None), default=None)
+                            for i in range(count)]
+            theoretical = sum(best_sectors) if best_sectors and None not in best_sectors else None
+            return {"items": items, "best_lap": best, "best_sectors": best_sectors, "theoretical_best": theoretical,
+                    "timing": self._timing(live).delta if live.row["status"] == "active" else None}
 
     def _settled(self, ticket: Ticket) -> None:
         with self.lock:
@@ -603,6 +725,12 @@ def public_setup(version: dict[str, Any]) -> dict[str, Any]:
     return {"session_id": version["session_id"], "version": version["version"],
             "timestamp": iso(version["timestamp"]), "received_at": iso(version["received_at"]),
             "setup": version["setup"]}
+
+
+def public_track(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored track in the TrackOut shape."""
+    return {**row["definition"], "track_id": row["id"], "created_at": iso(row["created_at"]),
+            "updated_at": iso(row["updated_at"])}
 
 
 def public_event(event: dict[str, Any]) -> dict[str, Any]:
