@@ -214,6 +214,56 @@ class LapList(BaseModel):
     timing: dict[str, Any] | None = Field(None, description="live delta to the best lap (lap.delta payload)")
 
 
+class AlertOut(BaseModel):
+    """An alert of a session: what fired, where (lap, position), cleared, acknowledged by whom."""
+
+    alert_id: int
+    session_id: str
+    rule_id: str
+    name: str
+    severity: str
+    channel: str
+    comparison: str
+    threshold: float
+    value: float
+    raised_t: float
+    seq: int
+    lap: int | None
+    lat: float | None
+    lon: float | None
+    cleared_t: float | None
+    acked_by: str | None
+    acked_at: str | None
+    active: bool
+    on_screen: bool = Field(description="raised and not yet both cleared and acknowledged")
+
+
+class AlertList(BaseModel):
+    items: list[AlertOut]
+
+
+class AlertAck(Strict):
+    """POST /api/v1/sessions/{id}/alerts/{alert_id}/ack: who saw it (a crew role or initials, not a full name)."""
+
+    by: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+
+
+class AlertRuleBody(BaseModel):
+    """PUT /api/v1/alert-rules/{rule_id}[?car_id=]: the rule (see dashboard.telemetry.alerts.AlertRule)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class AlertRuleOut(BaseModel):
+    rule: dict[str, Any]
+    source: Literal["default", "all", "car"]
+    car_id: str | None
+
+
+class AlertRuleList(BaseModel):
+    items: list[AlertRuleOut]
+
+
 class LegacyStart(BaseModel):
     """POST /session_manager/sessions.start (continuity alias)."""
 
@@ -353,6 +403,7 @@ class Snapshot(BaseModel):
     setup: SetupOut | None
     telemetry: TelemetryOut
     recent: list[StoredFrame]
+    alerts: list[AlertOut] = Field(default_factory=list, description="alerts still on screen")
 
 
 class JoinAck(BaseModel):
@@ -398,4 +449,5 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "dashboard.setup": SetupOut,
     "dashboard.monitor": MonitorPresence,
     "dashboard.event": EventOut,
+    "dashboard.alert": AlertOut,
 }

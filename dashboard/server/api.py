@@ -28,6 +28,7 @@ from dashboard.errors import (
 )
 from dashboard.server.openapi import openapi_document
 from dashboard.server.sessions import SessionManager, iso, public_track
+from dashboard.telemetry.alerts import parse_rule
 from dashboard.telemetry.channels import get_channel
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,46 @@ def set_session_track(session_id: str) -> Response:
 @bp.get("/api/v1/sessions/<session_id>/laps")
 def laps(session_id: str) -> Response:
     return jsonify(manager().laps(session_id))
+
+
+# ------------------------------------------------------------------ alerts
+@bp.get("/api/v1/alert-rules")
+def list_alert_rules() -> Response:
+    car_id = request.args.get("car_id") or None
+    stored = {(row["car_id"], row["rule"]["id"]) for row in manager().store.alert_rules(car_id)}
+    items = []
+    for rule in manager().alert_rules(car_id):
+        source = "car" if (car_id, rule.id) in stored and car_id else "all" if (None, rule.id) in stored else "default"
+        items.append({"rule": rule.model_dump(), "source": source, "car_id": car_id if source == "car" else None})
+    return jsonify({"items": items})
+
+
+@bp.put("/api/v1/alert-rules/<rule_id>")
+@require_key
+def put_alert_rule(rule_id: str) -> Response:
+    raw = parse_body(schemas.AlertRuleBody)
+    rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
+    return jsonify(manager().save_alert_rule(rule, request.args.get("car_id") or None))
+
+
+@bp.delete("/api/v1/alert-rules/<rule_id>")
+@require_key
+def delete_alert_rule(rule_id: str) -> tuple[str, int]:
+    if not manager().delete_alert_rule(rule_id, request.args.get("car_id") or None):
+        raise NotFound(f"no stored rule {rule_id}", field="rule_id")
+    return "", 204
+
+
+@bp.get("/api/v1/sessions/<session_id>/alerts")
+def session_alerts(session_id: str) -> Response:
+    return jsonify({"items": manager().alerts(session_id)})
+
+
+@bp.post("/api/v1/sessions/<session_id>/alerts/<int:alert_id>/ack")
+@require_key
+def ack_alert(session_id: str, alert_id: int) -> Response:
+    body = parse_body(schemas.AlertAck)
+    return jsonify(manager().ack_alert(session_id, alert_id, body.by))
 
 
 # ------------------------------------------------- continuity aliases

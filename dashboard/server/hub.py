@@ -243,7 +243,7 @@ class Hub:
         elif kind == "session":
             self.socketio.emit("session", payload, to=payload["session_id"], namespace=DASHBOARD_NS)
             self.socketio.emit("sessions", payload, namespace=DASHBOARD_NS)
-        elif kind in ("setup", "event", "monitor", "lora", "lap", "sector", "timing", "laps"):
+        elif kind in ("setup", "event", "monitor", "lora", "lap", "sector", "timing", "laps", "alert"):
             self.socketio.emit(kind, payload, to=payload["session_id"], namespace=DASHBOARD_NS)
 
     def join(self, session_id: str) -> dict[str, Any]:
@@ -288,5 +288,6 @@ class Hub:
             try:
                 for session_id in self.manager.expire_idle():
                     log.info("session %s expired after %.0f s idle", session_id, self.settings.session_idle_s)
+                self.manager.tick_alerts()
             except Exception:  # noqa: BLE001
                 log.exception("expiry check failed")

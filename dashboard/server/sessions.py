@@ -22,6 +22,7 @@ from dashboard.errors import Conflict, FrameError, InvalidInput, NotFound
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.timing import SessionTiming
 from dashboard.server.writer import FrameWriter, Ticket
+from dashboard.telemetry.alerts import ALERT_CLEARED, ALERT_RAISED, DEFAULT_RULES, AlertRule, parse_rule
 from dashboard.telemetry.channels import get_channel, stale_after
 from dashboard.telemetry.frames import Frame, frame_seq, parse_frame
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
@@ -76,6 +77,7 @@ class _Live:
     pending: set[int] = field(default_factory=set)
     monitor: dict[str, Any] = field(default_factory=lambda: {"online": False})
     timing: SessionTiming | None = None
+    open_alerts: dict[str, int] = field(default_factory=dict)  # rule id -> id of its raised alert
 
 
 @dataclass
@@ -568,13 +570,13 @@ class SessionManager:
         track_row = self.store.get_track(live.row["track_id"]) if live.row.get("track_id") else None
         track = Track.from_dict(track_row["definition"]) if track_row else None
         setups = [(v["timestamp"], v["version"]) for v in self.store.setups(sid)]
-        timing = SessionTiming(track, setups)
+        timing = SessionTiming(track, setups, self.alert_rules(live.row["car_id"]))
         laps: list[dict[str, Any]] = []
         if track is not None:
             after = -1
             while page := self.store.frames(sid, after, REPLAY_PAGE):
                 for frame in page:
-                    laps += [payload for kind, payload in timing.feed(frame) if kind == "lap"]
+                    laps += [payload for kind, payload in timing.feed(frame, alerts=False) if kind == "lap"]
                 after = page[-1]["seq"]
             if live.row["status"] in FINAL_STATUSES:
                 laps += [payload for _kind, payload in timing.finish()]
@@ -584,8 +586,6 @@ class SessionManager:
 
     def _process(self, live: _Live, rows: list[dict[str, Any]]) -> None:
         timing = self._timing(live)
-        if timing.timer is None:
-            return
         before = timing.delta
         for row in rows:
             self._on_timing(live, timing.feed(row))
@@ -599,6 +599,8 @@ class SessionManager:
                 self.store.add_lap(sid, payload)
                 self._log_event(sid, "lap.completed", payload)
                 self._notify("lap", {"session_id": sid, **payload})
+            elif kind == "alert":
+                self._on_alert(live, payload)
             else:
                 self._notify(kind, {"session_id": sid, **payload})
 
@@ -607,6 +609,87 @@ class SessionManager:
         for track_id, track in BUILTIN_TRACKS.items():
             if self.store.get_track(track_id) is None:
                 self.save_track(track.to_dict(), track_id)
+
+    # -------------------------------------------------------------- alerts
+    def alert_rules(self, car_id: str | None) -> list[AlertRule]:
+        """The rules in force for a car: the defaults, overridden by stored rules for every car, then the car's."""
+        rules = {rule.id: rule for rule in DEFAULT_RULES}
+        stored = sorted(self.store.alert_rules(car_id), key=lambda row: row["car_id"] is not None)
+        for row in stored:
+            rule = parse_rule(row["rule"])
+            rules[rule.id] = rule
+        return list(rules.values())
+
+    def save_alert_rule(self, rule: AlertRule, car_id: str | None) -> dict[str, Any]:
+        """Store a rule for one car (or every car) and apply it to the live sessions concerned."""
+        with self.lock:
+            self.store.save_alert_rule(rule_key(rule.id, car_id), car_id, rule.model_dump())
+            self._apply_rules(car_id)
+        return {"car_id": car_id, "rule": rule.model_dump(), "source": "car" if car_id else "all"}
+
+    def delete_alert_rule(self, rule_id: str, car_id: str | None) -> bool:
+        """Forget a stored rule (a default of the same id applies again)."""
+        with self.lock:
+            deleted = self.store.delete_alert_rule(rule_key(rule_id, car_id))
+            if deleted:
+                self._apply_rules(car_id)
+            return deleted
+
+    def _apply_rules(self, car_id: str | None) -> None:
+        for live in list(self._live.values()):
+            if live.timing is not None and (car_id is None or live.row["car_id"] == car_id):
+                self._on_timing(live, live.timing.set_rules(self.alert_rules(live.row["car_id"]), self.clock()))
+
+    def tick_alerts(self) -> None:
+        """Let time-based rules (the silent link) fire for every active session."""
+        with self.lock:
+            now = self.clock()
+            for live in list(self._live.values()):
+                if live.row["status"] == "active" and live.timing is not None:
+                    self._on_timing(live, live.timing.tick(now))
+
+    def _on_alert(self, live: _Live, payload: dict[str, Any]) -> None:
+        sid = live.row["id"]
+        if payload["kind"] == ALERT_RAISED:
+            timer = live.timing.timer if live.timing else None
+            lat, lon = live.latest.get("lat", (None, 0))[0], live.latest.get("lon", (None, 0))[0]
+            raised = {**payload, "lap": timer.current_lap if timer else None, "lat": lat, "lon": lon}
+            alert_id = self.store.add_alert(sid, payload["rule_id"], raised, payload["t"])
+            live.open_alerts[payload["rule_id"]] = alert_id
+            self._log_event(sid, ALERT_RAISED, {**raised, "alert_id": alert_id})
+        else:
+            alert_id = live.open_alerts.pop(payload["rule_id"], None)
+            if alert_id is None:
+                return
+            self.store.update_alert(alert_id, cleared_t=payload["t"])
+            self._log_event(sid, ALERT_CLEARED, {**payload, "alert_id": alert_id})
+        self._notify("alert", self._public_alert(sid, alert_id))
+
+    def _public_alert(self, session_id: str, alert_id: int) -> dict[str, Any]:
+        row = next(a for a in self.store.alerts(session_id) if a["id"] == alert_id)
+        return public_alert(row)
+
+    def alerts(self, session_id: str) -> list[dict[str, Any]]:
+        """Every alert of the session, oldest first."""
+        with self.lock:
+            live = self._get(session_id)
+            return [public_alert(row) for row in self.store.alerts(live.row["id"])]
+
+    def ack_alert(self, session_id: str, alert_id: int, by: str) -> dict[str, Any]:
+        """Someone acknowledged an alert: it may leave the screen once cleared. Acknowledging twice keeps the first."""
+        with self.lock:
+            live = self._get(session_id)
+            sid = live.row["id"]
+            row = next((a for a in self.store.alerts(sid) if a["id"] == alert_id), None)
+            if row is None:
+                raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
+            if row["acked_at"] is None:
+                self.store.update_alert(alert_id, acked_by=by, acked_at=self.clock())
+                self._log_event(sid, "alert.acked", {"alert_id": alert_id, "rule_id": row["rule_id"]})
+                out = self._public_alert(sid, alert_id)
+                self._notify("alert", out)
+                return out
+            return public_alert(row)
 
     def save_track(self, track: dict[str, Any], track_id: str | None = None) -> dict[str, Any]:
         """Create (or replace) a track from its definition (Track.to_dict form); laps of its sessions are redone."""
@@ -717,7 +800,8 @@ class SessionManager:
         with self.lock:
             live = self._get(session_id)
             return {"session": self.public(live), "setup": self.current_setup(session_id),
-                    "telemetry": self.telemetry(session_id), "recent": self.recent(session_id)}
+                    "telemetry": self.telemetry(session_id), "recent": self.recent(session_id),
+                    "alerts": [a for a in self.alerts(session_id) if a["on_screen"]]}
 
 
 def public_setup(version: dict[str, Any]) -> dict[str, Any]:
@@ -725,6 +809,23 @@ def public_setup(version: dict[str, Any]) -> dict[str, Any]:
     return {"session_id": version["session_id"], "version": version["version"],
             "timestamp": iso(version["timestamp"]), "received_at": iso(version["received_at"]),
             "setup": version["setup"]}
+
+
+def rule_key(rule_id: str, car_id: str | None) -> str:
+    """Primary key of a stored rule: one per rule id and car (``*`` for every car)."""
+    return f"{car_id or '*'}/{rule_id}"
+
+
+def public_alert(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored alert in the AlertOut shape."""
+    raised = row["raised"]
+    return {"alert_id": row["id"], "session_id": row["session_id"], "rule_id": row["rule_id"],
+            "name": raised["name"], "severity": raised["severity"], "channel": raised["channel"],
+            "comparison": raised["comparison"], "threshold": raised["threshold"], "value": raised["value"],
+            "raised_t": row["raised_t"], "seq": raised["seq"], "lap": raised.get("lap"), "lat": raised.get("lat"),
+            "lon": raised.get("lon"), "cleared_t": row["cleared_t"], "acked_by": row["acked_by"],
+            "acked_at": iso(row["acked_at"]), "active": row["cleared_t"] is None,
+            "on_screen": row["cleared_t"] is None or row["acked_at"] is None}
 
 
 def public_track(row: dict[str, Any]) -> dict[str, Any]:
