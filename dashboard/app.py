@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from dashboard.server.metrics import Metrics
     from dashboard.server.sessions import SessionManager
     from dashboard.server.store import Store
+    from dashboard.server.websocket import DeclineCompression
 
     settings = settings or Settings()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_http_buffer_size=settings.max_body_bytes,
         cors_allowed_origins=None,
     )
+    app.wsgi_app = DeclineCompression(app.wsgi_app)  # see dashboard/server/websocket.py for the measurement
     hub = Hub(socketio, manager, settings, metrics)
     app.extensions["dashboard"] = Runtime(settings, manager, hub, metrics)
     app.register_blueprint(api.bp)

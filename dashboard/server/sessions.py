@@ -34,6 +34,7 @@ LINK_GAP_EVENT_S = 10.0  # telemetry resuming after a silence this long is logge
 RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: the bound on each session's in-memory recent history
 LIVE_STATUSES = ("created", "active", "stopped")
 REPLAY_PAGE = 5000  # frames per query when replaying a session into its processors
+ACTIVITY_SAVE_S = 1.0  # last activity is saved this often at most: a transaction per batch halved ingest
 FINAL_STATUSES = ("ended", "expired")
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -78,6 +79,7 @@ class _Live:
     monitor: dict[str, Any] = field(default_factory=lambda: {"online": False})
     timing: SessionTiming | None = None
     open_alerts: dict[str, int] = field(default_factory=dict)  # rule id -> id of its raised alert
+    activity_saved_at: float = 0.0  # when last_activity_at was last written by _touch
 
 
 @dataclass
@@ -407,13 +409,15 @@ class SessionManager:
             new_id = self.create_session(car_id=car_id, name=name, driver=driver, track=track, track_id=track_id)
             return self.start(new_id, record_id)
 
-    def _touch(self, live: _Live) -> None:
+    def _touch(self, live: _Live, persist: bool = True) -> None:
+        """The session is alive now. Saved at most once a second (frames carry it to the database anyway)."""
         now = self.clock()
         last = live.row["last_activity_at"]
         if last is not None and live.row["status"] == "active" and now - last > LINK_GAP_EVENT_S:
             self._log_event(live.row["id"], "link.gap", {"gap_s": round(now - last, 3)})
         live.row["last_activity_at"] = now
-        if not self.persistent or live.row["status"] == "active":
+        if persist and now - live.activity_saved_at >= ACTIVITY_SAVE_S:
+            live.activity_saved_at = now
             self.store.update_session(live.row["id"], last_activity_at=now)
 
     def expire_idle(self) -> list[str]:
@@ -504,7 +508,7 @@ class SessionManager:
             ticket = None
             if rows:
                 if live.row["status"] == "active":
-                    self._touch(live)
+                    self._touch(live, persist=False)  # the frame write saves it
                 top = max(rows[-1]["seq"], last if last is not None else -1)
                 live.row["last_seq"] = top
                 live.row["frame_count"] = (live.row["frame_count"] or 0) + len(rows)
