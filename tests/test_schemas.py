@@ -10,3 +10,30 @@ def test_schemas_in_repo_match_the_models():
     stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
     extra = sorted(set(on_disk) - set(expected))
     assert not stale and not extra, f"run `dashboard schemas`: stale {stale}, not generated {extra}"
+
+
+def test_every_api_route_is_in_the_openapi_document(tmp_path):
+    import re
+
+    from dashboard.app import create_app
+    from dashboard.config import Settings
+    from dashboard.server.openapi import openapi_document
+
+    app = create_app(Settings(instance_path=tmp_path, async_mode="threading"))
+    try:
+        documented = {(path, method) for path, ops in openapi_document()["paths"].items() for method in ops}
+        missing = []
+        for rule in app.url_map.iter_rules():
+            if not rule.rule.startswith(("/api/v1/sessions", "/api/v1/tracks", "/api/v1/alert-rules",
+                                         "/session_manager/")):
+                continue
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                if path.endswith("/{action}"):  # the lifecycle actions are listed one by one
+                    if not any(p.startswith(path[: -len("{action}")]) for p, _ in documented):
+                        missing.append((path, method))
+                elif (path, method.lower()) not in documented:
+                    missing.append((path, method))
+        assert missing == []
+    finally:
+        app.extensions["dashboard"].manager.close()

@@ -41,6 +41,31 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, bool, bool, lis
      True, ["after_seq", "limit"]),
     ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, False, True,
      ["after_id", "limit"]),
+    ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, False, True, []),
+    ("put", "/sessions/{session_id}/track", "Name the session's track; laps are timed again", schemas.SessionTrack,
+     200, schemas.LapList, True, True, []),
+    ("get", "/sessions/{session_id}/laps", "Laps, best lap, best sectors, live delta", None, 200, schemas.LapList,
+     False, True, []),
+    ("get", "/sessions/{session_id}/alerts", "Alerts of the session", None, 200, schemas.AlertList, False, True, []),
+    ("post", "/sessions/{session_id}/alerts/{alert_id}/ack", "Acknowledge an alert", schemas.AlertAck, 200,
+     schemas.AlertOut, True, True, []),
+    ("get", "/tracks", "List tracks", None, 200, schemas.TrackList, False, False, []),
+    ("post", "/tracks", "Create a track", schemas.TrackIn, 201, schemas.TrackOut, True, False, []),
+    ("get", "/tracks/{track_id}", "Get a track", None, 200, schemas.TrackOut, False, False, []),
+    ("put", "/tracks/{track_id}", "Change a track; its sessions are timed again", schemas.TrackIn, 200,
+     schemas.TrackOut, True, False, []),
+    ("delete", "/tracks/{track_id}", "Delete a track", None, 204, None, True, False, []),
+    ("get", "/alert-rules", "Alert rules in force (for a car with ?car_id=)", None, 200, schemas.AlertRuleList,
+     False, False, ["car_id"]),
+    ("put", "/alert-rules/{rule_id}", "Store a rule for every car, or one car with ?car_id=", schemas.AlertRuleBody,
+     200, schemas.AlertRuleOut, True, False, ["car_id"]),
+    ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, True, False, ["car_id"]),
+]
+PATH_PARAMS = ("track_id", "rule_id", "alert_id")
+ALIASES = [  # continuity aliases of another design, outside /api/v1
+    ("/session_manager/sessions.start", "Start (or resume) the car's session", schemas.LegacyStart),
+    ("/session_manager/sessions.end", "End a session", schemas.LegacyEnd),
+    ("/session_manager/sessions.heartbeat", "Keep a session alive", schemas.LegacyHeartbeat),
 ]
 QUERY_TYPES = {"limit": "integer", "offset": "integer", "after_seq": "integer", "after_id": "integer",
                "status": "string", "car_id": "string"}
@@ -49,13 +74,16 @@ QUERY_TYPES = {"limit": "integer", "offset": "integer", "after_seq": "integer", 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (cached: the models do not change at run time)."""
-    models = {m for r in ROUTES for m in (r[3], r[5]) if m is not None} | {schemas.ErrorBody, schemas.Health}
+    models = ({m for r in ROUTES for m in (r[3], r[5]) if m is not None} | {a[2] for a in ALIASES}
+              | {schemas.ErrorBody, schemas.Health, schemas.SessionOut})
     _, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
                                  ref_template=REF)
     paths: dict[str, Any] = {}
     for method, path, summary, req, status, resp, key, has_id, query in ROUTES:
         op: dict[str, Any] = {"summary": summary, "responses": {}}
         params = [SESSION_ID] if has_id else []
+        params += [{"name": p, "in": "path", "required": True, "schema": {"type": "integer" if p == "alert_id"
+                    else "string"}} for p in PATH_PARAMS if "{" + p + "}" in path]
         params += [{"name": q, "in": "query", "required": False, "schema": {"type": QUERY_TYPES[q]}} for q in query]
         if params:
             op["parameters"] = params
@@ -70,6 +98,13 @@ def openapi_document() -> dict[str, Any]:
         if key:
             op["security"] = [{"ApiKey": []}]
         paths.setdefault("/api/v1" + path, {})[method] = op
+    for path, summary, model in ALIASES:
+        paths[path] = {"post": {
+            "summary": summary, "security": [{"ApiKey": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "$ref": REF.format(model=model.__name__)}}}},
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                "$ref": REF.format(model="SessionOut")}}}}, **ERRORS}}}
     paths["/healthz"] = {"get": {"summary": "Database reachable", "responses": {"200": {
         "description": "OK", "content": {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}}}}}
     return {
