@@ -51,6 +51,14 @@ class SessionStats(BaseModel):
     last_seq: int | None = None
     duration_s: float = 0.0
     update_rate_hz: float = 0.0
+    laps: int = 0
+    best_lap_s: float | None = None
+    distance_m: float = 0.0
+    max_speed: float | None = None
+    max_rpm: float | None = None
+    gaps: int = Field(0, description="stretches of more than 1 s without frames")
+    gap_s: float = 0.0
+    backfilled_frames: int = Field(0, description="frames that arrived late from the monitor's backlog")
 
 
 class MonitorHealth(BaseModel):

@@ -131,7 +131,7 @@ class MonitorNamespace(_AckingNamespace):
         if len(msg.frames) > limit:
             raise InvalidInput(f"at most {limit} frames per batch", field="frames")
         self._own(msg.session_id)
-        result = self.hub.manager.ingest(msg.session_id, msg.frames)
+        result = self.hub.manager.ingest(msg.session_id, msg.frames, msg.backfill)
         metrics = self.hub.metrics
         metrics.frames_received.inc(len(result.accepted))
         metrics.frames_rejected.inc(len(result.rejected))

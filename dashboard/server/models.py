@@ -34,6 +34,7 @@ class SessionRow(Base):
     frame_count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int | None] = mapped_column(BigInteger)
     track_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("tracks.id", ondelete="SET NULL"))
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # FrameStats, saved with each frame write
 
     __table_args__ = (
         Index("ix_sessions_car_status", "car_id", "status"),

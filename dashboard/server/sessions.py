@@ -27,6 +27,7 @@ from dashboard.telemetry.channels import get_channel, stale_after
 from dashboard.telemetry.frames import Frame, frame_seq, parse_frame
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
 from dashboard.telemetry.lora import car_hash as hash_of
+from dashboard.telemetry.stats import FrameStats
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class _Live:
     timing: SessionTiming | None = None
     open_alerts: dict[str, int] = field(default_factory=dict)  # rule id -> id of its raised alert
     activity_saved_at: float = 0.0  # when last_activity_at was last written by _touch
+    stats: FrameStats = field(default_factory=FrameStats)
 
 
 @dataclass
@@ -134,7 +136,7 @@ class SessionManager:
         row = self.store.get_session(session_id)
         if row is None:
             return None
-        live = _Live(row=row, setup=self.store.latest_setup(session_id))
+        live = _Live(row=row, setup=self.store.latest_setup(session_id), stats=FrameStats.from_dict(row.get("stats")))
         for frame in self.store.last_frames(session_id, RECENT_MAX_FRAMES):
             self._remember(live, frame)
         self._live[session_id] = live
@@ -214,7 +216,8 @@ class SessionManager:
             "monitor_online": bool(live.monitor.get("online")),
             "monitor": dict(live.monitor),
             "stats": {"frames": frames, "last_seq": row["last_seq"], "duration_s": round(duration, 3),
-                      "update_rate_hz": round(frames / duration, 3) if duration > 0 else 0.0},
+                      "update_rate_hz": round(frames / duration, 3) if duration > 0 else 0.0,
+                      **live.stats.public(), **self._lap_stats(row["id"])},
         }
 
     # ----------------------------------------------------- the original API
@@ -459,7 +462,8 @@ class SessionManager:
             rows, total = self.store.list_sessions(limit, offset, status, car_id)
             items = []
             for row in rows:
-                live = self._live.get(row["id"]) or _Live(row=row, setup=None)
+                live = self._live.get(row["id"]) or _Live(row=row, setup=None,
+                                                           stats=FrameStats.from_dict(row.get("stats")))
                 if live.row is row and live.setup is None:
                     live.setup = self.store.latest_setup(row["id"])
                 items.append(self.public(live))
@@ -482,7 +486,7 @@ class SessionManager:
             self._notify("monitor", {"session_id": live.row["id"], **live.monitor})
 
     # ----------------------------------------------------------- telemetry
-    def ingest(self, session_id: str, raw_frames: list[Any]) -> IngestResult:
+    def ingest(self, session_id: str, raw_frames: list[Any], backfill: bool = False) -> IngestResult:
         """Validate a batch, keep the new frames (stored once), and queue them for writing and broadcast."""
         now = self.clock()
         valid: dict[int, Frame] = {}
@@ -514,7 +518,8 @@ class SessionManager:
                 live.row["frame_count"] = (live.row["frame_count"] or 0) + len(rows)
                 for row in rows:
                     self._remember(live, row)
-                write = FrameWrite(sid, rows, top, live.row["last_activity_at"] or now)
+                    live.stats.feed(row, backfill)
+                write = FrameWrite(sid, rows, top, live.row["last_activity_at"] or now, live.stats.to_dict())
                 if self.writer is not None:
                     live.pending.update(r["seq"] for r in rows)
                     ticket = self.writer.submit(write, self._settled)
@@ -731,6 +736,10 @@ class SessionManager:
         for sid in sessions:
             self.set_track(sid, track_id)
         return sessions
+
+    def _lap_stats(self, session_id: str) -> dict[str, Any]:
+        timed = [lap for lap in self.store.laps(session_id) if not (lap["out_lap"] or lap["in_lap"])]
+        return {"laps": len(timed), "best_lap_s": min((lap["lap_time"] for lap in timed), default=None)}
 
     def laps(self, session_id: str) -> dict[str, Any]:
         """The session's laps with best lap, best sectors and theoretical best."""

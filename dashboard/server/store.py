@@ -43,6 +43,7 @@ class FrameWrite:
     rows: list[dict[str, Any]]  # {seq, t, received_at, channels}
     last_seq: int  # highest seq of the session once these rows are in
     last_activity_at: float
+    stats: dict[str, Any] | None = None  # the session's FrameStats once these rows are in
 
 
 def make_engine(url: str) -> Engine:
@@ -273,6 +274,7 @@ class Store:
                         frame_count=table.c.frame_count + len(w.rows),
                         last_seq=w.last_seq,
                         last_activity_at=w.last_activity_at,
+                        **({"stats": w.stats} if w.stats is not None else {}),
                     )
                 )
 

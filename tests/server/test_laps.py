@@ -83,6 +83,10 @@ def test_laps_are_timed_live_and_viewers_see_them(live_server):
                   timeout=5).raise_for_status()
     ended = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/laps", timeout=5).json()
     assert ended["items"][-1]["in_lap"] is True and ended["items"][0]["out_lap"] is True
+    listed = requests.get(f"{live_server.url}/api/v1/sessions?car_id={car}", timeout=5).json()["items"][0]
+    stats = listed["stats"]
+    assert stats["laps"] == 4 and abs(stats["best_lap_s"] - 56.172) < 0.05 and stats["frames"] == len(frames)
+    assert 4000 < stats["distance_m"] < 7000 and stats["gaps"] == 0 and stats["max_rpm"] is None
 
 
 def test_laps_recomputed_when_the_track_is_set_afterwards(live_server):
