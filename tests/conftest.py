@@ -1,9 +1,11 @@
 """Shared fixtures: a real server process for end-to-end tests, and a throwaway SessionManager."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Iterator
 
+import psycopg
 import pytest
 
 from tests.servers import ServerProcess
@@ -33,3 +35,25 @@ def server_factory(tmp_path: Path) -> Iterator:
     yield make
     for server in started:
         server.stop()
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"  # the machine's PostgreSQL (.ci/run starts it)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database on the machine's server, dropped afterwards."""
+    name = f"dash_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/test.db"
+    return request.getfixturevalue("pg_url")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,6 +37,9 @@ class SessionRow(Base):
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # FrameStats, saved with each frame write
 
     __table_args__ = (
+        # One active session per car, enforced by the database across server processes.
+        Index("uq_sessions_active_car", "car_id", unique=True, sqlite_where=text("status = 'active'"),
+              postgresql_where=text("status = 'active'")),
         Index("ix_sessions_car_status", "car_id", "status"),
         Index("ix_sessions_status_created", "status", "created_at"),
         Index("ix_sessions_created", "created_at"),

@@ -310,6 +310,7 @@ class SessionManager:
     def _transition(self, live: _Live, status: str, event_type: str, record_id: str | None,
                     **fields: Any) -> dict[str, Any]:
         now = self.clock()
+        old_row = dict(live.row)
         old_status = live.row["status"]
         changes = {"status": status, "last_activity_at": now, **fields}
         live.row.update(changes)
@@ -317,7 +318,12 @@ class SessionManager:
         event = self._event(live.row["id"], event_type, {"from": old_status, "to": status,
                                                           "response": response}, record_id)
         stored = self.store.transition(live.row["id"], changes, event)
-        if stored is None:
+        if stored is None:  # refused by the database: undo in memory and say why
+            live.row.clear()
+            live.row.update(old_row)
+            other = self.store.active_session_for_car(live.row["car_id"]) if live.row["car_id"] else None
+            if status == "active" and other is not None and other["id"] != live.row["id"]:
+                raise Conflict("car already has an active session", field="car_id", session_id=other["id"])
             raise Conflict("record_id already used for another call", field="record_id")
         self._notify("event", public_event(stored))
         self._notify("session", response)

@@ -3,26 +3,12 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
-import pytest
 import requests
 
 from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
 from tests.waiting import wait_for
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def pg_url():
-    """A throwaway PostgreSQL database on the machine's server."""
-    name = f"dash_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def push(server, car: str, batches: int, size: int = 100, record_id: str = "r1") -> str:
@@ -77,13 +63,17 @@ def test_two_processes_share_postgresql_and_redis(server_factory, pg_url):
         monitor.call("telemetry", {"session_id": sid, "frames": make_frames(0, 10)}, namespace="/monitor",
                      timeout=CALL_TIMEOUT_S)
         viewer = Viewer(b.url)  # watching through the other process
+        local = Viewer(a.url)  # and one on the monitor's own process
         snap = viewer.join(sid)["snapshot"]
         assert [f["seq"] for f in snap["recent"]] == list(range(10))
         assert snap["session"]["status"] == "active"
+        local_recent = [f["seq"] for f in local.join(sid)["snapshot"]["recent"]]
         for start in range(10, 110, 20):
             assert monitor.call("telemetry", {"session_id": sid, "frames": make_frames(start, 20)},
                                 namespace="/monitor", timeout=CALL_TIMEOUT_S)["acked_seq"] == start + 19
-        assert viewer.wait_frames(100) == list(range(10, 110))
+        assert viewer.wait_frames(100) == list(range(10, 110))  # every frame, once, in order
+        assert sorted(local_recent + local.wait_frames(110 - len(local_recent))) == list(range(110))
+        local.close()
         # the engineer posts a setup to process B: the viewer on B and the REST view on A both see it
         requests.post(f"{b.url}/api/v1/sessions/{sid}/setup", json={"setup": {"wing": 9}}, headers=b.headers,
                       timeout=5).raise_for_status()
@@ -104,3 +94,26 @@ def test_two_processes_share_postgresql_and_redis(server_factory, pg_url):
         if viewer:
             viewer.close()
     assert all_frames(b, sid) == list(range(110))
+    # killing the monitor's process loses nothing it acknowledged: B serves every frame
+    a.kill()
+    assert all_frames(b, sid) == list(range(110))
+    assert requests.get(f"{b.url}/api/v1/sessions/{sid}", timeout=5).json()["stats"]["frames"] == 110
+
+
+def test_one_active_session_per_car_across_processes(server_factory, pg_url):
+    import concurrent.futures
+
+    servers = [server_factory(database_url=pg_url, message_queue=REDIS_URL) for _ in range(2)]
+    ids = [requests.post(f"{servers[i % 2].url}/api/v1/sessions", json={"car_id": "RACE-1"},
+                         headers=servers[0].headers, timeout=5).json()["session_id"] for i in range(8)]
+
+    def start(i: int) -> int:
+        server = servers[i % 2]
+        return requests.post(f"{server.url}/api/v1/sessions/{ids[i]}/start", headers=server.headers,
+                             timeout=10).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(start, range(8)))
+    assert sorted(codes) == [200] + [409] * 7, codes
+    active = requests.get(f"{servers[1].url}/api/v1/sessions?car_id=RACE-1&status=active", timeout=5).json()
+    assert active["total"] == 1

@@ -9,15 +9,15 @@ from dashboard.server.store import FrameWrite, Store
 from dashboard.server.writer import FrameWriter
 
 
-def test_migrations_match_models(tmp_path):
-    store = Store.from_url(f"sqlite:///{tmp_path}/m.db")
+def test_migrations_match_models(db_url):
+    store = Store.from_url(db_url)
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
 
 
-def test_writer_commits_good_batches_when_one_fails(tmp_path):
-    store = Store.from_url(f"sqlite:///{tmp_path}/w.db")
+def test_writer_commits_good_batches_when_one_fails(db_url):
+    store = Store.from_url(db_url)
     store.insert_session({"id": "s1", "car_id": "C", "name": "", "status": "active", "created_at": 1.0,
                           "frame_count": 0})
     writer = FrameWriter(store, batch_max=10_000)
@@ -32,3 +32,18 @@ def test_writer_commits_good_batches_when_one_fails(tmp_path):
     finally:
         writer.stop()
     assert [f["seq"] for f in store.frames("s1")] == [1, 2]
+    store.engine.dispose()
+
+
+def test_database_allows_one_active_session_per_car(db_url):
+    store = Store.from_url(db_url)
+    base = {"car_id": "C7", "name": "", "created_at": 1.0, "frame_count": 0}
+    store.insert_session({**base, "id": "a", "status": "active"})
+    store.insert_session({**base, "id": "b", "status": "created"})
+    store.insert_session({**base, "id": "c", "status": "ended"})
+    event = {"record_id": None, "event_type": "session.started", "timestamp": 1.0, "payload": {}, "received_at": 1.0}
+    assert store.transition("b", {"status": "active"}, event) is None  # refused by the partial unique index
+    assert store.get_session("b")["status"] == "created"
+    assert store.transition("a", {"status": "stopped"}, event) is not None
+    assert store.transition("b", {"status": "active"}, event) is not None
+    store.engine.dispose()
