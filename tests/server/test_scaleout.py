@@ -1,8 +1,6 @@
 """The same code on PostgreSQL, and as two server processes sharing PostgreSQL and a Redis message queue."""
 from __future__ import annotations
 
-import uuid
-
 import requests
 
 from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
