@@ -249,7 +249,8 @@ class SocketIOForwarder:
         self._disconnect()
         client = self._client_factory()
         try:
-            client.connect(self.server_url, auth=self.auth, namespaces=["/monitor"], wait_timeout=self.ack_timeout)
+            client.connect(self.server_url, auth=self.auth, namespaces=["/monitor"], transports=["websocket"],
+                           wait_timeout=self.ack_timeout)
         except Exception as exc:  # noqa: BLE001 - refused key, server down, DNS...
             self.counts["connect_errors"] += 1
             self.status = f"server unreachable: {exc}"
