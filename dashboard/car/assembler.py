@@ -76,6 +76,7 @@ class FrameAssembler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.last_frame: dict[str, Any] | None = None  # the newest frame made, for the LoRa link
 
     def sample(self) -> dict[str, Any] | None:
         """The frame body for now ({t, channels}), or None while no channel was ever seen."""
@@ -91,6 +92,7 @@ class FrameAssembler:
             return None
         seq = self.outbox.append(body["t"], body["channels"])
         self.frames += 1
+        self.last_frame = {"seq": seq, **body}
         if self.on_frame is not None:
             self.on_frame(seq)
         return seq

@@ -27,6 +27,8 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--obd", dest="obd_port", metavar="PORT", help="ELM327 adapter port")
     monitor.add_argument("--obd-protocol", metavar="ID", help='ELM327 protocol "1".."A" (faster connect)')
     monitor.add_argument("--gps", dest="gps_port", metavar="PORT", help="NMEA GPS port")
+    monitor.add_argument("--mesh", dest="mesh_port", metavar="PORT",
+                         help="Meshtastic radio for LoRa summaries: serial device or tcp://host[:4403]")
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
@@ -57,7 +59,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from dashboard.car.monitor import run_monitor
 
     overrides = {k: getattr(args, k, None) for k in (
-        "server_url", "car_id", "api_key", "obd_port", "obd_protocol", "gps_port", "gps_baudrate",
+        "server_url", "car_id", "api_key", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
         "rate_hz", "outbox_path")}
     settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)

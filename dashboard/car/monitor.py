@@ -18,11 +18,13 @@ from typing import Any
 
 from dashboard.car.assembler import FrameAssembler, GpsClock
 from dashboard.car.gps_source import GpsSource
+from dashboard.car.mesh import MeshLink
 from dashboard.car.obd_source import ObdSource
 from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
 from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
-from dashboard.car.uplink import Uplink
+from dashboard.car.uplink import LinkState, Uplink
+from dashboard.telemetry import lora
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,15 @@ class ServiceManager:
         rate_hz: float = 10.0,
         clock: GpsClock | None = None,
         max_source_failures: int = 5,
+        mesh: MeshLink | None = None,
     ) -> None:
         self.sources = sources
         self.store = store
         self.outbox = outbox
         self.uplink = uplink
+        self.mesh = mesh
         self.max_source_failures = max_source_failures
-        self.assembler = FrameAssembler(
-            store, outbox, rate_hz=rate_hz, clock=clock, on_frame=uplink.wake if uplink else None
-        )
+        self.assembler = FrameAssembler(store, outbox, rate_hz=rate_hz, clock=clock, on_frame=self._on_frame)
         self.collecting = False
         self.given_up: set[str] = set()
         self._failures: dict[str, int] = {s.name: 0 for s in sources}
@@ -61,6 +63,18 @@ class ServiceManager:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._started = False
+
+    def _on_frame(self, seq: int) -> None:
+        """A frame is in the outbox: wake the uplink, and hand it to the LoRa link."""
+        if self.uplink is not None:
+            self.uplink.wake(seq)
+        if self.mesh is not None and self.assembler.last_frame is not None:
+            statuses = self.source_status()
+            status = lora.make_status(
+                uplink=self.uplink is not None and self.uplink.state is LinkState.CONNECTED,
+                backlog=self.outbox.count() > 0, recording=self.collecting,
+                obd=statuses.get("obd", "").startswith("reading"), gps=statuses.get("gps", "").startswith("reading"))
+            self.mesh.update(self.uplink.session_id if self.uplink else None, self.assembler.last_frame, status)
 
     def source_status(self) -> dict[str, str]:
         """Status of every source as text, for heartbeats and the log."""
@@ -78,6 +92,8 @@ class ServiceManager:
             self._stop.clear()
         if self.uplink is not None:
             self.uplink.start()
+        if self.mesh is not None:
+            self.mesh.start()
         self.start_collecting()
 
     def start_collecting(self) -> None:
@@ -103,6 +119,8 @@ class ServiceManager:
             self._started = False
             self._stop.set()
         self.stop_collecting()
+        if self.mesh is not None:
+            self.mesh.stop()
         if self.uplink is not None:
             self.uplink.stop()
 
@@ -214,8 +232,10 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
         ))
     if settings.gps_port:
         sources.append(GpsSource(settings.gps_port, store, baudrate=settings.gps_baudrate, clock=clock))
+    mesh = MeshLink(settings.mesh_port, settings.car_id, interval_s=settings.mesh_interval_s) \
+        if settings.mesh_port else None
     manager = ServiceManager(sources, store, outbox, uplink, rate_hz=settings.rate_hz, clock=clock,
-                             max_source_failures=settings.max_source_failures)
+                             max_source_failures=settings.max_source_failures, mesh=mesh)
     uplink.sources_status = manager.source_status
     return manager
 

@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from dashboard.car.mesh import DEFAULT_INTERVAL_S as DEFAULT_MESH_INTERVAL_S
+from dashboard.car.mesh import MIN_INTERVAL_S as MIN_MESH_INTERVAL_S
 from dashboard.car.obd_source import DEFAULT_COMMANDS, DTC_INTERVAL_S
 from dashboard.car.outbox import DEFAULT_MAX_FRAMES
 from dashboard.car.uplink import ACK_TIMEOUT_S, BACKLOG_FPS, BATCH_MAX, HEARTBEAT_S
@@ -39,6 +41,9 @@ class MonitorSettings(BaseSettings):
     obd_commands: list[str] = Field(list(DEFAULT_COMMANDS), description="python-obd command names to watch")
     dtc_interval_s: float = Field(DTC_INTERVAL_S, ge=0, description="read trouble codes this often; 0 = never")
     gps_port: str | None = Field(None, description="NMEA GPS: device path, or socket://host:port")
+    mesh_port: str | None = Field(None, description="Meshtastic radio: serial device, or tcp://host[:4403]")
+    mesh_interval_s: float = Field(DEFAULT_MESH_INTERVAL_S, ge=MIN_MESH_INTERVAL_S,
+                                   description="seconds between LoRa summaries (airtime budget: see mesh.py)")
     gps_baudrate: int = Field(9600, gt=0, description="GPS baud rate")
     rate_hz: float = Field(10.0, gt=0, le=100, description="frames per second")
     outbox_path: Path = Field(Path("instance/outbox.sqlite"), description="SQLite outbox file")

@@ -70,3 +70,28 @@ def test_lora_summary_reaches_a_viewer_marked_as_lora(live_server):
         viewer.close()
         car_radio.close()
         pit_radio.close()
+
+
+def test_the_monitor_sends_lora_summaries_of_its_own_frames(live_server, tmp_path):
+    from dashboard.car.simulate import build_simulation
+
+    car_radio = CaptureRadio(CAR_NODE)
+    manager = build_simulation(live_server.url, "LORA-2", live_server.api_key, speedup=10.0,
+                               outbox_path=tmp_path / "outbox.sqlite")
+    manager.mesh = MeshLink("/dev/ttyCAR", "LORA-2", interval_s=2.0, interface_factory=lambda port: car_radio)
+    stop = threading.Event()
+    runner = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: car_radio.packets(), 20, "a LoRa packet from the monitor")
+        summary = lora.decode(car_radio.packets()[0].decoded.payload)
+        session_id = manager.uplink.session_id
+        assert summary.car_hash == lora.car_hash("LORA-2")
+        assert session_id.replace("-", "").startswith(summary.session_prefix)
+        assert 28.40 < summary.lat < 28.42 and -81.39 < summary.lon < -81.37  # Orlando Kart Center
+        assert lora.status_flags(summary.status)["recording"] is True
+    finally:
+        stop.set()
+        runner.join(10)
+        car_radio.close()
+    assert manager.mesh.status == "stopped"
