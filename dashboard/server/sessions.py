@@ -700,7 +700,7 @@ class SessionManager:
                 raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
             if row["acked_at"] is None:
                 self.store.update_alert(alert_id, acked_by=by, acked_at=self.clock())
-                self._log_event(sid, "alert.acked", {"alert_id": alert_id, "rule_id": row["rule_id"]})
+                self._log_event(sid, "alert.acked", {"alert_id": alert_id, "rule_id": row["rule_id"], "by": by})
                 out = self._public_alert(sid, alert_id)
                 self._notify("alert", out)
                 return out
@@ -733,7 +733,8 @@ class SessionManager:
             live.timing = self._rebuild_timing(live, emit=True)
             out = self.laps(session_id)
             self._log_event(live.row["id"], "track.changed", {"track_id": track_id, "laps": len(out["items"])})
-            self._notify("laps", {"session_id": live.row["id"], **out})
+            self._notify("laps", {"session_id": live.row["id"], "track_id": track_id, **out})
+            self._notify("session", self.public(live))
             return out
 
     def retime_track(self, track_id: str) -> list[str]:

@@ -127,18 +127,29 @@ const dialog = document.getElementById("key-dialog");
 
 /** Ask for a secret in the page's dialog; resolves to the string, or null if cancelled. */
 export function askSecret(title, text) {
+  return askText(title, text, { secret: true, label: "Key", maxLength: 4096 });
+}
+
+/**
+ * Ask for one line of text in the page's dialog (a password field when secret).
+ * Resolves to the trimmed string, or null if cancelled or empty.
+ */
+export function askText(title, text, { secret = false, label = "Value", maxLength = 200, value = "" } = {}) {
   return new Promise((resolve) => {
     const input = document.getElementById("key-input");
     const form = document.getElementById("key-form");
     setText(document.getElementById("key-dialog-title"), title);
     setText(document.getElementById("key-dialog-text"), text);
-    input.value = "";
-    const done = (value) => {
+    setText(document.querySelector('label[for="key-input"]'), label);
+    input.type = secret ? "password" : "text";
+    input.maxLength = maxLength;
+    input.value = value;
+    const done = (answer) => {
       form.removeEventListener("submit", onSubmit);
       cancel.removeEventListener("click", onCancel);
       dialog.removeEventListener("cancel", onCancel);
       if (dialog.open) dialog.close();
-      resolve(value);
+      resolve(answer);
     };
     const onSubmit = (ev) => {
       ev.preventDefault();
@@ -200,10 +211,10 @@ export function apiGet(path) {
  * A mutating call. Tries with the key kept for this tab (or none: an open
  * server needs none); on 401 asks for the key once, keeps it, and retries.
  */
-export async function apiPost(path, body = {}) {
+export async function apiSend(method, path, body) {
   let key = sessionStorage.getItem(KEY_STORAGE);
   try {
-    return await send("POST", path, body, key);
+    return await send(method, path, body, key);
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 401) throw err;
     sessionStorage.removeItem(KEY_STORAGE);
@@ -212,10 +223,22 @@ export async function apiPost(path, body = {}) {
       key ? "That API key was refused. Enter the server's API key." : "This server needs its API key for changes. It is kept only in this browser tab.",
     );
     if (!key) throw err;
-    const answer = await send("POST", path, body, key);
+    const answer = await send(method, path, body, key);
     sessionStorage.setItem(KEY_STORAGE, key);
     return answer;
   }
+}
+
+export function apiPost(path, body = {}) {
+  return apiSend("POST", path, body);
+}
+
+export function apiPut(path, body = {}) {
+  return apiSend("PUT", path, body);
+}
+
+export function apiDelete(path) {
+  return apiSend("DELETE", path);
 }
 
 // --------------------------------------------------------- Socket.IO /dashboard
@@ -229,6 +252,7 @@ const RETRY_AFTER_REFUSAL_MS = 3000;
  */
 export function connectDashboard({ onConnect, onDisconnect } = {}) {
   const socket = io("/dashboard", {
+    transports: ["websocket"], // no long-polling: no sticky sessions needed behind a load balancer
     auth: (cb) => {
       const token = sessionStorage.getItem(TOKEN_STORAGE);
       cb(token ? { token } : {});
@@ -320,4 +344,30 @@ export function initTheme(onChange) {
 /** A CSS custom property of the current theme (for canvas drawing). */
 export function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+// ------------------------------------------------------------ lap formatting
+/** A lap or sector time: 58.857, 1:02.345 (—for none). */
+export function fmtLapTime(s, digits = 3) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "—";
+  const neg = s < 0;
+  s = Math.abs(s);
+  const m = Math.floor(s / 60);
+  const rest = (s - m * 60).toFixed(digits);
+  const text = m ? `${m}:${rest.padStart(digits + 3, "0")}` : rest;
+  return neg ? `-${text}` : text;
+}
+
+/** A delta with its sign: +0.42, −1.07 (a real minus sign, readable from afar). */
+export function fmtDelta(s, digits = 2) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "—";
+  const text = Math.abs(s).toFixed(digits);
+  if (Number(text) === 0) return `±${text}`;
+  return s < 0 ? `\u2212${text}` : `+${text}`;
+}
+
+/** A session time (epoch seconds) as the local clock with tenths: 14:03:27.4. */
+export function fmtClockT(t) {
+  if (t === null || t === undefined || !Number.isFinite(t)) return "—";
+  return `${fmtClock(t * 1000)}.${Math.floor((t * 10) % 10)}`;
 }

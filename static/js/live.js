@@ -4,12 +4,17 @@
 // flags; drawing happens once per animation frame, so a 50 Hz feed costs one
 // redraw per screen refresh at most, and memory stays flat for hours.
 import {
-  apiGet, apiPost, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtWhen, initTheme, parseIso, setText, showBanner,
+  apiGet, apiPost, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtLapTime, fmtWhen, initTheme, parseIso, setText,
+  showBanner,
 } from "./common.js";
+import { AlertsPanel, RulesEditor, describeAlert } from "./live/alerts.js";
 import { FrameBuffer } from "./live/buffer.js";
 import { StripCharts } from "./live/charts.js";
 import { Readouts } from "./live/gauges.js";
+import { LapsPanel } from "./live/laps.js";
+import { Replay } from "./live/replay.js";
 import { SetupPanel } from "./live/setup.js";
+import { TrackPanel } from "./live/trackedit.js";
 import { TrackMap } from "./live/trackmap.js";
 
 const SESSION_ID = document.body.dataset.sessionId;
@@ -24,6 +29,10 @@ const readouts = new Readouts(document.getElementById("gauges"), document.getEle
 const charts = new StripCharts(document.getElementById("charts"), document.getElementById("chart-channels"), buffer);
 const track = new TrackMap(document.getElementById("track"), document.getElementById("track-empty"));
 const setup = new SetupPanel(SESSION_ID);
+const laps = new LapsPanel();
+const alerts = new AlertsPanel(SESSION_ID, document.getElementById("alerts"));
+const rules = new RulesEditor(document.getElementById("rules-table"));
+const FINAL_STATUSES = ["ended", "expired"];
 
 const state = {
   session: null,
@@ -34,12 +43,14 @@ const state = {
   joined: false,
   everJoined: false,
   feedShown: new Map(), // event type -> [{id, when}] shown, to show each event once
-  dirty: { values: false, charts: false, track: false, info: false },
+  dirty: { values: false, charts: false, track: false, info: false, laps: false, alerts: false },
+  trackName: null, // name of the session's track (track_id), when it has one
   raf: 0,
 };
 
 /** Now on the server's clock (epoch seconds): sample ages are measured against it. */
 function serverNow() {
+  if (replay.active && replay.loaded) return replay.pos; // a replay's "now" is its clock
   return Date.now() / 1000 - state.clockOffsetS;
 }
 
@@ -57,7 +68,9 @@ function draw() {
   if (d.charts) charts.update();
   if (d.track) track.draw();
   if (d.info || d.values) renderInfo(now);
-  state.dirty = { values: false, charts: false, track: false, info: false };
+  if (d.laps) laps.render();
+  if (d.alerts) alerts.render();
+  state.dirty = { values: false, charts: false, track: false, info: false, laps: false, alerts: false };
   document.body.dataset.lastSeq = String(buffer.lastSeq);
   document.body.dataset.buffered = String(buffer.length);
 }
@@ -98,12 +111,22 @@ function applySession(s) {
   badge.dataset.status = s.status;
   setText(document.getElementById("info-car"), s.car_id || "—");
   setText(document.getElementById("info-driver"), s.driver || "—");
-  setText(document.getElementById("info-track"), s.track || "—");
+  trackPanel.setSessionTrack(s.track_id);
+  rules.setCar(s.car_id || null);
+  renderTrackName();
   setText(document.getElementById("info-started"), fmtWhen(s.started_at));
   ctl.start.disabled = !["created", "stopped"].includes(s.status);
   ctl.stop.disabled = s.status !== "active";
-  ctl.end.disabled = ["ended", "expired"].includes(s.status);
+  ctl.end.disabled = FINAL_STATUSES.includes(s.status);
+  if (FINAL_STATUSES.includes(s.status)) replay.enable();
   schedule("info");
+}
+
+function renderTrackName() {
+  const s = state.session;
+  const parts = [s && s.track, state.trackName].filter(Boolean);
+  if (parts.length === 2 && parts[0] === parts[1]) parts.pop();
+  setText(document.getElementById("info-track"), parts.length ? parts.join(" · ") : "—");
 }
 
 function renderInfo(now) {
@@ -111,7 +134,8 @@ function renderInfo(now) {
   if (s) {
     const live = s.status === "active" ? (Date.now() - state.sessionAt) / 1000 : 0;
     setText(document.getElementById("info-duration"), fmtDuration((s.stats ? s.stats.duration_s : 0) + live));
-    const frames = (s.stats ? s.stats.frames : 0) + (buffer.received - state.framesAtSession);
+    // live: the stored count plus what arrived since; a replay plays stored frames, it adds none
+    const frames = (s.stats ? s.stats.frames : 0) + (replay.active ? 0 : buffer.received - state.framesAtSession);
     setText(document.getElementById("info-frames"), frames.toLocaleString());
   }
   const m = state.monitor;
@@ -151,7 +175,7 @@ for (const b of [ctl.start, ctl.stop, ctl.end]) b.addEventListener("click", () =
 
 // ------------------------------------------------------------------- event feed
 const feedEl = document.getElementById("feed");
-const WARN_EVENT = /dtc|trouble|fault|alert|error|warn/i;
+const WARN_EVENT = /dtc|trouble|fault|alert\.raised|error|warn/i;
 
 const DUP_WINDOW_MS = 1500; // the same event type twice within this is one event (see addEvent)
 
@@ -169,8 +193,16 @@ function addFeed({ kind, text, when }) {
   while (feedEl.children.length > MAX_FEED) feedEl.lastElementChild.remove();
 }
 
-function summarise(payload) {
+function summarise(payload, kind = "") {
   if (!payload || typeof payload !== "object") return "";
+  if (kind === "alert.raised" && payload.name) return describeAlert(payload);
+  if (kind === "alert.cleared") return `${payload.name || payload.rule_id || "alert"} cleared`;
+  if (kind === "alert.acked") return `${payload.rule_id || "alert"} acknowledged`;
+  if (kind === "lap.completed") {
+    const what = payload.out_lap ? "Out lap" : payload.in_lap ? `In lap ${payload.lap}` : `Lap ${payload.lap}`;
+    const v = payload.setup_version === null || payload.setup_version === undefined ? "" : ` · setup v${payload.setup_version}`;
+    return `${what}: ${fmtLapTime(payload.lap_time)}${v}`;
+  }
   const parts = [];
   for (const [k, v] of Object.entries(payload)) {
     parts.push(`${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
@@ -194,7 +226,7 @@ function addEvent(ev) {
   shown.push({ id, when });
   if (shown.length > MAX_FEED) shown.shift();
   state.feedShown.set(ev.event_type, shown);
-  addFeed({ kind: ev.event_type, text: summarise(ev.payload), when });
+  addFeed({ kind: ev.event_type, text: summarise(ev.payload, ev.event_type), when });
 }
 
 async function loadEvents() {
@@ -217,8 +249,14 @@ function applySnapshot(snap) {
     buffer.seedLatest(tele.channels);
     for (const name of Object.keys(tele.channels)) charts.offer(name);
   }
-  ingest(snap.recent);
-  if (!state.everJoined) track.rebuild(buffer);
+  if (!replay.active) {
+    ingest(snap.recent);
+    if (!state.everJoined) track.rebuild(buffer);
+  }
+  if (snap.alerts) {
+    alerts.setAll(snap.alerts, { merge: true });
+    schedule("alerts");
+  }
   applySession(snap.session);
   if (snap.setup) setup.add(snap.setup);
   schedule("values", "charts", "track", "info");
@@ -242,6 +280,8 @@ async function join(socket) {
     document.body.dataset.joined = "true";
     setup.loadHistory();
     loadEvents();
+    loadLaps();
+    loadAlerts();
   } catch {
     if (socket.connected) setTimeout(() => socket.connected && join(socket), JOIN_RETRY_MS); // ack timed out
   }
@@ -272,6 +312,103 @@ socket.on("monitor", (m) => {
   schedule("info");
 });
 socket.on("event", addEvent);
+socket.on("lap", (lap) => {
+  if (!lap || lap.session_id !== SESSION_ID) return;
+  laps.addLap(lap);
+  markersChanged();
+  schedule("laps");
+});
+socket.on("sector", (s) => {
+  if (!s || s.session_id !== SESSION_ID) return;
+  laps.addSector(s);
+  schedule("laps");
+});
+socket.on("timing", (t) => {
+  if (!t || t.session_id !== SESSION_ID) return;
+  laps.setTiming(t);
+  schedule("laps");
+});
+socket.on("laps", (list) => {
+  if (!list || list.session_id !== SESSION_ID) return;
+  laps.setAll(list);
+  markersChanged();
+  schedule("laps");
+  // the track changed (maybe from another page): the session says which, for the map's lines
+  apiGet(`/sessions/${encodeURIComponent(SESSION_ID)}`).then(applySession, () => {});
+});
+socket.on("alert", (a) => {
+  alerts.upsert(a);
+  markersChanged();
+  schedule("alerts");
+});
+
+// ------------------------------------------------------------ laps and alerts
+async function loadLaps() {
+  try {
+    laps.setAll(await apiGet(`/sessions/${encodeURIComponent(SESSION_ID)}/laps`));
+    markersChanged();
+    schedule("laps");
+  } catch {
+    // live `lap` events fill the table anyway
+  }
+}
+
+async function loadAlerts() {
+  try {
+    const list = await apiGet(`/sessions/${encodeURIComponent(SESSION_ID)}/alerts`);
+    alerts.setAll(list.items || []);
+    markersChanged();
+    schedule("alerts");
+  } catch {
+    // the snapshot's alerts and live events stand
+  }
+}
+
+function markersChanged() {
+  if (replay.active) replay.setMarkers(laps.all(), alerts.all());
+}
+
+// ------------------------------------------------------------------- the track
+const trackPanel = new TrackPanel(SESSION_ID, track, {
+  onTrack: (t) => {
+    track.setTrack(t);
+    state.trackName = t ? t.name : null;
+    renderTrackName();
+    schedule("track");
+  },
+  onLaps: (list) => {
+    laps.setAll(list);
+    markersChanged();
+    schedule("laps");
+  },
+});
+trackPanel.load();
+
+// ------------------------------------------------------------------- replay
+const replay = new Replay(SESSION_ID, {
+  onSeek: (frames, end, t) => {
+    buffer.clear();
+    track.reset();
+    // the map gets the whole trail so far; the buffers only what they would hold live
+    for (let i = 0; i < end; i++) {
+      const c = frames[i].channels;
+      if (c && typeof c.lat === "number" && typeof c.lon === "number") track.add(c.lat, c.lon, frames[i].t, c.heading);
+    }
+    let i0 = end;
+    while (i0 > 0 && frames[i0 - 1].t >= t - buffer.historyS) i0--;
+    for (let i = i0; i < end; i++) {
+      buffer.add(frames[i]);
+      for (const name of Object.keys(frames[i].channels || {})) charts.offer(name);
+    }
+    schedule("values", "charts", "track", "info");
+  },
+  onAdvance: (frames) => ingest(frames),
+  onTime: (t) => {
+    laps.setCutoff(t);
+    alerts.setCutoff(t);
+    schedule("laps", "alerts", "values", "info");
+  },
+});
 
 // ---------------------------------------------------------------------- UI glue
 for (const b of document.querySelectorAll("[data-window]")) {

@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 
 from dashboard.server.sessions import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import read_log
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import ARTIFACTS, PHONE, screenshot
 from tests.clients import CALL_TIMEOUT_S, connect_monitor
 
 RECORDING = Path(__file__).resolve().parents[2] / "dashboard" / "data" / "okc-2023-4laps.nmea"
@@ -309,6 +309,16 @@ def test_replay_of_an_ended_session_and_csv_export(live_server: Any, make_kart: 
     page.keyboard.press("Home")
     expect(page.locator("body")).to_have_attribute("data-replay-pos", "0.0")
     expect(page.locator('#laps-table tbody tr')).to_have_count(0)
+
+    # on a phone, at night: the replay bar and the laps stay usable
+    phone = open_page(kart.url, viewport=PHONE)
+    expect(phone.locator("body")).to_have_attribute("data-replay", "ready")
+    phone.click("#theme-toggle")
+    expect(phone.locator("html")).to_have_attribute("data-theme", "night")
+    phone.locator("#replay-markers [data-lap=\"4\"]").click()
+    expect(timed_rows(phone)).to_have_count(3)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    phone.screenshot(path=str(ARTIFACTS / "replay-phone-night.png"))  # the screen as seen, not the whole page
 
     # export: the link downloads the session as CSV
     with page.expect_download() as info:

@@ -71,6 +71,15 @@ export class FrameBuffer {
     return true;
   }
 
+  /** Forget every frame (a replay jumping in time); the charts keep their columns. */
+  clear() {
+    this.t = [];
+    this.seq = [];
+    for (const name of this.cols.keys()) this.cols.set(name, []);
+    this.lastSeq = -1;
+    this.latest = new Map();
+  }
+
   /** Seed latest values from the snapshot's telemetry (channels: {name: {value, t}}). */
   seedLatest(channels) {
     for (const [name, c] of Object.entries(channels || {})) {

@@ -18,6 +18,9 @@ export class TrackMap {
     this.t = [];
     this.car = null; // {lat, lon, heading, t}
     this.bounds = null;
+    this.lines = []; // [{a: [lat, lon], b: [lat, lon], kind: "finish" | "sector"}] of the session's track
+    this.draft = []; // points of a start/finish line being drawn: [[lat, lon], ...]
+    this.view = null; // the last projection, to turn a click back into lat/lon
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
@@ -45,6 +48,36 @@ export class TrackMap {
     }
     if (this.lat.length > MAX_POINTS) this.decimate();
     return true;
+  }
+
+  /** Forget the trail (a replay jumping back). */
+  reset() {
+    this.lat = [];
+    this.lon = [];
+    this.t = [];
+    this.car = null;
+    this.bounds = null;
+  }
+
+  /** The session's track: its start/finish line and sector lines (null: none). */
+  setTrack(track) {
+    this.lines = [];
+    if (track && track.a && track.b) {
+      this.lines.push({ a: track.a, b: track.b, kind: "finish" });
+      for (const s of track.sectors || []) this.lines.push({ a: s.a, b: s.b, kind: "sector" });
+    }
+    this.canvas.dataset.lines = String(this.lines.length);
+  }
+
+  setDraft(points) {
+    this.draft = points.filter((p) => p && Number.isFinite(p[0]) && Number.isFinite(p[1]));
+  }
+
+  /** The [lat, lon] under a point of the canvas (CSS pixels), or null before anything was drawn. */
+  toLatLon(x, y) {
+    const v = this.view;
+    if (!v) return null;
+    return [v.b.minLat + (v.h - y - v.oy) / v.scale, v.b.minLon + (x - v.ox) / (v.kx * v.scale)];
   }
 
   /** Start over from the buffer's columns (after the join snapshot). */
@@ -86,7 +119,10 @@ export class TrackMap {
     ctx.fillRect(0, 0, w, h);
     const n = this.lat.length;
     this.emptyEl.hidden = n > 0;
-    if (!n) return;
+    if (!n) {
+      this.view = null;
+      return;
+    }
 
     // equirectangular projection around the trail's middle latitude: metres are square
     const b = this.bounds;
@@ -99,6 +135,7 @@ export class TrackMap {
     const oy = (h - spanY * scale) / 2;
     const px = (lon) => ox + (lon - b.minLon) * kx * scale;
     const py = (lat) => h - (oy + (lat - b.minLat) * scale);
+    this.view = { b, kx, scale, ox, oy, h };
 
     const path = (from) => {
       ctx.beginPath();
@@ -122,6 +159,8 @@ export class TrackMap {
       ctx.stroke();
     }
 
+    this.drawLines(ctx, px, py);
+
     const car = this.car;
     const cx = px(car.lon);
     const cy = py(car.lat);
@@ -144,6 +183,53 @@ export class TrackMap {
     ctx.stroke();
 
     canvas.dataset.points = String(n);
+    canvas.dataset.drawnLines = String(this.lines.length);
     canvas.dataset.car = `${car.lat.toFixed(6)},${car.lon.toFixed(6)}`;
+  }
+
+  /** The start/finish line (black and white, like the flag), sector lines, and a line being drawn. */
+  drawLines(ctx, px, py) {
+    const seg = (a, b) => {
+      ctx.beginPath();
+      ctx.moveTo(px(a[1]), py(a[0]));
+      ctx.lineTo(px(b[1]), py(b[0]));
+    };
+    ctx.lineCap = "butt";
+    for (const line of this.lines) {
+      seg(line.a, line.b);
+      if (line.kind === "finish") {
+        ctx.setLineDash([]);
+        ctx.strokeStyle = cssVar("--fg");
+        ctx.lineWidth = 9;
+        ctx.stroke();
+        ctx.setLineDash([5, 5]);
+        ctx.strokeStyle = cssVar("--bg");
+        ctx.lineWidth = 5;
+        ctx.stroke();
+        ctx.setLineDash([]);
+        ctx.font = "bold 13px system-ui, sans-serif";
+        ctx.fillStyle = cssVar("--fg");
+        ctx.fillText("S/F", px(line.b[1]) + 8, py(line.b[0]) - 6);
+      } else {
+        ctx.strokeStyle = cssVar("--warn");
+        ctx.lineWidth = 4;
+        ctx.stroke();
+      }
+    }
+    if (this.draft.length) {
+      ctx.strokeStyle = cssVar("--focus");
+      ctx.fillStyle = cssVar("--focus");
+      ctx.lineWidth = 4;
+      if (this.draft.length > 1) {
+        seg(this.draft[0], this.draft[1]);
+        ctx.stroke();
+      }
+      for (const p of this.draft) {
+        ctx.beginPath();
+        ctx.arc(px(p[1]), py(p[0]), 6, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+    }
+    ctx.lineCap = "round";
   }
 }
