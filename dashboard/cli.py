@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--out", default=str(SCHEMAS_DIR))
     schemas.set_defaults(func=cmd_schemas)
 
-    for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo"):
+    for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo", "dashboard.export_cli"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError as exc:

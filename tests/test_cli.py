@@ -26,5 +26,5 @@ def test_db_upgrade_creates_the_tables(tmp_path):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway"):
+    for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway", "export"):
         assert command in result.stdout

@@ -80,9 +80,10 @@ class GpsSource(Source):
                 continue
             silent_since = None
             for reading in self.decoder.feed(data.decode("ascii", errors="replace")):
-                self.store.update(reading.values, now)
+                # the clock first: a frame sampled in between must not carry this fix with the system's time
                 if reading.has_fix and reading.time is not None and self.clock is not None:
                     self.clock.observe(reading.time, now)  # type: ignore[attr-defined]
+                self.store.update(reading.values, now)
                 if self._status.state is not SourceState.READING:
                     self._set_status(SourceState.READING)
                     backoff.reset()

@@ -5,13 +5,11 @@ helper; bodies are parsed into the Pydantic models of ``dashboard.schemas``.
 """
 from __future__ import annotations
 
-import csv
 import hmac
-import io
 import json
 import logging
 from functools import wraps
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
@@ -26,10 +24,11 @@ from dashboard.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from dashboard.server.exporting import open_export
 from dashboard.server.openapi import openapi_document
-from dashboard.server.sessions import SessionManager, iso, public_track
+from dashboard.server.sessions import SessionManager, public_track
 from dashboard.telemetry.alerts import parse_rule
-from dashboard.telemetry.channels import get_channel
+from dashboard.telemetry.export import FORMATS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -192,50 +191,27 @@ def frames(session_id: str) -> Response:
     return jsonify({"items": items, "next_after_seq": items[-1]["seq"] if len(items) == limit else None})
 
 
-EXPORT_PAGE = 5000  # frames read per query while streaming an export
+@bp.get("/api/v1/sessions/<session_id>/export")
+def export_session(session_id: str) -> Response:
+    """The session's frames streamed as CSV (one column per channel, units in the header), JSON Lines or GPX."""
+    fmt = request.args.get("format", "csv")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
+    lap = int_arg("lap", -1, 0)
+    return _export(session_id, fmt, None if lap < 0 else lap)
 
 
 @bp.get("/api/v1/sessions/<session_id>/export.csv")
 def export_csv(session_id: str) -> Response:
-    """Every stored frame as CSV: seq, time, then one column per channel (units in the header)."""
-    m = manager()
-    session = m.session(session_id)
-    sid = session["session_id"]
-    channels: set[str] = set()
-    after = -1
-    while page := m.store.frames(sid, after, EXPORT_PAGE):
-        for frame in page:
-            channels.update(frame["channels"])
-        after = page[-1]["seq"]
-    names = sorted(channels)
-
-    def rows() -> Iterator[str]:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["seq", "t", "time_utc", *[_column(n) for n in names]])
-        after = -1
-        while page := m.store.frames(sid, after, EXPORT_PAGE):
-            for f in page:
-                writer.writerow([f["seq"], f"{f['t']:.3f}", iso(f["t"]), *[_cell(f["channels"].get(n)) for n in names]])
-            after = page[-1]["seq"]
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-        if out.getvalue():
-            yield out.getvalue()
-
-    filename = f"session-{sid}.csv"
-    return Response(rows(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    """Every stored frame as CSV (the same as ``export?format=csv``)."""
+    return _export(session_id, "csv", None)
 
 
-def _column(name: str) -> str:
-    channel = get_channel(name)
-    return f"{name} ({channel.unit})" if channel and channel.unit else name
-
-
-def _cell(value: float | None) -> str:
-    return "" if value is None else repr(value)
+def _export(session_id: str, fmt: str, lap: int | None) -> Response:
+    sid = manager().session(session_id)["session_id"]
+    export = open_export(manager().store, sid, fmt, lap)
+    return Response(export.chunks, mimetype=export.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{export.filename}"'})
 
 
 @bp.get("/api/v1/sessions/<session_id>/events")

@@ -42,6 +42,8 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, bool, bool, lis
     ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, False, True,
      ["after_id", "limit"]),
     ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, False, True, []),
+    ("get", "/sessions/{session_id}/export", "Frames streamed as csv, jsonl or gpx, whole session or one lap", None,
+     200, None, False, True, ["format", "lap"]),
     ("put", "/sessions/{session_id}/track", "Name the session's track; laps are timed again", schemas.SessionTrack,
      200, schemas.LapList, True, True, []),
     ("get", "/sessions/{session_id}/laps", "Laps, best lap, best sectors, live delta", None, 200, schemas.LapList,
@@ -67,7 +69,8 @@ ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.end", "End a session", schemas.LegacyEnd),
     ("/session_manager/sessions.heartbeat", "Keep a session alive", schemas.LegacyHeartbeat),
 ]
-QUERY_TYPES = {"limit": "integer", "offset": "integer", "after_seq": "integer", "after_id": "integer",
+QUERY_TYPES = {"format": "string", "lap": "integer",
+               "limit": "integer", "offset": "integer", "after_seq": "integer", "after_id": "integer",
                "status": "string", "car_id": "string"}
 
 

@@ -254,3 +254,29 @@ def test_export_csv_has_every_frame_and_channel_with_units(live_server):
     assert rows[5]["oil_temp (°C)"] == "121.5" and rows[4]["oil_temp (°C)"] == ""
     assert rows[0]["time_utc"].endswith("+00:00") and float(rows[1]["t"]) > float(rows[0]["t"])
     assert_error(get(live_server, f"/api/v1/sessions/{uuid.uuid4()}/export.csv"), 404)
+
+
+def test_export_formats_whole_session_and_one_lap(live_server):
+    import xml.etree.ElementTree as ET
+
+    from dashboard.telemetry.export import read_jsonl
+    from tests.server.test_laps import recorded_frames, stream
+
+    frames = recorded_frames()
+    sid = stream(live_server, f"CAR-{uuid.uuid4().hex[:8]}", frames, track_id=None)
+    lines = read_jsonl(get(live_server, f"/api/v1/sessions/{sid}/export?format=jsonl").text)
+    assert [f["seq"] for f in lines] == [f["seq"] for f in frames] and lines[100]["channels"] == frames[100]["channels"]
+    gpx = ET.fromstring(get(live_server, f"/api/v1/sessions/{sid}/export?format=gpx").content)
+    points = gpx.findall(".//{http://www.topografix.com/GPX/1/1}trkpt")
+    assert len(points) == len(frames) and abs(float(points[0].get("lat")) - frames[0]["channels"]["lat"]) < 1e-7
+    assert_error(get(live_server, f"/api/v1/sessions/{sid}/export?format=xls"), 422, "format")
+    assert_error(get(live_server, f"/api/v1/sessions/{sid}/export?lap=1"), 404, "lap")  # no track, no laps
+    from dashboard.server.sessions import ORLANDO_TRACK_ID
+
+    requests.put(f"{live_server.url}/api/v1/sessions/{sid}/track", json={"track_id": ORLANDO_TRACK_ID},
+                 headers=live_server.headers, timeout=30).raise_for_status()
+    lap2 = read_jsonl(get(live_server, f"/api/v1/sessions/{sid}/export?format=jsonl&lap=2").text)
+    laps = get(live_server, f"/api/v1/sessions/{sid}/laps").json()["items"]
+    window = next(lap for lap in laps if lap["lap"] == 2)
+    assert lap2 and all(window["start_t"] <= f["t"] <= window["end_t"] for f in lap2)
+    assert 50 < lap2[-1]["t"] - lap2[0]["t"] <= window["lap_time"]

@@ -1,0 +1,85 @@
+"""Exports of a stored session as streamed text: CSV, JSON Lines or GPX, whole or one lap.
+
+Used by the REST API (``GET /api/v1/sessions/{id}/export``) and by ``dashboard export``;
+frames are read a page at a time, so memory stays bounded however long the session.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from dashboard.errors import NotFound
+from dashboard.server.store import Store
+from dashboard.telemetry.export import (
+    FORMATS,
+    MEDIA_TYPES,
+    channel_names,
+    csv_chunks,
+    gpx_chunks,
+    jsonl_chunks,
+)
+
+EXPORT_PAGE = 5000  # frames per query: ~1-2 MB of rows, few enough queries for a million frames
+
+
+def session_frames(store: Store, session_id: str, start_t: float | None = None, end_t: float | None = None,
+                   page: int = EXPORT_PAGE) -> Iterator[dict[str, Any]]:
+    """A session's stored frames in seq order, read ``page`` at a time; only ``start_t <= t <= end_t`` if given."""
+    after = -1
+    while rows := store.frames(session_id, after, page):
+        for frame in rows:
+            if (start_t is None or frame["t"] >= start_t) and (end_t is None or frame["t"] <= end_t):
+                yield frame
+        after = rows[-1]["seq"]
+
+
+def lap_window(store: Store, session_id: str, lap: int) -> tuple[float, float]:
+    """``(start_t, end_t)`` of a stored lap; NotFound (field ``lap``) when the session has no such lap."""
+    for row in store.laps(session_id):
+        if row["lap"] == lap:
+            return row["start_t"], row["end_t"]
+    raise NotFound(f"session {session_id} has no lap {lap}", field="lap")
+
+
+@dataclass
+class Export:
+    """A lazy export: iterate ``chunks`` to produce it; ``frames`` counts the frames read into it so far."""
+
+    chunks: Iterator[str]
+    media_type: str
+    filename: str
+    frames: int = 0
+
+
+def open_export(store: Store, session_id: str, fmt: str, lap: int | None = None,
+                page: int = EXPORT_PAGE) -> Export:
+    """Check the session (and lap) now, and return the export to stream; NotFound for an unknown one."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    session = store.get_session(session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id}", field="session_id")
+    start_t, end_t = lap_window(store, session_id, lap) if lap is not None else (None, None)
+    suffix = f"-lap{lap}" if lap is not None else ""
+    export = Export(iter(()), MEDIA_TYPES[fmt], f"session-{session_id}{suffix}.{fmt}")
+
+    def frames() -> Iterator[dict[str, Any]]:
+        for frame in session_frames(store, session_id, start_t, end_t, page):
+            export.frames += 1
+            yield frame
+
+    def chunks() -> Iterator[str]:
+        if fmt == "csv":
+            columns = channel_names(session_frames(store, session_id, start_t, end_t, page))
+            yield from csv_chunks(frames(), columns)
+        elif fmt == "jsonl":
+            yield from jsonl_chunks(frames())
+        else:
+            name = session.get("name") or session_id
+            yield from gpx_chunks(frames(), f"{name} lap {lap}" if lap is not None else name)
+
+    export.chunks = chunks()
+    return export
+
+
+# ------------------------------------------------------------ the command
