@@ -264,8 +264,9 @@ class AlertRuleBody(BaseModel):
 
 class AlertRuleOut(BaseModel):
     rule: dict[str, Any]
-    source: Literal["default", "all", "car"]
+    source: Literal["default", "all", "car", "session"]
     car_id: str | None
+    session_id: str | None = None
 
 
 class AlertRuleList(BaseModel):

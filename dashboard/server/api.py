@@ -274,12 +274,12 @@ def laps(session_id: str) -> Response:
 # ------------------------------------------------------------------ alerts
 @bp.get("/api/v1/alert-rules")
 def list_alert_rules() -> Response:
-    car_id = request.args.get("car_id") or None
-    stored = {(row["car_id"], row["rule"]["id"]) for row in manager().store.alert_rules(car_id)}
-    items = []
-    for rule in manager().alert_rules(car_id):
-        source = "car" if (car_id, rule.id) in stored and car_id else "all" if (None, rule.id) in stored else "default"
-        items.append({"rule": rule.model_dump(), "source": source, "car_id": car_id if source == "car" else None})
+    car_id, session_id = request.args.get("car_id") or None, request.args.get("session_id") or None
+    if session_id is not None:
+        car_id = manager().session(session_id)["car_id"]
+    items = [{"rule": rule.model_dump(), "source": source,
+              "car_id": car_id if source == "car" else None, "session_id": session_id if source == "session" else None}
+             for rule, source in manager().alert_rules_with_source(car_id, session_id)]
     return jsonify({"items": items})
 
 
@@ -288,13 +288,15 @@ def list_alert_rules() -> Response:
 def put_alert_rule(rule_id: str) -> Response:
     raw = parse_body(schemas.AlertRuleBody)
     rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
-    return jsonify(manager().save_alert_rule(rule, request.args.get("car_id") or None))
+    return jsonify(manager().save_alert_rule(rule, request.args.get("car_id") or None,
+                                             request.args.get("session_id") or None))
 
 
 @bp.delete("/api/v1/alert-rules/<rule_id>")
 @require_key
 def delete_alert_rule(rule_id: str) -> tuple[str, int]:
-    if not manager().delete_alert_rule(rule_id, request.args.get("car_id") or None):
+    if not manager().delete_alert_rule(rule_id, request.args.get("car_id") or None,
+                                       request.args.get("session_id") or None):
         raise NotFound(f"no stored rule {rule_id}", field="rule_id")
     return "", 204
 

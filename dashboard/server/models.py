@@ -124,12 +124,13 @@ class LapRow(Base):
 
 
 class AlertRuleRow(Base):
-    """An alert rule for one car (or every car when car_id is null)."""
+    """An alert rule for one session, one car, or every car (both null)."""
 
     __tablename__ = "alert_rules"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # scope/rule id, see sessions.rule_key
     car_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
     rule: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 

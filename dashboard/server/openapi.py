@@ -57,11 +57,12 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, bool, bool, lis
     ("put", "/tracks/{track_id}", "Change a track; its sessions are timed again", schemas.TrackIn, 200,
      schemas.TrackOut, True, False, []),
     ("delete", "/tracks/{track_id}", "Delete a track", None, 204, None, True, False, []),
-    ("get", "/alert-rules", "Alert rules in force (for a car with ?car_id=)", None, 200, schemas.AlertRuleList,
-     False, False, ["car_id"]),
-    ("put", "/alert-rules/{rule_id}", "Store a rule for every car, or one car with ?car_id=", schemas.AlertRuleBody,
-     200, schemas.AlertRuleOut, True, False, ["car_id"]),
-    ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, True, False, ["car_id"]),
+    ("get", "/alert-rules", "Alert rules in force (for a car or a session)", None, 200, schemas.AlertRuleList,
+     False, False, ["car_id", "session_id"]),
+    ("put", "/alert-rules/{rule_id}", "Store a rule for every car, one car or one session", schemas.AlertRuleBody,
+     200, schemas.AlertRuleOut, True, False, ["car_id", "session_id"]),
+    ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, True, False,
+     ["car_id", "session_id"]),
 ]
 PATH_PARAMS = ("track_id", "rule_id", "alert_id")
 ALIASES = [  # continuity aliases of another design, outside /api/v1
@@ -70,7 +71,8 @@ ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.heartbeat", "Keep a session alive", schemas.LegacyHeartbeat),
 ]
 QUERY_TYPES = {"format": "string", "lap": "integer",
-               "limit": "integer", "offset": "integer", "after_seq": "integer", "after_id": "integer",
+               "limit": "integer", "session_id": "string",
+               "offset": "integer", "after_seq": "integer", "after_id": "integer",
                "status": "string", "car_id": "string"}
 
 

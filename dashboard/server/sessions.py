@@ -585,7 +585,7 @@ class SessionManager:
         track_row = self.store.get_track(live.row["track_id"]) if live.row.get("track_id") else None
         track = Track.from_dict(track_row["definition"]) if track_row else None
         setups = [(v["timestamp"], v["version"]) for v in self.store.setups(sid)]
-        timing = SessionTiming(track, setups, self.alert_rules(live.row["car_id"]))
+        timing = SessionTiming(track, setups, self.alert_rules(live.row["car_id"], sid))
         laps: list[dict[str, Any]] = []
         if track is not None:
             after = -1
@@ -626,34 +626,52 @@ class SessionManager:
                 self.save_track(track.to_dict(), track_id)
 
     # -------------------------------------------------------------- alerts
-    def alert_rules(self, car_id: str | None) -> list[AlertRule]:
-        """The rules in force for a car: the defaults, overridden by stored rules for every car, then the car's."""
-        rules = {rule.id: rule for rule in DEFAULT_RULES}
-        stored = sorted(self.store.alert_rules(car_id), key=lambda row: row["car_id"] is not None)
-        for row in stored:
+    def alert_rules(self, car_id: str | None, session_id: str | None = None) -> list[AlertRule]:
+        """The rules in force: the defaults, overridden by stored rules for every car, the car's, the session's."""
+        return [rule for rule, _source in self.alert_rules_with_source(car_id, session_id)]
+
+    def alert_rules_with_source(self, car_id: str | None,
+                                session_id: str | None = None) -> list[tuple[AlertRule, str]]:
+        """The rules in force, each with where it comes from: default, all, car or session."""
+        rules = {rule.id: (rule, "default") for rule in DEFAULT_RULES}
+        rank = {"all": 0, "car": 1, "session": 2}
+        stored = [(row, "session" if row["session_id"] else "car" if row["car_id"] else "all")
+                  for row in self.store.alert_rules(car_id, session_id)]
+        for row, source in sorted(stored, key=lambda pair: rank[pair[1]]):
             rule = parse_rule(row["rule"])
-            rules[rule.id] = rule
+            rules[rule.id] = (rule, source)
         return list(rules.values())
 
-    def save_alert_rule(self, rule: AlertRule, car_id: str | None) -> dict[str, Any]:
-        """Store a rule for one car (or every car) and apply it to the live sessions concerned."""
+    def save_alert_rule(self, rule: AlertRule, car_id: str | None, session_id: str | None = None) -> dict[str, Any]:
+        """Store a rule for one session, one car or every car, and apply it to the live sessions concerned."""
         with self.lock:
-            self.store.save_alert_rule(rule_key(rule.id, car_id), car_id, rule.model_dump())
-            self._apply_rules(car_id)
-        return {"car_id": car_id, "rule": rule.model_dump(), "source": "car" if car_id else "all"}
+            if session_id is not None:
+                session_id = self._get(session_id).row["id"]
+            self.store.save_alert_rule(rule_key(rule.id, car_id, session_id), None if session_id else car_id,
+                                       rule.model_dump(), session_id)
+            self._apply_rules(car_id, session_id)
+        source = "session" if session_id else "car" if car_id else "all"
+        return {"car_id": None if session_id else car_id, "session_id": session_id, "rule": rule.model_dump(),
+                "source": source}
 
-    def delete_alert_rule(self, rule_id: str, car_id: str | None) -> bool:
-        """Forget a stored rule (a default of the same id applies again)."""
+    def delete_alert_rule(self, rule_id: str, car_id: str | None, session_id: str | None = None) -> bool:
+        """Forget a stored rule (the one of the wider scope, or the default, applies again)."""
         with self.lock:
-            deleted = self.store.delete_alert_rule(rule_key(rule_id, car_id))
+            deleted = self.store.delete_alert_rule(rule_key(rule_id, car_id, session_id))
             if deleted:
-                self._apply_rules(car_id)
+                self._apply_rules(car_id, session_id)
             return deleted
 
-    def _apply_rules(self, car_id: str | None) -> None:
+    def _apply_rules(self, car_id: str | None, session_id: str | None = None) -> None:
         for live in list(self._live.values()):
-            if live.timing is not None and (car_id is None or live.row["car_id"] == car_id):
-                self._on_timing(live, live.timing.set_rules(self.alert_rules(live.row["car_id"]), self.clock()))
+            if live.timing is None:
+                continue
+            if session_id is not None and live.row["id"] != session_id:
+                continue
+            if session_id is None and car_id is not None and live.row["car_id"] != car_id:
+                continue
+            rules = self.alert_rules(live.row["car_id"], live.row["id"])
+            self._on_timing(live, live.timing.set_rules(rules, self.clock()))
 
     def tick_alerts(self) -> None:
         """Let time-based rules (the silent link) fire for every active session."""
@@ -831,9 +849,10 @@ def public_setup(version: dict[str, Any]) -> dict[str, Any]:
             "setup": version["setup"]}
 
 
-def rule_key(rule_id: str, car_id: str | None) -> str:
-    """Primary key of a stored rule: one per rule id and car (``*`` for every car)."""
-    return f"{car_id or '*'}/{rule_id}"
+def rule_key(rule_id: str, car_id: str | None, session_id: str | None = None) -> str:
+    """Primary key of a stored rule: one per rule id and scope (a session, a car, or ``*`` for every car)."""
+    scope = f"session:{session_id}" if session_id else car_id or "*"
+    return f"{scope}/{rule_id}"
 
 
 def public_alert(row: dict[str, Any]) -> dict[str, Any]:

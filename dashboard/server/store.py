@@ -370,17 +370,22 @@ class Store:
             return [r[0] for r in rows]
 
     # ---------------------------------------------------------- alert rules
-    def save_alert_rule(self, rule_id: str, car_id: str | None, rule: dict[str, Any]) -> None:
-        """Insert or replace an alert rule."""
+    def save_alert_rule(self, key: str, car_id: str | None, rule: dict[str, Any],
+                        session_id: str | None = None) -> None:
+        """Insert or replace an alert rule (``key`` names its scope and id)."""
         table = AlertRuleRow.__table__
         with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.id == rule_id))
-            conn.execute(table.insert().values(id=rule_id, car_id=car_id, rule=rule))
+            conn.execute(delete(table).where(table.c.id == key))
+            conn.execute(table.insert().values(id=key, car_id=car_id, session_id=session_id, rule=rule))
 
-    def alert_rules(self, car_id: str | None = None) -> list[dict[str, Any]]:
-        """Rules for every car, plus those of ``car_id`` when given."""
+    def alert_rules(self, car_id: str | None = None, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Rules for every car, plus those of ``car_id`` and of ``session_id`` when given."""
         table = AlertRuleRow.__table__
-        where = table.c.car_id.is_(None) if car_id is None else (table.c.car_id.is_(None) | (table.c.car_id == car_id))
+        where = table.c.car_id.is_(None) & table.c.session_id.is_(None)
+        if car_id is not None:
+            where = where | ((table.c.car_id == car_id) & table.c.session_id.is_(None))
+        if session_id is not None:
+            where = where | (table.c.session_id == session_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(table).where(where).order_by(table.c.id)).mappings()]
 

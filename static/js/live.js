@@ -112,6 +112,7 @@ function applySession(s) {
   setText(document.getElementById("info-car"), s.car_id || "—");
   setText(document.getElementById("info-driver"), s.driver || "—");
   trackPanel.setSessionTrack(s.track_id);
+  rules.setSession(s.session_id);
   rules.setCar(s.car_id || null);
   renderTrackName();
   setText(document.getElementById("info-started"), fmtWhen(s.started_at));

@@ -330,3 +330,22 @@ def test_replay_of_an_ended_session_and_csv_export(live_server: Any, make_kart: 
     assert len(lines) == len(frames) + 1
     first = dict(zip(lines[0].split(","), lines[1].split(","), strict=True))
     assert int(first["seq"]) == 0 and float(first["t"]) == pytest.approx(t0, abs=0.001)
+
+
+def test_rules_for_this_session_only(live_server: Any, make_kart: Any, open_page: Any) -> None:
+    kart = make_kart(track_id=None, name="Session rules")
+    page = open_page(kart.url)
+    expect(page.locator("body")).to_have_attribute("data-joined", "true")
+    page.click(".area-rules summary")
+    expect(page.locator("#rules-table")).to_have_attribute("data-loaded", "true")
+    page.select_option("#rules-scope", "session")
+    expect(page.locator("#rules-msg")).to_contain_text("this session")
+    row = page.locator('#rules-table tr[data-rule-id="fuel_low"]')
+    row.locator(".rule-threshold").fill("33")
+    row.get_by_role("button").click()
+    give_key(page, live_server.api_key)
+    expect(row.locator(".rule-source")).to_have_text("saved (session)")
+    mine = {i["rule"]["id"]: i for i in kart.api("get", f"/alert-rules?session_id={kart.sid}")["items"]}
+    car = {i["rule"]["id"]: i for i in kart.api("get", f"/alert-rules?car_id={kart.car_id}")["items"]}
+    assert mine["fuel_low"]["source"] == "session" and mine["fuel_low"]["rule"]["threshold"] == 33
+    assert car["fuel_low"]["source"] == "default"  # the car's other sessions keep theirs

@@ -105,3 +105,38 @@ def test_bad_rules_and_acks_are_refused(live_server):
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "alert_id"
     assert requests.delete(f"{live_server.url}/api/v1/alert-rules/never", headers=live_server.headers,
                            timeout=5).status_code == 404
+
+
+def test_session_rules_override_car_and_default_rules(live_server):
+    car = f"CAR-{uuid.uuid4().hex[:6]}"
+    headers = live_server.headers
+    sid = requests.post(f"{live_server.url}/api/v1/sessions", json={"car_id": car}, headers=headers,
+                        timeout=5).json()["session_id"]
+    base = {"name": "Fuel low", "channel": "fuel_level", "comparison": "<", "hold_s": 0.0, "severity": "warning"}
+    requests.put(f"{live_server.url}/api/v1/alert-rules/fuel_low?car_id={car}", json={**base, "threshold": 15.0},
+                 headers=headers, timeout=5).raise_for_status()
+    requests.put(f"{live_server.url}/api/v1/alert-rules/fuel_low?session_id={sid}", json={**base, "threshold": 30.0},
+                 headers=headers, timeout=5).raise_for_status()
+    rules = {r["rule"]["id"]: r for r in requests.get(f"{live_server.url}/api/v1/alert-rules?session_id={sid}",
+                                                      timeout=5).json()["items"]}
+    assert rules["fuel_low"]["source"] == "session" and rules["fuel_low"]["rule"]["threshold"] == 30.0
+    car_rules = {r["rule"]["id"]: r for r in requests.get(f"{live_server.url}/api/v1/alert-rules?car_id={car}",
+                                                          timeout=5).json()["items"]}
+    assert car_rules["fuel_low"]["rule"]["threshold"] == 15.0 and car_rules["coolant_high"]["source"] == "default"
+    monitor = connect_monitor(live_server.url, car, live_server.api_key)
+    viewer = Viewer(live_server.url)
+    try:
+        monitor.call("session.start", {"session_id": sid}, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+        viewer.join(sid)
+        frames = [{"seq": i, "t": time.time() + i / 10, "channels": {"fuel_level": 25.0}} for i in range(3)]
+        monitor.call("telemetry", {"session_id": sid, "frames": frames}, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+        [alert] = wait_for(lambda: viewer.of("alert"), 10, "the session's own fuel alert")
+        assert alert["rule_id"] == "fuel_low" and alert["threshold"] == 30.0  # 25 % is low only for this session
+    finally:
+        monitor.disconnect()
+        viewer.close()
+    assert requests.delete(f"{live_server.url}/api/v1/alert-rules/fuel_low?session_id={sid}", headers=headers,
+                           timeout=5).status_code == 204
+    rules = {r["rule"]["id"]: r for r in requests.get(f"{live_server.url}/api/v1/alert-rules?session_id={sid}",
+                                                      timeout=5).json()["items"]}
+    assert rules["fuel_low"]["source"] == "car" and rules["fuel_low"]["rule"]["threshold"] == 15.0

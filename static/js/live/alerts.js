@@ -183,10 +183,17 @@ export class RulesEditor {
     this.body = root.querySelector("tbody");
     this.msg = document.getElementById("rules-msg");
     this.carId = null;
+    this.sessionId = null;
+    this.scope = document.getElementById("rules-scope");
     this.loaded = false;
     root.closest("details")?.addEventListener("toggle", (ev) => {
       if (ev.target.open) this.load();
     });
+    this.scope?.addEventListener("change", () => this.load());
+  }
+
+  setSession(sessionId) {
+    this.sessionId = sessionId;
   }
 
   setCar(carId) {
@@ -196,7 +203,9 @@ export class RulesEditor {
     if (this.root.closest("details")?.open) this.load();
   }
 
+  /** Rules of this session only (on top of the car's), or of the car. */
   query() {
+    if (this.scope?.value === "session" && this.sessionId) return `?session_id=${encodeURIComponent(this.sessionId)}`;
     return this.carId ? `?car_id=${encodeURIComponent(this.carId)}` : "";
   }
 
@@ -206,7 +215,9 @@ export class RulesEditor {
       this.body.replaceChildren(...(list.items || []).map((item) => this.row(item)));
       this.loaded = true;
       this.root.dataset.loaded = "true";
-      setText(this.msg, this.carId ? `Rules for car ${this.carId}` : "Rules for every car");
+      const forSession = this.scope?.value === "session" && this.sessionId;
+      setText(this.msg, forSession ? "Rules for this session (saved rules apply to it only)"
+        : this.carId ? `Rules for car ${this.carId}` : "Rules for every car");
     } catch (err) {
       setText(this.msg, `Could not load rules: ${err.message}`);
     }
