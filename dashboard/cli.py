@@ -21,22 +21,26 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the server (migrating the database first)."""
-    from dashboard import create_app, socketio
+    """Run the server (migrating the database first); with --collect, also this car's monitor."""
+    from dashboard import create_app
+    from dashboard.demo import serve_with_companion
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
     _setup_logging(settings)
     app = create_app(settings)
-    runtime = app.extensions["dashboard"]
-    runtime.hub.start()
-    print(f"Race dashboard serving on http://{settings.host}:{settings.port}/", flush=True)
-    try:
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
-    finally:
-        runtime.hub.stop()
-        runtime.manager.close()
-    return 0
+    companion = None
+    if args.collect:
+        if not (args.obd or args.gps):
+            print("--collect needs --obd PORT and/or --gps PORT", file=sys.stderr)
+            return 2
+        companion = ["monitor", "--server", f"http://127.0.0.1:{settings.port}", "--car-id", args.car_id]
+        for flag, value in (("--api-key", settings.api_key), ("--obd", args.obd), ("--gps", args.gps),
+                            ("--mesh", args.mesh), ("--rate", args.rate), ("--outbox", args.outbox)):
+            if value is not None:
+                companion += [flag, str(value)]
+    banner = f"Race dashboard serving on http://{settings.host}:{settings.port}/"
+    return serve_with_companion(app, settings, companion, banner)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (DASHBOARD_PORT, default 5000)")
+    collect = serve.add_argument_group("collect", "the server sits in the car: also run its monitor, feeding it")
+    collect.add_argument("--collect", action="store_true", help="run `dashboard monitor` against this server")
+    collect.add_argument("--car-id", default="car-1", help="this car's id (default %(default)s)")
+    collect.add_argument("--obd", metavar="PORT", help="ELM327 adapter port")
+    collect.add_argument("--gps", metavar="PORT", help="NMEA GPS port")
+    collect.add_argument("--mesh", metavar="PORT", help="Meshtastic radio for LoRa summaries")
+    collect.add_argument("--rate", type=float, help="frames per second")
+    collect.add_argument("--outbox", metavar="PATH", help="the monitor's outbox file")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database tasks")

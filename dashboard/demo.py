@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from dashboard.config import Settings
 
@@ -30,10 +32,62 @@ def _wait_listening(host: str, port: int) -> bool:
     return False
 
 
+def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
+                         banner: str = "") -> int:
+    """Run the server; once it listens, start ``companion`` (a ``dashboard`` command) as a child process.
+
+    The companion (a simulated car, or the car's own monitor with ``serve --collect``) runs in its own process:
+    its serial reads and threads would otherwise block the server's gevent loop.
+    """
+    from dashboard import socketio
+
+    runtime = app.extensions["dashboard"]
+    runtime.hub.start()
+    child: dict[str, subprocess.Popen] = {}
+
+    def start_companion() -> None:
+        if not _wait_listening(settings.host, settings.port):
+            print("server did not start listening; companion not started", file=sys.stderr, flush=True)
+            return
+        child["proc"] = subprocess.Popen([sys.executable, "-m", "dashboard", *companion])
+
+    if companion:
+        socketio.start_background_task(start_companion)
+    if banner:
+        print(banner, flush=True)
+    _stop_on_sigterm(socketio, settings)
+    try:
+        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if "proc" in child:
+            child["proc"].terminate()
+            child["proc"].wait(10)
+        runtime.hub.stop()
+        runtime.manager.close()
+    return 0
+
+
+def _stop_on_sigterm(socketio: Any, settings: Settings) -> None:
+    """SIGTERM (a service manager, a container stop) shuts the server down cleanly, companion included."""
+    if settings.async_mode != "gevent":
+        return
+    import gevent
+
+    def stop() -> None:
+        server = getattr(socketio, "wsgi_server", None)
+        if server is not None:
+            server.stop(timeout=5)
+
+    gevent.signal_handler(signal.SIGTERM, stop)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve on embedded defaults, start a simulated car, print the URL to open."""
-    from dashboard import create_app, socketio
+    from dashboard import create_app
     from dashboard.cli import _setup_logging
+    from dashboard.server.sessions import ORLANDO_TRACK_ID
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
@@ -41,37 +95,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.api_key = secrets.token_urlsafe(12)
     _setup_logging(settings)
     app = create_app(settings)
-    runtime = app.extensions["dashboard"]
-    from dashboard.server.sessions import ORLANDO_TRACK_ID
-
-    session = runtime.manager.start_for_car(DEMO_CAR, name="Demo: kart at Orlando Kart Center",
-                                            track="Orlando Kart Center", track_id=ORLANDO_TRACK_ID)
-    runtime.hub.start()
+    session = app.extensions["dashboard"].manager.start_for_car(
+        DEMO_CAR, name="Demo: kart at Orlando Kart Center", track="Orlando Kart Center", track_id=ORLANDO_TRACK_ID)
     url = f"http://{settings.host}:{settings.port}"
-    car: dict[str, subprocess.Popen] = {}
-
-    def start_car() -> None:
-        if not _wait_listening(settings.host, settings.port):
-            print("server did not start listening; no simulated car", file=sys.stderr, flush=True)
-            return
-        command = [sys.executable, "-m", "dashboard", "simulate", "--server", url, "--car-id", DEMO_CAR,
-                   "--api-key", settings.api_key, "--speedup", str(args.speedup)]
-        car["proc"] = subprocess.Popen(command)
-
-    socketio.start_background_task(start_car)
-    print(f"\nRace dashboard demo: open {url}/sessions/{session['session_id']}\n"
-          f"(all sessions: {url}/ ; API key for setups and controls: {settings.api_key})\n", flush=True)
-    try:
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if "proc" in car:
-            car["proc"].terminate()
-            car["proc"].wait(10)
-        runtime.hub.stop()
-        runtime.manager.close()
-    return 0
+    car = ["simulate", "--server", url, "--car-id", DEMO_CAR, "--api-key", settings.api_key,
+           "--speedup", str(args.speedup)]
+    banner = (f"\nRace dashboard demo: open {url}/sessions/{session['session_id']}\n"
+              f"(all sessions: {url}/ ; API key for setups and controls: {settings.api_key})\n")
+    return serve_with_companion(app, settings, car, banner)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -26,8 +26,10 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m dashboard serve`` with its own instance folder; start/kill/stop/restart."""
 
-    def __init__(self, instance: Path, api_key: str | None = "test-key", **settings: str) -> None:
+    def __init__(self, instance: Path, api_key: str | None = "test-key", extra_args: tuple[str, ...] = (),
+                 **settings: str) -> None:
         self.instance = instance
+        self.extra_args = extra_args
         self.api_key = api_key
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -51,7 +53,8 @@ class ServerProcess:
         self.instance.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dashboard", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "dashboard", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             *self.extra_args],
             cwd=self.instance, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         wait_for(self._ready, START_TIMEOUT_S, f"server on {self.url} (log: {self.log_path})")

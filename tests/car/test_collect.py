@@ -1,0 +1,62 @@
+"""`dashboard serve --collect`: the server sits in the car and runs the car's monitor against itself."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import requests
+
+from dashboard.car.replay import BUNDLED_LOG
+from tests.servers import ServerProcess
+from tests.waiting import wait_for
+
+LINES_PER_S = 40.0  # the recording's RMC+GGA pairs at ~17 Hz, replayed a little faster
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
+    gps = make_pty()
+    outbox = tmp_path / "car-outbox.sqlite"
+    stop = threading.Event()
+
+    def feed() -> None:
+        lines = BUNDLED_LOG.read_text().splitlines()
+        for line in lines[2000:]:  # on track
+            if stop.wait(1 / LINES_PER_S):
+                return
+            try:
+                gps.write(line + "\r\n")
+            except OSError:
+                return
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    server = ServerProcess(tmp_path / "server", extra_args=(
+        "--collect", "--car-id", "PIT-CAR", "--gps", gps.path, "--outbox", str(outbox), "--rate", "10"))
+    try:
+        feeder.start()
+        server.start()
+
+        def collected() -> dict | None:
+            page = requests.get(f"{server.url}/api/v1/sessions?car_id=PIT-CAR&status=active", timeout=5).json()
+            session = page["items"][0] if page["items"] else None
+            return session if session and session["stats"]["frames"] >= 20 else None
+
+        session = wait_for(collected, 30, "frames from the collecting monitor")
+        assert 28.40 < session["telemetry"]["lat"] < 28.42 and session["monitor_online"] is True
+        assert processes_mentioning(str(outbox)), "the monitor runs as the server's child"
+    finally:
+        stop.set()
+        server.stop()
+    wait_for(lambda: not processes_mentioning(str(outbox)), 15, "the monitor to stop with the server")
