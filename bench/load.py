@@ -361,10 +361,11 @@ def monitor_process(url: str, api_key: str, car_ids: list[str], rate_hz: float |
 class _ViewerTally:
     """What one viewer saw."""
 
-    __slots__ = ("last_seq", "received", "duplicates", "out_of_order")
+    __slots__ = ("last_seq", "received", "duplicates", "out_of_order", "messages")
 
     def __init__(self) -> None:
         self.last_seq = -1
+        self.messages = 0  # telemetry messages: frames arrive coalesced, several per message
         self.received = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -387,6 +388,7 @@ def viewer_process(url: str, session_ids: list[str], compress: bool, client_kind
                 return
             received_at = now()
             second = int(received_at)
+            tally.messages += 1
             for frame in packet[1]["frames"]:
                 latency = received_at - frame["t"]
                 add(latency)
@@ -432,6 +434,7 @@ def viewer_process(url: str, session_ids: list[str], compress: bool, client_kind
             cpu = _cpu_seconds() - cpu0
             out.put(("viewers_done", {
                 "received": sum(t.received for t in tallies), "duplicates": sum(t.duplicates for t in tallies),
+                "messages": sum(t.messages for t in tallies),
                 "out_of_order": sum(t.out_of_order for t in tallies),
                 "hist": (hist.sparse(), hist.count, hist.max), "cpu_s": cpu, "worst_by_second": worst}))
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

@@ -1,6 +1,7 @@
 """Run the benchmark: our server and the Node socket.io relay under the same load, side by side.
 
     python -m bench.run [--quick] [--scenario N ...] [--soak] [--servers ours,node] [--no-deflate]
+    python -m bench.run --scenario 5      # scale-out: 1 vs 2 processes over Redis + PostgreSQL
 
 Each scenario point starts a fresh server, opens its viewers (joined before any
 frame is sent), starts the monitors on one signal, waits for the last delivery,
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Histogram, monitor_process, viewer_process
-from bench.servers import API_KEY, BENCH, NODE_RELAY, Server
+from bench.servers import API_KEY, BENCH, NODE_RELAY, PG_ADMIN_URL, REDIS_URL, Cluster, Server
 
 RESULTS = BENCH / "results"
 VIEWERS_PER_PROCESS = 250  # python-socketio AsyncClients one viewer process carries
@@ -35,6 +36,10 @@ QUIET_PATIENCE_S = 60.0  # ...for at most this long (then measure anyway; "other
 DRAIN_STALL_S = 3.0  # deliveries still missing after this long without progress are counted lost
 DRAIN_MAX_S = 60.0
 READY_TIMEOUT_S = 180.0
+# configurations of our server: (processes, Redis message queue). Scenarios 1-4 run "ours" on SQLite;
+# scenario 5 runs all three on PostgreSQL. Monitors connect to the first process, viewers split evenly.
+VARIANTS = {"ours": (1, False), "ours_redis": (1, True), "ours_2p": (2, True)}
+VARIANT_NAMES = {"ours": "ours 1p", "ours_redis": "1p+redis", "ours_2p": "ours 2p"}
 
 
 @dataclass
@@ -51,6 +56,8 @@ class Point:
     monitor_procs: int = 1
     rss_every_s: float = 0.0  # soak: keep an RSS timeline at this interval
     deflate: bool | None = None  # viewers offer permessage-deflate; None: as the command line says
+    database: str = "sqlite"  # "postgres": ours runs as a Cluster on a throwaway PostgreSQL database
+    variants: tuple[str, ...] = ("ours",)  # which configurations of ours (VARIANTS) this point measures
 
     @property
     def viewers(self) -> int:
@@ -74,6 +81,10 @@ def scenarios(quick: bool, soak: bool, chosen: set[str], viewers: set[int] | Non
     if soak:
         points.append(Point("4", "soak: 20 cars x 20 Hz x 10 viewers, 10 min", 20, 20.0, 50, 10, 600.0,
                             rss_every_s=10.0))
+    if "5" in chosen:  # scale-out, only when asked for: it needs Redis and a PostgreSQL server
+        points.append(Point("5", "1 car x 50 Hz -> 1000 viewers, PostgreSQL; 1 process / 1 + Redis / 2 over Redis",
+                            1, 50.0, 50, 1000, 6.0 if quick else 20.0, database="postgres",
+                            variants=("ours", "ours_redis", "ours_2p")))
     return [p for p in points if not chosen or p.scenario in chosen]
 
 
@@ -89,10 +100,17 @@ def _get(q: Any, timeout: float, what: str) -> tuple[str, Any]:
 
 
 def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
-              profile: Path | None = None) -> dict[str, Any]:
-    """Measure one point against one server; the figures as a dict."""
+              profile: Path | None = None, pg_admin_url: str = PG_ADMIN_URL,
+              redis_url: str = REDIS_URL) -> dict[str, Any]:
+    """Measure one point against one server (``kind``: node or a VARIANTS key); the figures as a dict."""
     ctx = mp.get_context("spawn")
-    server = Server(kind).start()
+    if kind != "node" and point.database == "postgres":
+        processes, use_queue = VARIANTS[kind]
+        server: Any = Cluster(processes, use_queue, pg_admin_url, redis_url).start()
+    else:
+        server = Server("ours" if kind in VARIANTS else kind).start()
+    urls = getattr(server, "urls", [server.url])
+    backing = getattr(server, "backing", None)
     procs: list[Any] = []
     go, stop = ctx.Event(), ctx.Event()
     out = ctx.Queue()
@@ -113,12 +131,16 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         # viewers: all joined before the first frame
         viewer_sessions = [sessions[c] for c in cars for _ in range(point.viewers_per_car)]
         n_procs = min(MAX_VIEWER_PROCESSES, math.ceil(len(viewer_sessions) / VIEWERS_PER_PROCESS))
+        if point.viewers:  # an equal number of viewer processes per server process: viewers split evenly
+            n_procs = math.ceil(n_procs / len(urls)) * len(urls)
         counters = []
+        viewers_by_server = [0] * len(urls)
         for i in range(n_procs):
             counter = ctx.Value("q", 0, lock=False)
             counters.append(counter)
+            viewers_by_server[i % len(urls)] += len(viewer_sessions[i::n_procs])
             p = ctx.Process(target=viewer_process, daemon=True, args=(
-                server.url, viewer_sessions[i::n_procs], deflate, client, stop, counter, out))
+                urls[i % len(urls)], viewer_sessions[i::n_procs], deflate, client, stop, counter, out))
             p.start()
             procs.append(p)
         negotiated = {"offered": deflate, "accepted": 0, "declined": 0}
@@ -132,7 +154,10 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         rss_with_viewers = server.rss()
 
         # the measured window: from go until the last monitor has its last ack
-        busy0 = _busy_seconds()
+        if backing is not None:
+            backing.start()
+        by_process0 = server.cpu_by_process() if hasattr(server, "cpu_by_process") else None
+        busy0, soft0, others0 = _busy_seconds(), _softirq_seconds(), _cpu_by_process()
         cpu0, t0 = server.cpu_seconds(), time.time()
         go.set()
         spy = _profile(server, point, profile) if profile and kind == "ours" else None
@@ -153,8 +178,10 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
                 raise RuntimeError(payload)
             monitor_reports.append(payload)
         cpu1, t1 = server.cpu_seconds(), time.time()
-        busy1 = _busy_seconds()
+        busy1, soft1, others1 = _busy_seconds(), _softirq_seconds(), _cpu_by_process()
         window = t1 - t0
+        by_process1 = server.cpu_by_process() if by_process0 is not None else None
+        backing_cpu = backing.cpu_seconds() if backing is not None else {}
 
         acked_by_session: dict[str, int] = {}
         ack_hist = Histogram()
@@ -183,12 +210,13 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         drain_s = time.time() - t1
         stop.set()
         hist = Histogram()
-        received = duplicates = out_of_order = 0
+        received = duplicates = out_of_order = messages = 0
         viewer_cpu = 0.0
         worst: dict[int, float] = {}
         for _ in range(n_procs):
             info = _get(out, 60, "viewer results")[1]
             received += info["received"]
+            messages += info["messages"]
             duplicates += info["duplicates"]
             out_of_order += info["out_of_order"]
             viewer_cpu += info["cpu_s"]
@@ -220,6 +248,8 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         "deliveries_expected": expected,
         "deliveries": received,
         "deliveries_per_s": round(received / window, 1),
+        "messages_to_viewers_per_s": round(messages / window, 1),
+        "frames_per_message": round(received / messages, 2) if messages else None,
         "loss": expected - received,
         "duplicates": duplicates,
         "out_of_order": out_of_order,
@@ -236,7 +266,10 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         "monitor_cpu_cores": round(monitor_cpu / window, 3),
         "viewer_cpu_cores": round(viewer_cpu / window, 3),
         "machine_busy_cores": round((busy1 - busy0) / window, 3),
-        "other_cpu_cores": round(((busy1 - busy0) - (cpu1 - cpu0) - monitor_cpu - viewer_cpu) / window, 3),
+        "other_cpu_cores": round(((busy1 - busy0) - (cpu1 - cpu0) - monitor_cpu - viewer_cpu
+                                  - sum(v or 0.0 for v in backing_cpu.values())) / window, 3),
+        "softirq_cores": round((soft1 - soft0) / window, 3),  # kernel network work; part of "other"
+        "other_top_processes": _top_others(others0, others1, window, server, procs),
         "viewer_processes": n_procs,
         "viewers_joined": joined,
         "viewers_failed": failed,
@@ -245,6 +278,17 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         "drain_s": round(drain_s, 2),
     }
     result["latency_max_by_second_ms"] = [round(worst[s] * 1000) for s in sorted(worst)]
+    if point.database == "postgres" and kind != "node":
+        result["server_processes"] = len(urls)
+        result["message_queue"] = bool(getattr(server, "redis_url", None))
+        result["viewers_by_server"] = viewers_by_server
+        result["server_cpu_cores_by_process"] = [round((b - a) / window, 3)
+                                                 for a, b in zip(by_process0, by_process1, strict=True)]
+        for name, cpu in backing_cpu.items():  # not in "other": Redis and this database's PG backends
+            result[f"{name}_cpu_cores"] = None if cpu is None else round(cpu / window, 3)
+        result["backing_cpu_cores"] = round(sum(v or 0.0 for v in backing_cpu.values()) / window, 3)
+        result["deliveries_per_server_core_s"] = (round(result["deliveries_per_s"] / result["server_cpu_cores"])
+                                                  if result["server_cpu_cores"] else None)
     if rss_timeline:
         result["rss_timeline_mb"] = [(t, round(r / 2**20, 1)) for t, r in rss_timeline]
         result["rss_growth_pct"] = soak_growth(rss_timeline)
@@ -278,6 +322,45 @@ def _busy_seconds() -> float:
 
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _softirq_seconds() -> float:
+    import psutil
+
+    return getattr(psutil.cpu_times(), "softirq", 0.0)
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every process on the machine now: pid -> (command line, seconds)."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None:
+            cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or "?"
+            out[p.pid] = (cmd[:90], t.user + t.system)
+    return out
+
+
+def _top_others(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], window: float,
+                server: Any, procs: list[Any]) -> list[tuple[str, float]]:
+    """The five processes outside the run that used the most CPU in the window (what "other" was), cores."""
+    import psutil
+
+    ours = {os.getpid(), *(p.pid for p in procs if p.pid)}
+    for s in getattr(server, "servers", [server]):
+        if s.proc is not None:
+            ours.add(s.proc.pid)
+    for group in getattr(getattr(server, "backing", None), "procs", {}).values():
+        ours.update(p.pid for p in group)
+    try:
+        ours.update(c.pid for c in psutil.Process().children(recursive=True))
+    except psutil.Error:
+        pass
+    used = [(cmd, (cpu - before.get(pid, (cmd, 0.0))[1]) / window) for pid, (cmd, cpu) in after.items()
+            if pid not in ours]
+    return [(cmd, round(c, 3)) for cmd, c in sorted(used, key=lambda x: -x[1])[:5] if c >= 0.01]
 
 
 def soak_growth(timeline: list[tuple[float, int]]) -> float | None:
@@ -320,24 +403,50 @@ def _cell(value: Any, width: int) -> str:
     return text.rjust(width)
 
 
+RATIO_NAMES = {"ours_redis/ours": "1p+redis/1p", "ours_2p/ours": "2p/1p", "ours_2p/node": "2p/node"}
+SCALE_COLUMNS = (  # scenario 5 adds: telemetry messages to viewers/s; Redis + this database's PG backends, cores
+    ("messages_to_viewers_per_s", "msg/s", 7), ("backing_cpu_cores", "rds+pg", 6),
+)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """The terminal table: per point, ours, node and ours/node."""
-    head = "server".ljust(7) + "".join(h.rjust(w + 1) for _, h, w in COLUMNS) + "  deflate"
+    """The terminal table: per point, ours (each configuration measured), node, ours/node and the scale-out ratios."""
     lines = []
     for row in rows:
+        results, extra = row["results"], row.get("ratios") or {}
+        columns = COLUMNS + (SCALE_COLUMNS if any("backing_cpu_cores" in r for r in results.values()) else ())
+        label_w = 11 if extra or set(results) - {"ours", "node"} else 7
+        head = "server".ljust(label_w) + "".join(h.rjust(w + 1) for _, h, w in columns) + "  deflate"
         lines += ["", f"[{row['scenario']}] {row['label']}", head]
-        for name in ("ours", "node", "ratio"):
-            figures = row["results"].get(name) if name != "ratio" else row.get("ratio")
-            if not figures:
+        named = [(VARIANT_NAMES.get(k, k) if label_w > 7 else k, results[k]) for k in results]
+        named += [("ours/node" if not extra else "1p/node", row.get("ratio"))]
+        named += [(RATIO_NAMES.get(k, k), v) for k, v in extra.items()]
+        for name, figures in named:
+            if not figures or "error" in figures:
+                if figures:
+                    lines.append(name.ljust(label_w) + "  failed: " + figures["error"][:100])
                 continue
-            cells = "".join(" " + _cell(figures.get(k), w) for k, _, w in COLUMNS)
+            cells = "".join(" " + _cell(figures.get(k), w) for k, _, w in columns)
             deflate = figures.get("deflate")
             note = (f"  {deflate['accepted']}/{deflate['accepted'] + deflate['declined']} accepted"
                     if isinstance(deflate, dict) and deflate.get("offered") else "")
-            if name != "ratio" and figures.get("rss_growth_pct") is not None:
+            if figures.get("rss_growth_pct") is not None:
                 note += f"  RSS growth {figures['rss_growth_pct']}%"
-            lines.append(("ours/node" if name == "ratio" else name).ljust(7) + cells + note)
+            per_process = figures.get("server_cpu_cores_by_process")
+            if isinstance(per_process, list) and len(per_process) > 1:
+                note += "  srv CPU per process " + " + ".join(f"{c:.2f}" for c in per_process)
+            lines.append(name.ljust(label_w) + cells + note)
     return "\n".join(lines)
+
+
+def point_kinds(point: Point, selected: list[str]) -> list[str]:
+    """The servers to measure at this point: "ours" means every configuration of ours the point has."""
+    kinds: list[str] = []
+    for k in selected:
+        for kind in (point.variants if k == "ours" else (k,) if k == "node" or k in point.variants else ()):
+            if kind not in kinds:
+                kinds.append(kind)
+    return kinds
 
 
 def machine() -> dict[str, Any]:
@@ -367,10 +476,16 @@ def main(argv: list[str] | None = None) -> int:
     """The ``python -m bench.run`` command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short versions of scenarios 1-3 (a few minutes)")
-    parser.add_argument("--scenario", action="append", default=[], choices=["1", "2", "3", "4"],
-                        help="run only this scenario (repeatable); 4 is the soak")
+    parser.add_argument("--scenario", action="append", default=[], choices=["1", "2", "3", "4", "5"],
+                        help="run only this scenario (repeatable); 4 is the soak, 5 the scale-out over Redis + "
+                             "PostgreSQL (only when named)")
     parser.add_argument("--soak", action="store_true", help="add scenario 4, the 10-minute soak of scenario 2")
-    parser.add_argument("--servers", default="ours,node", help="comma-separated: ours, node (default both)")
+    parser.add_argument("--servers", default="ours,node",
+                        help="comma-separated: ours, node (default both); scenario 5 also takes ours_redis, ours_2p")
+    parser.add_argument("--pg-url", default=PG_ADMIN_URL,
+                        help="scenario 5: PostgreSQL server where a throwaway bench_<random> database is created "
+                             "and dropped (default %(default)s)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="scenario 5: the message queue (default %(default)s)")
     parser.add_argument("--no-deflate", action="store_true", help="viewers do not offer permessage-deflate")
     parser.add_argument("--client", default="lean", choices=["lean", "socketio"],
                         help="load clients: lean Socket.IO over aiohttp (default) or python-socketio's AsyncClient")
@@ -395,13 +510,14 @@ def main(argv: list[str] | None = None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for point in points:
         row = {"scenario": point.scenario, "label": point.label, "spec": asdict(point), "results": {}}
-        for kind in kinds:
+        for kind in point_kinds(point, kinds):
             print(f"[{point.scenario}] {point.label}: {kind} ...", flush=True)
             idle_load = wait_quiet()
             try:
                 deflate = point.deflate if point.deflate is not None else not args.no_deflate
                 row["results"][kind] = run_point(kind, point, deflate, args.client,
-                                                 Path(args.profile) if args.profile else None)
+                                                 Path(args.profile) if args.profile else None,
+                                                 args.pg_url, args.redis_url)
                 row["results"][kind]["machine_load_before_cores"] = idle_load
             except Exception as exc:  # noqa: BLE001 - one failed point must not lose the others
                 print(f"  failed: {exc}", flush=True)
@@ -410,10 +526,19 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in r:
                 print(f"  in {r['frames_in_per_s']}/s  out {r['deliveries_per_s']}/s  loss {r['loss']}  "
                       f"p99 {r['latency_p99_ms']} ms  server CPU {r['server_cpu_cores']}  "
-                      f"gen CPU {r['generator_cpu_cores']}", flush=True)
+                      f"gen CPU {r['generator_cpu_cores']}  other {r['other_cpu_cores']}", flush=True)
+                if r["other_cpu_cores"] > QUIET_CORES:
+                    print(f"  other: softirq {r['softirq_cores']}, top {r['other_top_processes'][:3]}", flush=True)
         ours, node = row["results"].get("ours", {}), row["results"].get("node", {})
         if "error" not in ours and "error" not in node and ours and node:
             row["ratio"] = {k: ratio(v, node.get(k)) for k, v in ours.items() if isinstance(v, (int, float))}
+        ratios = {}  # scenario 5: how each configuration compares with one process, and two with Node
+        for a, b in (("ours_redis", "ours"), ("ours_2p", "ours"), ("ours_2p", "node")):
+            ra, rb = row["results"].get(a), row["results"].get(b)
+            if ra and rb and "error" not in ra and "error" not in rb:
+                ratios[f"{a}/{b}"] = {k: ratio(v, rb.get(k)) for k, v in ra.items() if isinstance(v, (int, float))}
+        if ratios:
+            row["ratios"] = ratios
         report["points"].append(row)
         out_path.write_text(json.dumps(report, indent=1) + "\n")  # written as it goes: a crash keeps the rest
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
