@@ -45,6 +45,7 @@ const state = {
   feedShown: new Map(), // event type -> [{id, when}] shown, to show each event once
   dirty: { values: false, charts: false, track: false, info: false, laps: false, alerts: false },
   trackName: null, // name of the session's track (track_id), when it has one
+  lora: null, // {t}: newest values that came over LoRa
   raf: 0,
 };
 
@@ -149,6 +150,11 @@ function renderInfo(now) {
   setText(document.getElementById("health-rtt"), m.rtt_ms === null || m.rtt_ms === undefined ? "—" : `${Math.round(m.rtt_ms)} ms`);
   const rate = buffer.rate();
   setText(document.getElementById("health-rate"), rate === null ? "—" : `${rate.toFixed(1)} Hz`);
+  // values that came over the LoRa radio while the main link is down, with their age
+  const badge = document.getElementById("health-lora");
+  const viaLora = state.lora && (lastT === null || state.lora.t > lastT);
+  badge.hidden = !viaLora;
+  if (viaLora) setText(badge, `via LoRa, ${fmtAge(now - state.lora.t)} old`);
 }
 
 async function control(action, button) {
@@ -313,6 +319,20 @@ socket.on("monitor", (m) => {
   schedule("info");
 });
 socket.on("event", addEvent);
+socket.on("lora", (msg) => {
+  if (!msg || msg.session_id !== SESSION_ID || !msg.frame) return;
+  const f = msg.frame;
+  const values = {};
+  for (const [name, value] of Object.entries(f.channels || {})) {
+    if (typeof value === "number") values[name] = { value, t: f.t };
+  }
+  buffer.seedLatest(values); // newer than what the main link last gave: shown, with its age
+  const c = f.channels || {};
+  if (typeof c.lat === "number" && typeof c.lon === "number") track.add(c.lat, c.lon, f.t, c.heading);
+  if (!state.lora || f.t > state.lora.t) state.lora = { t: f.t };
+  document.body.dataset.loraSeq = String(f.seq);
+  schedule("values", "track", "info");
+});
 socket.on("lap", (lap) => {
   if (!lap || lap.session_id !== SESSION_ID) return;
   laps.addLap(lap);
