@@ -32,7 +32,8 @@ from dashboard.telemetry.stats import FrameStats
 log = logging.getLogger(__name__)
 
 LINK_GAP_EVENT_S = 10.0  # telemetry resuming after a silence this long is logged as a link gap
-RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: the bound on each session's in-memory recent history
+RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: a hard cap on each session's in-memory recent history
+# (it is also trimmed to recent_window_s: at 20 Hz the count cap alone kept 5 min, ~15 MB per session)
 LIVE_STATUSES = ("created", "active", "stopped")
 REPLAY_PAGE = 5000  # frames per query when replaying a session into its processors
 ACTIVITY_SAVE_S = 1.0  # last activity is saved this often at most: a transaction per batch halved ingest
@@ -172,9 +173,12 @@ class SessionManager:
                 self._remember(live, frame)
         return live
 
-    @staticmethod
-    def _remember(live: _Live, frame: dict[str, Any]) -> None:
-        live.recent.append(frame)
+    def _remember(self, live: _Live, frame: dict[str, Any]) -> None:
+        """Keep a frame in the recent history (the last ``recent_window_s``) and the latest values."""
+        recent = live.recent
+        recent.append(frame)
+        while recent and recent[0]["t"] < frame["t"] - self.recent_window_s:  # bounded by time, not only count
+            recent.popleft()
         for name, value in frame["channels"].items():
             old = live.latest.get(name)
             if old is None or frame["t"] >= old[1]:

@@ -127,3 +127,15 @@ def test_listeners_hear_frames_and_status(tmp_path):
         assert reopened.get_session(sid)["telemetry"] == {"rpm": 1.0}
     finally:
         reopened.close()
+
+
+def test_recent_history_is_bounded_by_the_window():
+    manager = SessionManager(recent_window_s=60.0)
+    sid = manager.create_session(car_id="C3")
+    t0 = 1.8e9
+    for start in range(0, 4000, 500):  # 200 s at 20 Hz
+        manager.ingest(sid, [{"seq": s, "t": t0 + s / 20, "channels": {"rpm": 1.0}} for s in range(start, start + 500)])
+    live = manager._live[sid]
+    assert len(live.recent) <= 60 * 20 + 1  # 60 s at 20 Hz, not the 6000-frame cap
+    recent = manager.recent(sid)
+    assert recent[-1]["seq"] == 3999 and recent[-1]["t"] - recent[0]["t"] <= 60.0
