@@ -49,7 +49,8 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
         if not _wait_listening(settings.host, settings.port):
             print("server did not start listening; companion not started", file=sys.stderr, flush=True)
             return
-        child["proc"] = subprocess.Popen([sys.executable, "-m", "dashboard", *companion])
+        child["proc"] = subprocess.Popen([sys.executable, "-m", "dashboard", *companion],
+                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     if companion:
         socketio.start_background_task(start_companion)
@@ -67,6 +68,17 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
         runtime.hub.stop()
         runtime.manager.close()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In the companion, before exec: the kernel sends it SIGTERM when the server dies, even by SIGKILL.
+
+    Otherwise a killed server leaves its monitor running, holding the car's serial ports.
+    """
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1  # noqa: N806 - the name in <sys/prctl.h>
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_on_sigterm(socketio: Any, settings: Settings) -> None:

@@ -56,7 +56,10 @@ def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
         session = wait_for(collected, 30, "frames from the collecting monitor")
         assert 28.40 < session["telemetry"]["lat"] < 28.42 and session["monitor_online"] is True
         assert processes_mentioning(str(outbox)), "the monitor runs as the server's child"
+        server.kill()  # even killed outright, the server takes its monitor with it (it would hold the ports)
+        wait_for(lambda: not processes_mentioning(str(outbox)), 15, "the monitor to stop with the server")
     finally:
         stop.set()
         server.stop()
-    wait_for(lambda: not processes_mentioning(str(outbox)), 15, "the monitor to stop with the server")
+        for pid in processes_mentioning(str(outbox)):  # never leave a monitor reading a pty behind
+            os.kill(pid, 9)

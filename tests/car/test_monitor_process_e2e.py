@@ -262,7 +262,13 @@ def test_viewer_sees_emulator_rpm_and_log_positions_through_a_gps_unplug(live_se
             seen = {f["channels"]["rpm"] for f in frames() if f["channels"].get("rpm") is not None}
             return len(seen) >= 3 and sum(f["channels"].get("lat") is not None for f in frames()) >= 20
 
-        wait_for(live_car, TIMEOUT_S, "frames with changing rpm and positions at the viewer")
+        try:  # the first frames wait for python-obd to connect; under load that alone can take half a minute
+            wait_for(live_car, 2 * TIMEOUT_S, "frames with changing rpm and positions at the viewer")
+        except AssertionError as exc:
+            rpms = sorted({f["channels"].get("rpm") for f in frames()}, key=str)[:10]
+            fixes = sum(f["channels"].get("lat") is not None for f in frames())
+            raise AssertionError(f"{exc}: {len(frames())} frames, rpm values {rpms}, {fixes} with a position; "
+                                 f"monitor log: {monitor.log_text()[-3000:]}") from None
         seen = {f["channels"]["rpm"] for f in frames() if f["channels"].get("rpm") is not None}
         assert seen <= emulator_rpms(), seen - emulator_rpms()  # every rpm is one the emulator answered
         placed = [f for f in frames() if f["channels"].get("lat") is not None]
