@@ -112,11 +112,12 @@ class MonitorNamespace(_AckingNamespace):
         self.hub.manager.set_monitor(session["session_id"], True)
 
     def _own(self, session_id: str) -> None:
-        session = self.hub.manager.session(session_id)
-        if session["car_id"] not in (None, self.cars.get(request.sid)):
+        """The session exists and is this car's (cheap: no session document is built on the ingest path)."""
+        sid, car_id = self.hub.manager.session_owner(session_id)
+        if car_id not in (None, self.cars.get(request.sid)):
             raise Unauthorized("that session belongs to another car", field="session_id")
-        if self.sessions.get(request.sid) != session["session_id"]:
-            self._attach(session)
+        if self.sessions.get(request.sid) != sid:
+            self._attach({"session_id": sid})
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionStart, data or {})

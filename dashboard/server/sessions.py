@@ -251,6 +251,12 @@ class SessionManager:
             except (NotFound, InvalidInput):
                 return None
 
+    def session_owner(self, session_id: str) -> tuple[str, str | None]:
+        """(session id, car id) of a session; NotFound for an unknown id. Reads memory only once loaded."""
+        with self.lock:
+            live = self._get(session_id, fresh=False)
+            return live.row["id"], live.row["car_id"]
+
     def session(self, session_id: str) -> dict[str, Any]:
         """The session as a dict; NotFound (404) for an unknown id."""
         with self.lock:
