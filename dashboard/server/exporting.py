@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from dashboard.errors import NotFound
-from dashboard.server.store import Store
+from dashboard.server.store import FRAME_PAGE, Store
 from dashboard.telemetry.export import (
     FORMATS,
     MEDIA_TYPES,
@@ -19,18 +19,13 @@ from dashboard.telemetry.export import (
     jsonl_chunks,
 )
 
-EXPORT_PAGE = 5000  # frames per query: ~1-2 MB of rows, few enough queries for a million frames
-
 
 def session_frames(store: Store, session_id: str, start_t: float | None = None, end_t: float | None = None,
-                   page: int = EXPORT_PAGE) -> Iterator[dict[str, Any]]:
+                   page: int = FRAME_PAGE) -> Iterator[dict[str, Any]]:
     """A session's stored frames in seq order, read ``page`` at a time; only ``start_t <= t <= end_t`` if given."""
-    after = -1
-    while rows := store.frames(session_id, after, page):
-        for frame in rows:
-            if (start_t is None or frame["t"] >= start_t) and (end_t is None or frame["t"] <= end_t):
-                yield frame
-        after = rows[-1]["seq"]
+    for frame in store.iter_frames(session_id, page):
+        if (start_t is None or frame["t"] >= start_t) and (end_t is None or frame["t"] <= end_t):
+            yield frame
 
 
 def lap_window(store: Store, session_id: str, lap: int) -> tuple[float, float]:
@@ -52,7 +47,7 @@ class Export:
 
 
 def open_export(store: Store, session_id: str, fmt: str, lap: int | None = None,
-                page: int = EXPORT_PAGE) -> Export:
+                page: int = FRAME_PAGE) -> Export:
     """Check the session (and lap) now, and return the export to stream; NotFound for an unknown one."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")

@@ -35,7 +35,6 @@ LINK_GAP_EVENT_S = 10.0  # telemetry resuming after a silence this long is logge
 RECENT_MAX_FRAMES = 6000  # 60 s at 100 Hz: a hard cap on each session's in-memory recent history
 # (it is also trimmed to recent_window_s: at 20 Hz the count cap alone kept 5 min, ~15 MB per session)
 LIVE_STATUSES = ("created", "active", "stopped")
-REPLAY_PAGE = 5000  # frames per query when replaying a session into its processors
 ACTIVITY_SAVE_S = 1.0  # last activity is saved this often at most: a transaction per batch halved ingest
 FINAL_STATUSES = ("ended", "expired")
 
@@ -467,11 +466,10 @@ class SessionManager:
 
     def history(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Ended and expired sessions, newest first."""
-        ended, _ = self.list_sessions(limit, offset, status="ended")
-        expired, _ = self.list_sessions(limit, offset, status="expired")
-        return sorted(ended + expired, key=lambda s: s["created_at"], reverse=True)[:limit]
+        items, _ = self.list_sessions(limit, offset, status=FINAL_STATUSES)
+        return items
 
-    def list_sessions(self, limit: int, offset: int, status: str | None = None,
+    def list_sessions(self, limit: int, offset: int, status: str | tuple[str, ...] | None = None,
                       car_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
         """A page of sessions (newest first) and the total matching."""
         with self.lock:
@@ -598,11 +596,8 @@ class SessionManager:
         timing = SessionTiming(track, setups, self.alert_rules(live.row["car_id"], sid))
         laps: list[dict[str, Any]] = []
         if track is not None:
-            after = -1
-            while page := self.store.frames(sid, after, REPLAY_PAGE):
-                for frame in page:
-                    laps += [payload for kind, payload in timing.feed(frame, alerts=False) if kind == "lap"]
-                after = page[-1]["seq"]
+            for frame in self.store.iter_frames(sid):
+                laps += [payload for kind, payload in timing.feed(frame, alerts=False) if kind == "lap"]
             if live.row["status"] in FINAL_STATUSES:
                 laps += [payload for _kind, payload in timing.finish()]
         if emit:
@@ -709,8 +704,7 @@ class SessionManager:
         self._notify("alert", self._public_alert(sid, alert_id))
 
     def _public_alert(self, session_id: str, alert_id: int) -> dict[str, Any]:
-        row = next(a for a in self.store.alerts(session_id) if a["id"] == alert_id)
-        return public_alert(row)
+        return public_alert(self.store.get_alert(session_id, alert_id))
 
     def alerts(self, session_id: str) -> list[dict[str, Any]]:
         """Every alert of the session, oldest first."""
@@ -723,7 +717,7 @@ class SessionManager:
         with self.lock:
             live = self._get(session_id)
             sid = live.row["id"]
-            row = next((a for a in self.store.alerts(sid) if a["id"] == alert_id), None)
+            row = self.store.get_alert(sid, alert_id)
             if row is None:
                 raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
             if row["acked_at"] is None:

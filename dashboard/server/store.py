@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -32,6 +32,7 @@ from dashboard.server.models import (
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+FRAME_PAGE = 5000  # frames per query when streaming a whole session: ~1-2 MB of rows, few queries for a million
 SQLITE_BUSY_TIMEOUT_MS = 5000  # a reader holding the WAL briefly must not fail a write
 
 
@@ -142,13 +143,13 @@ class Store:
         return dict(row) if row else None
 
     def list_sessions(
-        self, limit: int, offset: int, status: str | None = None, car_id: str | None = None
+        self, limit: int, offset: int, status: str | tuple[str, ...] | None = None, car_id: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of sessions, newest first, and the total matching."""
+        """A page of sessions, newest first, and the total matching (``status``: one or several)."""
         table = SessionRow.__table__
         where = []
         if status:
-            where.append(table.c.status == status)
+            where.append(table.c.status.in_((status,) if isinstance(status, str) else status))
         if car_id:
             where.append(table.c.car_id == car_id)
         with self.engine.connect() as conn:
@@ -300,6 +301,13 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
+    def iter_frames(self, session_id: str, page: int = FRAME_PAGE) -> Iterator[dict[str, Any]]:
+        """Every stored frame of a session in seq order, read ``page`` at a time (memory stays bounded)."""
+        after = -1
+        while rows := self.frames(session_id, after, page):
+            yield from rows
+            after = rows[-1]["seq"]
+
     def last_frames(self, session_id: str, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` frames by seq, returned in seq order."""
         table = FrameRow.__table__
@@ -406,6 +414,15 @@ class Store:
         """Set cleared_t or the acknowledgement of an alert."""
         with self.engine.begin() as conn:
             conn.execute(update(AlertRow.__table__).where(AlertRow.id == alert_id).values(**fields))
+
+    def get_alert(self, session_id: str, alert_id: int) -> dict[str, Any] | None:
+        """One alert of a session, or None."""
+        table = AlertRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table).where(table.c.id == alert_id, table.c.session_id == session_id)
+            ).mappings().first()
+        return dict(row) if row else None
 
     def alerts(self, session_id: str) -> list[dict[str, Any]]:
         """A session's alerts in the order they were raised."""

@@ -67,11 +67,3 @@ class SessionTiming:
         if self.timer is None or self.timer.finished:
             return []
         return [("lap", e.payload) for e in self.timer.finish() if e.type == LAP_COMPLETED]
-
-    def summary(self) -> dict[str, Any]:
-        """Best lap, best sectors and theoretical best so far."""
-        if self.timer is None:
-            return {"best_lap": None, "best_sectors": [], "theoretical_best": None}
-        best = self.timer.best_lap
-        return {"best_lap": best.to_dict() if best else None, "best_sectors": self.timer.best_sectors,
-                "theoretical_best": self.timer.theoretical_best}
