@@ -103,11 +103,6 @@ def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
     return value
 
 
-@bp.errorhandler(DashboardError)
-def _dashboard_error(error: DashboardError) -> tuple[Response, int]:
-    return error_response(error)
-
-
 # ------------------------------------------------------------------ sessions
 @bp.post("/api/v1/sessions")
 @require_key
@@ -146,8 +141,6 @@ def delete_session(session_id: str) -> tuple[str, int]:
 @bp.post("/api/v1/sessions/<session_id>/<action>")
 @require_key
 def lifecycle(session_id: str, action: str) -> Response:
-    if action == "setup":
-        return post_setup(session_id)
     if action not in ("start", "stop", "end", "heartbeat"):
         raise NotFound(f"no action {action}", field="action")
     body = parse_body(schemas.RecordRequest, optional=True)
@@ -157,6 +150,8 @@ def lifecycle(session_id: str, action: str) -> Response:
     return jsonify(getattr(m, action)(session_id, body.record_id))
 
 
+@bp.post("/api/v1/sessions/<session_id>/setup")
+@require_key
 def post_setup(session_id: str) -> tuple[Response, int]:
     body = parse_body(schemas.SetupIn)
     limit = current_app.extensions["dashboard"].settings.max_setup_bytes
