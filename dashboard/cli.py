@@ -23,7 +23,7 @@ def _setup_logging(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server (migrating the database first); with --collect, also this car's monitor."""
     from dashboard import create_app
-    from dashboard.demo import serve_with_companion
+    from dashboard.companion import serve_with_companion
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)

@@ -8,91 +8,11 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-from typing import Any
 
+from dashboard.companion import serve_with_companion
 from dashboard.config import Settings
 
 DEMO_CAR = "SIM-1"
-LISTEN_WAIT_S = 30.0  # how long the simulator may wait for the server to listen
-
-
-def _wait_listening(host: str, port: int) -> bool:
-    deadline = time.monotonic() + LISTEN_WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
-                         banner: str = "") -> int:
-    """Run the server; once it listens, start ``companion`` (a ``dashboard`` command) as a child process.
-
-    The companion (a simulated car, or the car's own monitor with ``serve --collect``) runs in its own process:
-    its serial reads and threads would otherwise block the server's gevent loop.
-    """
-    from dashboard import socketio
-
-    runtime = app.extensions["dashboard"]
-    runtime.hub.start()
-    child: dict[str, subprocess.Popen] = {}
-
-    def start_companion() -> None:
-        if not _wait_listening(settings.host, settings.port):
-            print("server did not start listening; companion not started", file=sys.stderr, flush=True)
-            return
-        child["proc"] = subprocess.Popen([sys.executable, "-m", "dashboard", *companion],
-                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-
-    if companion:
-        socketio.start_background_task(start_companion)
-    if banner:
-        print(banner, flush=True)
-    _stop_on_sigterm(socketio, settings)
-    try:
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if "proc" in child:
-            child["proc"].terminate()
-            child["proc"].wait(10)
-        runtime.hub.stop()
-        runtime.manager.close()
-    return 0
-
-
-def _die_with_parent() -> None:
-    """In the companion, before exec: the kernel sends it SIGTERM when the server dies, even by SIGKILL.
-
-    Otherwise a killed server leaves its monitor running, holding the car's serial ports.
-    """
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1  # noqa: N806 - the name in <sys/prctl.h>
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop_on_sigterm(socketio: Any, settings: Settings) -> None:
-    """SIGTERM (a service manager, a container stop) shuts the server down cleanly, companion included."""
-    if settings.async_mode != "gevent":
-        return
-    import gevent
-
-    def stop() -> None:
-        server = getattr(socketio, "wsgi_server", None)
-        if server is not None:
-            server.stop(timeout=5)
-
-    gevent.signal_handler(signal.SIGTERM, stop)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
