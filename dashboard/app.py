@@ -16,6 +16,7 @@ from dashboard.config import Settings
 ROOT = Path(__file__).resolve().parent.parent  # the repo: templates/ and static/ live beside the package
 
 socketio = SocketIO()
+CHANNEL = "flask-socketio"  # the Redis pub/sub channel: Flask-SocketIO's default, so its other tools can emit too
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from dashboard.server.metrics import Metrics
     from dashboard.server.sessions import SessionManager
     from dashboard.server.store import Store
+    from dashboard.server.fanout import Fanout
     from dashboard.server.websocket import DeclineCompression
 
     settings = settings or Settings()
@@ -51,14 +53,20 @@ def create_app(settings: Settings | None = None) -> Flask:
                              shared=settings.message_queue is not None)
     manager.writer.on_batch = metrics.on_write
     manager.ensure_builtin_tracks()
+    fanout = Fanout() if settings.async_mode == "gevent" else None
+    if fanout is not None:
+        metrics.watch_fanout(fanout)
     socketio.init_app(
         app,
         async_mode=settings.async_mode,
         message_queue=settings.message_queue,
+        client_manager=client_manager(settings, fanout),
         async_handlers=False,  # each connection's events in order: frames stored and broadcast in seq order
         max_http_buffer_size=settings.max_body_bytes,
         cors_allowed_origins=None,
     )
+    if fanout is not None:
+        fanout.install(socketio.server.eio)
     app.wsgi_app = DeclineCompression(app.wsgi_app)  # see dashboard/server/websocket.py for the measurement
     hub = Hub(socketio, manager, settings, metrics)
     app.extensions["dashboard"] = Runtime(settings, manager, hub, metrics)
@@ -68,3 +76,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.api_key:
         log.warning("DASHBOARD_API_KEY is not set: ANYONE can create sessions, post setups and push telemetry")
     return app
+
+
+def client_manager(settings: Settings, fanout: "Fanout | None") -> object:  # noqa: F821
+    """python-socketio's room manager: in memory, or Redis (Flask-SocketIO's channel) for several processes.
+
+    On gevent it delivers through the direct fan-out (dashboard/server/fanout.py). Always passed
+    explicitly, so the module-level SocketIO never keeps a previous app's manager.
+    """
+    import socketio as sio
+
+    from dashboard.server.fanout import DirectManager, DirectRedisManager
+
+    url = settings.message_queue  # a redis:// or rediss:// URL (checked in Settings)
+    if fanout is None:
+        return sio.RedisManager(url, channel=CHANNEL) if url else sio.Manager()
+    return DirectRedisManager(url, fanout, channel=CHANNEL) if url else DirectManager(fanout)

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="key for mutating REST calls and monitors; unset = open server")
     viewer_token: str | None = Field(None, description="token viewers must give to join; unset = open to viewers")
     session_idle_s: float = Field(300.0, gt=0, description="an active session silent this long expires")
-    message_queue: str | None = Field(None, description="redis:// URL of the Socket.IO queue for several processes")
+    message_queue: str | None = Field(None, pattern=r"^rediss?://",
+                                      description="redis:// URL of the Socket.IO queue for several processes")
     async_mode: str = Field("gevent", description="Flask-SocketIO async mode; gevent unless you know why not")
     host: str = Field("127.0.0.1", description="address `dashboard serve` listens on")
     port: int = Field(5000, ge=0, le=65535, description="port `dashboard serve` listens on")

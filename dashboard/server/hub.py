@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from dashboard import schemas
 from dashboard.config import Settings
 from dashboard.errors import DashboardError, InvalidInput, MalformedRequest, Unauthorized
+from dashboard.server.coalesce import Coalescer, Pending
 from dashboard.server.metrics import Metrics
 from dashboard.server.sessions import SessionManager
 
@@ -207,9 +208,9 @@ class Hub:
         self.manager = manager
         self.settings = settings
         self.metrics = metrics
-        self._pending: dict[str, list[dict[str, Any]]] = {}
-        self._pending_since: dict[str, float] = {}
+        self._coalescer = Coalescer(settings.broadcast_interval_s)
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # a room became due sooner than the broadcaster planned
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         socketio.on_namespace(MonitorNamespace(self))
@@ -228,16 +229,18 @@ class Hub:
     def stop(self) -> None:
         """Flush pending frames and stop the loops."""
         self._stop.set()
+        self._wake.set()
         self.flush()
 
     def on_change(self, kind: str, payload: dict[str, Any]) -> None:
         """SessionManager listener: frames are coalesced, everything else goes out at once."""
         if kind == "frames":
             with self._lock:
-                self._pending.setdefault(payload["session_id"], []).extend(payload["frames"])
-                self._pending_since.setdefault(payload["session_id"], time.perf_counter())
+                sooner = self._coalescer.add(payload["session_id"], payload["frames"], time.perf_counter())
             if self.settings.broadcast_interval_s <= 0:
                 self.flush()
+            elif sooner:
+                self._wake.set()
         elif kind == "command":
             self.socketio.emit("command", {"action": payload["action"], "session_id": payload["session_id"]},
                                to=car_room(payload["car_id"]), namespace=MONITOR_NS)
@@ -256,31 +259,43 @@ class Hub:
         with self.manager.lock, self._lock:
             snapshot = self.manager.snapshot(session_id)
             sid = snapshot["session"]["session_id"]
-            waiting = {f["seq"] for f in self._pending.get(sid, ())}
+            waiting = self._coalescer.waiting_seqs(sid)
             if waiting:
                 snapshot["recent"] = [f for f in snapshot["recent"] if f["seq"] not in waiting]
             join_room(sid)
         return snapshot
 
     def flush(self) -> None:
-        """Emit every room's pending frames as one ``telemetry`` message per room."""
+        """Emit every room's pending frames now."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-            since, self._pending_since = self._pending_since, {}
-        for session_id, frames in pending.items():
-            frames.sort(key=lambda f: f["seq"])
+            rooms = self._coalescer.take_all(time.perf_counter())
+        self._emit_frames(rooms)
+
+    def _emit_frames(self, rooms: dict[str, Pending]) -> None:
+        """One ``telemetry`` message per room, its frames in seq order."""
+        for session_id, pending in rooms.items():
+            frames = sorted(pending.frames, key=lambda f: f["seq"])
             out = [{"seq": f["seq"], "t": f["t"], "channels": f["channels"]} for f in frames]
             self.socketio.emit("telemetry", {"session_id": session_id, "frames": out},
                                to=session_id, namespace=DASHBOARD_NS)
             self.metrics.frames_broadcast.inc(len(out))
-            self.metrics.broadcast_latency.observe(time.perf_counter() - since[session_id])
+            self.metrics.broadcast_latency.observe(time.perf_counter() - pending.since)
 
     def _broadcast_loop(self) -> None:
-        interval = self.settings.broadcast_interval_s or 0.05
+        """Send each room's frames when the Coalescer says they are due; sleep until the next is."""
+        idle_s = self.settings.broadcast_interval_s or 0.05
         while not self._stop.is_set():
-            self._stop.wait(interval)
+            self._wake.clear()
+            with self._lock:
+                due = self._coalescer.next_due()
+            now = time.perf_counter()
+            if due is None or due > now:
+                self._wake.wait(idle_s if due is None else due - now)
+                continue
             try:
-                self.flush()
+                with self._lock:
+                    rooms = self._coalescer.take_due(time.perf_counter())
+                self._emit_frames(rooms)
             except Exception:  # noqa: BLE001 - the broadcaster must outlive one bad emit
                 log.exception("broadcast failed")
 

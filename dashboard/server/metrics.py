@@ -1,7 +1,10 @@
 """Prometheus metrics of one server process, served at ``/metrics``."""
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # the *_created series only add noise to a scrape
@@ -34,6 +37,10 @@ class Metrics:
             "dashboard_db_write_seconds", "Duration of a frame write transaction",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=self.registry)
 
+    def watch_fanout(self, fanout: Any) -> None:
+        """Expose a :class:`dashboard.server.fanout.Fanout`'s counters (read at scrape time, nothing per frame)."""
+        self.registry.register(_FanoutCollector(fanout))
+
     def on_write(self, frames: int, seconds: float) -> None:
         """Record one writer transaction."""
         self.write_batch.observe(frames)
@@ -42,3 +49,19 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class _FanoutCollector:
+    """How messages left for viewers: written directly, through Engine.IO's queue, viewers dropped as too slow."""
+
+    def __init__(self, fanout: Any) -> None:
+        self.fanout = fanout
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc, value in (
+                ("dashboard_fanout_direct", "Messages written straight to a viewer's socket", self.fanout.direct),
+                ("dashboard_fanout_queued", "Messages sent through Engine.IO's per-connection queue",
+                 self.fanout.queued),
+                ("dashboard_fanout_slow_viewers", "Viewers disconnected because they stopped reading",
+                 self.fanout.slow_viewers)):
+            yield CounterMetricFamily(name, doc, value=value)
