@@ -33,11 +33,11 @@ class Runtime:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the server app: database (migrated), SessionManager, REST API, Socket.IO hub, pages."""
     from dashboard.server import api, web
+    from dashboard.server.fanout import Fanout
     from dashboard.server.hub import Hub
     from dashboard.server.metrics import Metrics
     from dashboard.server.sessions import SessionManager
     from dashboard.server.store import Store
-    from dashboard.server.fanout import Fanout
     from dashboard.server.websocket import DeclineCompression
 
     settings = settings or Settings()

@@ -5,8 +5,8 @@ loop. It starts once the server listens and stops with it, even when the server 
 """
 from __future__ import annotations
 
-import signal
 import gc
+import signal
 import socket
 import subprocess
 import sys

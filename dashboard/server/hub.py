@@ -53,7 +53,16 @@ def parse(model: type[BaseModel], data: Any) -> Any:
 
 
 class _AckingNamespace(Namespace):
-    """Maps dotted event names to ``on_`` methods and turns every failure into an error ack."""
+    """Maps dotted event names to ``on_`` methods and turns every failure into an error ack.
+
+    Events named in ``direct_events`` are the per-frame hot path: their handlers take the
+    connection's sid as first argument and run without Flask's request context, which
+    Flask-SocketIO builds per event (URL matching included: ~8% of the server's time in
+    ``python -m bench.run --scenario 2``). They must not use ``flask.request`` or the
+    context-bound helpers (``emit``, ``join_room``).
+    """
+
+    direct_events: frozenset[str] = frozenset()
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event in ("connect", "disconnect"):
@@ -62,6 +71,8 @@ class _AckingNamespace(Namespace):
         if handler is None:
             return error_ack(InvalidInput(f"unknown event {event!r}", field="event"))
         try:
+            if event in self.direct_events:
+                return handler(*args)
             return self.socketio._handle_event(handler, event, self.namespace, *args)
         except DashboardError as exc:
             return error_ack(exc)
@@ -74,6 +85,8 @@ class _AckingNamespace(Namespace):
 
 class MonitorNamespace(_AckingNamespace):
     """In-car monitors: session start/end, telemetry batches, heartbeats."""
+
+    direct_events = frozenset({"telemetry", "heartbeat"})
 
     def __init__(self, hub: "Hub") -> None:
         super().__init__(MONITOR_NS)
@@ -112,13 +125,18 @@ class MonitorNamespace(_AckingNamespace):
         self.sessions[request.sid] = session["session_id"]
         self.hub.manager.set_monitor(session["session_id"], True)
 
-    def _own(self, session_id: str) -> None:
-        """The session exists and is this car's (cheap: no session document is built on the ingest path)."""
+    def _own(self, session_id: str, conn: str | None = None) -> None:
+        """The session exists and is this car's (cheap: no session document is built on the ingest path).
+
+        ``conn`` is the connection's sid; by default the one of the request being handled.
+        """
+        conn = conn or request.sid
         sid, car_id = self.hub.manager.session_owner(session_id)
-        if car_id not in (None, self.cars.get(request.sid)):
+        if car_id not in (None, self.cars.get(conn)):
             raise Unauthorized("that session belongs to another car", field="session_id")
-        if self.sessions.get(request.sid) != sid:
-            self._attach({"session_id": sid})
+        if self.sessions.get(conn) != sid:
+            self.sessions[conn] = sid
+            self.hub.manager.set_monitor(sid, True)
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionStart, data or {})
@@ -127,12 +145,12 @@ class MonitorNamespace(_AckingNamespace):
         self._attach(session)
         return {"ok": True, "session": self.hub.manager.session(session["session_id"])}
 
-    def on_telemetry(self, data: Any = None) -> dict[str, Any]:
+    def on_telemetry(self, conn: str, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.TelemetryBatch, data)
         limit = self.hub.settings.max_frames_per_batch
         if len(msg.frames) > limit:
             raise InvalidInput(f"at most {limit} frames per batch", field="frames")
-        self._own(msg.session_id)
+        self._own(msg.session_id, conn)
         result = self.hub.manager.ingest(msg.session_id, msg.frames, msg.backfill)
         metrics = self.hub.metrics
         metrics.frames_received.inc(len(result.accepted))
@@ -144,9 +162,9 @@ class MonitorNamespace(_AckingNamespace):
             raise DashboardError("frames could not be stored; send them again")
         return {"ok": True, "acked_seq": result.acked_seq, "rejected": result.rejected}
 
-    def on_heartbeat(self, data: Any = None) -> dict[str, Any]:
+    def on_heartbeat(self, conn: str, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorHeartbeat, data)
-        self._own(msg.session_id)
+        self._own(msg.session_id, conn)
         info = {"backlog": msg.backlog, "rtt_ms": msg.rtt_ms, "sources": msg.sources,
                 "oldest_age_s": msg.oldest_age_s, "online": True}
         self.hub.manager.heartbeat(msg.session_id, info)

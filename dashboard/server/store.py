@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
@@ -95,6 +95,13 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert_frames = _insert_ignoring_duplicates(engine, FrameRow.__table__)
+        sessions = SessionRow.__table__
+        bump = update(sessions).where(sessions.c.id == bindparam("b_id")).values(
+            frame_count=sessions.c.frame_count + bindparam("b_n"),
+            last_seq=bindparam("b_last_seq"),
+            last_activity_at=bindparam("b_at"))
+        self._bump_session = bump
+        self._bump_session_stats = bump.values(stats=bindparam("b_stats", type_=sessions.c.stats.type))
 
     @classmethod
     def from_url(cls, url: str, migrate: bool = True) -> "Store":
@@ -263,21 +270,32 @@ class Store:
 
     # -------------------------------------------------------------- frames
     def write_frames(self, writes: list[FrameWrite]) -> None:
-        """Insert frames of several sessions and bump their counters, in one transaction."""
+        """Insert frames of several sessions and bump their counters, in one transaction.
+
+        Three statements at most, however many sessions and writes the batch holds: every row in one
+        executemany, then each session's counters once (statements built once, in ``__init__``).
+        """
+        rows = [{"session_id": w.session_id, **r} for w in writes for r in w.rows]
+        if not rows:
+            return
+        bumps: dict[str, dict[str, Any]] = {}
+        for w in writes:
+            if not w.rows:
+                continue
+            bump = bumps.setdefault(w.session_id, {"b_id": w.session_id, "b_n": 0})
+            bump["b_n"] += len(w.rows)
+            bump["b_last_seq"] = w.last_seq
+            bump["b_at"] = w.last_activity_at
+            if w.stats is not None:
+                bump["b_stats"] = w.stats
+        plain = [b for b in bumps.values() if "b_stats" not in b]
+        with_stats = [b for b in bumps.values() if "b_stats" in b]
         with self.engine.begin() as conn:
-            for w in writes:
-                if not w.rows:
-                    continue
-                conn.execute(self._insert_frames, [{"session_id": w.session_id, **r} for r in w.rows])
-                table = SessionRow.__table__
-                conn.execute(
-                    update(table).where(table.c.id == w.session_id).values(
-                        frame_count=table.c.frame_count + len(w.rows),
-                        last_seq=w.last_seq,
-                        last_activity_at=w.last_activity_at,
-                        **({"stats": w.stats} if w.stats is not None else {}),
-                    )
-                )
+            conn.execute(self._insert_frames, rows)
+            if plain:
+                conn.execute(self._bump_session, plain)
+            if with_stats:
+                conn.execute(self._bump_session_stats, with_stats)
 
     def existing_seqs(self, session_id: str, seqs: list[int]) -> set[int]:
         """Which of ``seqs`` are already stored for the session."""
