@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                              shared=settings.message_queue is not None)
     manager.writer.on_batch = metrics.on_write
     manager.ensure_builtin_tracks()
-    fanout = Fanout() if settings.async_mode == "gevent" else None
+    fanout = Fanout(settings.slow_viewer_s) if settings.async_mode == "gevent" else None
     if fanout is not None:
         metrics.watch_fanout(fanout)
     socketio.init_app(

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_setup_bytes: int = Field(65_536, gt=0, description="largest accepted car setup, as JSON")
     max_frames_per_batch: int = Field(1000, gt=0, description="most frames accepted in one telemetry event")
     broadcast_interval_s: float = Field(0.05, ge=0, description="frames to viewers are coalesced over this interval")
+    slow_viewer_s: float = Field(10.0, gt=0, description="a viewer that cannot take a message this long is dropped")
     recent_window_s: float = Field(60.0, ge=0, description="history sent to a viewer on join")
     writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")

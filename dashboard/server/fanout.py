@@ -13,7 +13,7 @@ waited. This module keeps python-socketio's rooms and packets and replaces only 
   (nothing queued, lock free) the pre-built frame is written with one non-blocking ``send``;
   otherwise the packet goes through Engine.IO's queue as before, so order is kept. A partial
   write holds the lock while a greenlet sends the rest; a viewer that cannot take it within
-  ``SLOW_VIEWER_S`` is disconnected (it rejoins with a fresh snapshot) instead of stalling the rest.
+  ``slow_viewer_s`` (a setting) is disconnected (it rejoins with a fresh snapshot) instead of stalling the rest.
 * :class:`DirectManager` / :class:`DirectRedisManager` are python-socketio client managers whose
   local emit uses :class:`Fanout`; with Redis every process does so for its own viewers.
 
@@ -37,9 +37,6 @@ from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
 
-SLOW_VIEWER_S = 10.0  # a viewer whose socket takes no bytes for this long is disconnected
-
-
 def text_frame(payload: str | bytes) -> bytes:
     """One unmasked, final WebSocket frame (RFC 6455 §5.2): text for ``str``, binary for ``bytes``."""
     if isinstance(payload, str):
@@ -57,19 +54,18 @@ def text_frame(payload: str | bytes) -> bytes:
 
 
 class _FrameAtomicSocket:
-    """The connection's socket as simple-websocket sees it: every ``send`` writes a whole frame under the lock."""
+    """The connection's socket as simple-websocket sees it (control frames): each ``send`` is whole, under the lock."""
 
-    def __init__(self, sock: Any, lock: gevent.lock.Semaphore) -> None:
-        self._sock = sock
-        self._lock = lock
+    def __init__(self, owner: "DirectWebSocket") -> None:
+        self._owner = owner
 
     def send(self, data: bytes) -> int:
-        with self._lock:
-            self._sock.sendall(data)
+        with self._owner.lock:
+            self._owner._write_or_drop(data)
         return len(data)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+        return getattr(self._owner.raw, name)
 
 
 class DirectWebSocket(WebSocketWSGI):
@@ -86,7 +82,7 @@ class DirectWebSocket(WebSocketWSGI):
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         self.ws = simple_websocket.Server(environ, **self.server_args)
         self.raw = self.ws.sock
-        self.ws.sock = _FrameAtomicSocket(self.raw, self.lock)
+        self.ws.sock = _FrameAtomicSocket(self)
         sid = getattr(self.eio_socket, "sid", None)
         if sid is not None:
             self.fanout.sockets[sid] = self
@@ -102,7 +98,8 @@ class DirectWebSocket(WebSocketWSGI):
             raise OSError("websocket closed")
         frame = text_frame(message)
         with self.lock:
-            self.raw.sendall(frame)
+            if not self._write_or_drop(frame):
+                raise OSError("websocket closed")
 
     def try_direct(self, frame: bytes) -> bool:
         """Write ``frame`` now if nothing is queued or being written on this connection; False: use the queue."""
@@ -125,26 +122,40 @@ class DirectWebSocket(WebSocketWSGI):
         return True
 
     def _finish(self, rest: memoryview) -> None:
-        """Send the rest of a partly written frame (holding the lock), or drop a viewer that stopped reading."""
+        """Send the rest of a partly written frame; the lock, taken by ``try_direct``, is held until then."""
         try:
-            with gevent.Timeout(SLOW_VIEWER_S):
-                self.raw.sendall(rest)
-        except (gevent.Timeout, OSError):
+            self._write_or_drop(rest)
+        finally:
+            self.lock.release()
+
+    def _write_or_drop(self, data: bytes | memoryview) -> bool:
+        """Write all of ``data`` (caller holds the lock); False if the connection is gone or was cut off.
+
+        A viewer that cannot take one message within ``slow_viewer_s`` has stopped reading: its
+        socket is shut down, so it reconnects and rejoins with a fresh snapshot.
+        """
+        try:
+            with gevent.Timeout(self.fanout.slow_viewer_s):
+                self.raw.sendall(data)
+            return True
+        except OSError:
+            return False
+        except gevent.Timeout:
             self.fanout.slow_viewers += 1
-            log.warning("viewer %s stopped reading for %.0f s: disconnected", getattr(self.eio_socket, "sid", "?"),
-                        SLOW_VIEWER_S)
+            log.warning("viewer %s took no message for %.0f s: disconnected", getattr(self.eio_socket, "sid", "?"),
+                        self.fanout.slow_viewer_s)
             try:
                 self.raw.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        finally:
-            self.lock.release()
+            return False
 
 
 class Fanout:
     """The open WebSockets of one server process, by Engine.IO sid, and counters of how frames left."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_viewer_s: float = 10.0) -> None:
+        self.slow_viewer_s = slow_viewer_s  # a viewer that cannot take a message this long is disconnected
         self.sockets: dict[str, DirectWebSocket] = {}
         self.direct = 0  # frames written straight to a socket
         self.queued = 0  # frames that went through Engine.IO's queue (busy writer, polling transport)

@@ -38,7 +38,7 @@ LAP_S = 40.0
 def browser() -> Iterator[Any]:
     """One headless chromium for the whole run."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

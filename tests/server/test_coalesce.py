@@ -25,7 +25,7 @@ def test_a_faster_car_is_held_to_one_message_per_interval_after_its_burst():
         if due is not None and due <= now:
             sent.append((now, [f["seq"] for f in c.take_due(now)["a"].frames]))
     assert sent[0] == (10.0, [0]) and sent[1] == (10.015625, [1])  # the saved-up burst
-    gaps = [b[0] - a[0] for a, b in zip(sent[2:], sent[3:])]
+    gaps = [b[0] - a[0] for a, b in zip(sent[2:], sent[3:], strict=False)]
     assert gaps and all(abs(g - 0.0625) < 1e-9 for g in gaps)  # then one message per interval
     seqs = [s for _, batch in sent for s in batch]
     assert seqs == list(range(len(seqs)))  # nothing lost or reordered
