@@ -1,10 +1,12 @@
 """Real python-socketio clients for tests: a scripted monitor and a recording viewer."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
 
+import requests
 import socketio
 import websocket
 
@@ -83,3 +85,11 @@ class Viewer:
     def close(self) -> None:
         """Disconnect."""
         self.client.disconnect()
+
+
+def metric(url: str, name: str) -> float:
+    """One unlabelled series of the server's ``/metrics``."""
+    text = requests.get(url + "/metrics", timeout=5).text
+    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))

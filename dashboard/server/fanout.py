@@ -87,10 +87,15 @@ class DirectWebSocket(WebSocketWSGI):
         if sid is not None:
             self.fanout.sockets[sid] = self
         try:
-            return self.app(self)
+            ret = self.app(self)
         finally:
             if sid is not None and self.fanout.sockets.get(sid) is self:
                 del self.fanout.sockets[sid]
+        if self.ws.mode == "gunicorn":  # as engineio's SimpleWebSocketWSGI ends the request on these servers
+            raise StopIteration()
+        if self.ws.mode == "werkzeug":
+            raise ConnectionError()
+        return ret
 
     def send(self, message: str | bytes) -> None:
         """Engine.IO's writer greenlet: frame the packet and write it whole."""

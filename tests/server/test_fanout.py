@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import uuid
 
 import pytest
-import requests
 import websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from dashboard.server.fanout import text_frame
-from tests.clients import Viewer, connect_monitor, make_frames
+from tests.clients import Viewer, connect_monitor, make_frames, metric
 from tests.server.test_hub import send, start_session
 from tests.waiting import wait_for
 
@@ -26,13 +24,6 @@ def test_text_frame_is_what_a_websocket_client_decodes(size):
     assert [(f.opcode, f.message_finished) for f in frames] == [(Opcode.TEXT, True), (Opcode.BINARY, True)]
     assert frames[0].payload == text
     assert frames[1].payload == b"\x00\x01" * size
-
-
-def metric(url: str, name: str) -> float:
-    text = requests.get(url + "/metrics", timeout=5).text
-    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 class StuckViewer:

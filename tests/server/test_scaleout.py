@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, metric
 from tests.waiting import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -72,6 +72,8 @@ def test_two_processes_share_postgresql_and_redis(server_factory, pg_url):
         assert viewer.wait_frames(100) == list(range(10, 110))  # every frame, once, in order
         assert sorted(local_recent + local.wait_frames(110 - len(local_recent))) == list(range(110))
         local.close()
+        for process in (a, b):  # each process wrote its own viewers' frames through the direct fan-out
+            assert metric(process.url, "dashboard_fanout_direct_total") >= 1
         # the engineer posts a setup to process B: the viewer on B and the REST view on A both see it
         requests.post(f"{b.url}/api/v1/sessions/{sid}/setup", json={"setup": {"wing": 9}}, headers=b.headers,
                       timeout=5).raise_for_status()
