@@ -37,6 +37,7 @@ from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
 
+
 def text_frame(payload: str | bytes) -> bytes:
     """One unmasked, final WebSocket frame (RFC 6455 §5.2): text for ``str``, binary for ``bytes``."""
     if isinstance(payload, str):
@@ -107,7 +108,11 @@ class DirectWebSocket(WebSocketWSGI):
                 raise OSError("websocket closed")
 
     def try_direct(self, frame: bytes) -> bool:
-        """Write ``frame`` now if nothing is queued or being written on this connection; False: use the queue."""
+        """Write ``frame`` now if nothing is queued or being written on this connection; False: use the queue.
+
+        Engine.IO's own ``send`` also checks the client's ping timeout; its service task does that for
+        every socket anyway, so a client that went silent is still closed.
+        """
         eio = self.eio_socket
         if (self.raw is None or self.lock.locked() or not self.ws.connected or eio is None or eio.closed
                 or not eio.upgraded or eio.queue.qsize()):
