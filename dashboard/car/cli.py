@@ -10,8 +10,6 @@ import argparse
 import logging
 from typing import Any
 
-from dashboard.car.settings import load_settings
-
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +59,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "api_key", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
         "rate_hz", "outbox_path")}
+    from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
+
     settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)
     if not settings.obd_port and not settings.gps_port:
@@ -72,6 +72,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run `dashboard simulate`."""
+    from dashboard.car.settings import load_settings
     from dashboard.car.simulate import run_simulation
 
     settings = load_settings(None, api_key=args.api_key)

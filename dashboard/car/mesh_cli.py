@@ -6,8 +6,6 @@ import json
 import logging
 from typing import Any
 
-from dashboard.car.mesh_gateway import DEFAULT_GATEWAY_ID, run_gateway
-
 
 def add_commands(subparsers: Any) -> None:
     """Register ``mesh-gateway`` on the ``dashboard`` command's subparsers; it sets ``func(args) -> int``."""
@@ -20,8 +18,8 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument("--device", required=True, metavar="PORT", help="serial device (/dev/ttyUSB0) or tcp://host[:4403]")
     parser.add_argument("--server", required=True, metavar="URL", help="dashboard server, e.g. http://pit-laptop:5000")
     parser.add_argument("--api-key", metavar="KEY", default=None, help="monitor API key (default: DASHBOARD_API_KEY)")
-    parser.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID,
-                        help="id the gateway connects with (default %(default)s)")
+    parser.add_argument("--gateway-id", default=None,
+                        help="id the gateway connects with (default: mesh-gateway)")
     parser.add_argument(
         "--car",
         action="append",
@@ -40,6 +38,10 @@ def mesh_gateway_command(args: argparse.Namespace) -> int:
 
         api_key = Settings().api_key
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    counts = run_gateway(args.device, args.server, api_key, gateway_id=args.gateway_id, cars=args.car)
+    # imported here, not at import: every `dashboard` command, `serve` included, builds this parser
+    from dashboard.car.mesh_gateway import DEFAULT_GATEWAY_ID, run_gateway
+
+    counts = run_gateway(args.device, args.server, api_key, gateway_id=args.gateway_id or DEFAULT_GATEWAY_ID,
+                         cars=args.car)
     print(json.dumps(counts, sort_keys=True))
     return 0

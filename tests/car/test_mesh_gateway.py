@@ -269,7 +269,7 @@ def test_forwarder_keeps_messages_while_the_server_is_down():
 # ------------------------------------------------------------------ the CLI
 def test_mesh_gateway_command_line(monkeypatch):
     calls = []
-    monkeypatch.setattr(mesh_cli, "run_gateway", lambda *a, **kw: calls.append((a, kw)) or {"forwarded": 0})
+    monkeypatch.setattr(mesh_gateway, "run_gateway", lambda *a, **kw: calls.append((a, kw)) or {"forwarded": 0})
     parser = argparse.ArgumentParser(prog="dashboard")
     mesh_cli.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
