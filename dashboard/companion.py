@@ -41,6 +41,15 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
+def _server_options(settings: Settings) -> dict[str, Any]:
+    """Options for gevent's WSGI server (see dashboard/server/websocket.py)."""
+    if settings.async_mode != "gevent":
+        return {}
+    from dashboard.server.websocket import compact_handler_class
+
+    return {"handler_class": compact_handler_class()}
+
+
 def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
                          banner: str = "") -> int:
     """Run the server; once it listens, start ``companion`` (a ``dashboard`` command) as a child process.
@@ -68,7 +77,8 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
     _stop_on_sigterm(socketio, settings)
     _freeze_startup_heap()
     try:
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False)
+        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False,
+                     **_server_options(settings))
     except KeyboardInterrupt:
         pass
     finally:
