@@ -9,13 +9,13 @@ skipped rather than bunched.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from dashboard.car.outbox import Outbox
 from dashboard.car.source import ChannelStore
+from dashboard.car.worker import Worker
 from dashboard.telemetry.frames import MAX_T, MIN_T
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class GpsClock:
         return self._wall()
 
 
-class FrameAssembler:
+class FrameAssembler(Worker):
     """Turns the store into frames at ``rate_hz``; start()/stop() safe to call twice."""
 
     def __init__(
@@ -65,6 +65,7 @@ class FrameAssembler:
     ) -> None:
         if rate_hz <= 0:
             raise ValueError("rate_hz must be > 0")
+        super().__init__("assembler")
         self.store = store
         self.outbox = outbox
         self.period = 1.0 / rate_hz
@@ -73,9 +74,6 @@ class FrameAssembler:
         self.frames = 0
         self.skipped_ticks = 0
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.last_frame: dict[str, Any] | None = None  # the newest frame made, for the LoRa link
 
     def sample(self) -> dict[str, Any] | None:
@@ -96,29 +94,6 @@ class FrameAssembler:
         if self.on_frame is not None:
             self.on_frame(seq)
         return seq
-
-    @property
-    def running(self) -> bool:
-        """True while the sampling thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Start sampling in a background thread; no-op when running."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="assembler", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sampling; no-op when stopped."""
-        with self._lock:
-            if self._thread is None:
-                return
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
 
     def _run(self) -> None:
         next_tick = time.monotonic()

@@ -35,6 +35,7 @@ import socketio
 
 from dashboard.car.outbox import Outbox
 from dashboard.car.source import Backoff
+from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Command:
     session_id: str
 
 
-class Uplink:
+class Uplink(Worker):
     """Store-and-forward link to the server; start()/stop() safe to call twice."""
 
     def __init__(
@@ -95,6 +96,7 @@ class Uplink:
         sources_status: Callable[[], dict[str, str]] | None = None,
         client_factory: Callable[[], socketio.Client] | None = None,
     ) -> None:
+        super().__init__("uplink")
         self.server_url = server_url
         self.car_id = car_id
         self.api_key = api_key
@@ -121,9 +123,6 @@ class Uplink:
         self.want_session = True  # false after an `end` command until a `start`
         self._client: socketio.Client | None = None
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self._live_from = 0
         self._next_backlog = 0.0
         self._next_heartbeat = 0.0
@@ -131,32 +130,16 @@ class Uplink:
         self._reported_dropped = int(outbox.get_meta("uplink.reported_dropped") or 0)
 
     # ------------------------------------------------------------- lifecycle
-    @property
-    def running(self) -> bool:
-        """True while the uplink thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Start the uplink thread; no-op when running."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = ACK_TIMEOUT_S + 5.0) -> None:
+    def stop(self, timeout: float | None = ACK_TIMEOUT_S + 5.0) -> None:
         """Disconnect and stop; frames not yet acked stay in the outbox. No-op when stopped."""
-        with self._lock:
-            thread = self._thread
-            if thread is None:
-                return
-            self._stop.set()
-            self._wake.set()
-            thread.join(timeout)
-            self._thread = None
-            self._disconnect()
-            self.state = LinkState.STOPPED
+        super().stop(timeout)
+
+    def _stopping(self) -> None:
+        self._wake.set()
+
+    def _stopped(self) -> None:
+        self._disconnect()
+        self.state = LinkState.STOPPED
 
     def wake(self, _seq: int | None = None) -> None:
         """A new frame is in the outbox: send it now (the assembler's on_frame)."""
