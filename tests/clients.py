@@ -93,3 +93,18 @@ def metric(url: str, name: str) -> float:
     found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
     assert found, f"{name} not in /metrics"
     return float(found.group(1))
+
+
+def stored_frames(url: str, session_id: str) -> list[dict[str, Any]]:
+    """Every stored frame of a session through ``GET /frames``, following its pagination."""
+    out: list[dict[str, Any]] = []
+    after = -1
+    while True:
+        page = requests.get(f"{url}/api/v1/sessions/{session_id}/frames", params={"after_seq": after, "limit": 1000},
+                            timeout=10)
+        page.raise_for_status()
+        body = page.json()
+        out += body["items"]
+        if not body["items"] or body["next_after_seq"] is None:
+            return out
+        after = body["next_after_seq"]

@@ -23,7 +23,7 @@ import requests
 from dashboard.car.replay import BUNDLED_LOG
 from dashboard.telemetry.gps import NmeaDecoder
 from tests.car.conftest import Pty
-from tests.clients import Viewer
+from tests.clients import Viewer, stored_frames
 from tests.servers import REPO
 from tests.waiting import wait_for
 
@@ -203,20 +203,6 @@ def session(server: Any, session_id: str) -> dict[str, Any]:
     return answer.json()
 
 
-def stored_frames(server: Any, session_id: str) -> list[dict[str, Any]]:
-    """Every stored frame of a session, following the pagination."""
-    out: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 200}
-    while True:
-        page = requests.get(f"{server.url}/api/v1/sessions/{session_id}/frames", params=params, timeout=10)
-        page.raise_for_status()
-        body = page.json()
-        out += body["items"]
-        if not body["items"] or body["next_after_seq"] is None:
-            return out
-        params["after_seq"] = body["next_after_seq"]
-
-
 def outbox_state(path: Path) -> tuple[int, int]:
     """(frames waiting, last seq allocated) as the monitor's outbox holds them on disk."""
     db = sqlite3.connect(str(path), timeout=10)
@@ -300,7 +286,7 @@ def test_viewer_sees_emulator_rpm_and_log_positions_through_a_gps_unplug(live_se
     finally:
         viewer.close()
     last = drain_and_stop(live_server, sid, monitor, tmp_path / "proc-e2e-outbox.sqlite")
-    assert [f["seq"] for f in stored_frames(live_server, sid)] == list(range(1, last + 1))
+    assert [f["seq"] for f in stored_frames(live_server.url, sid)] == list(range(1, last + 1))
 
 
 def test_monitor_killed_and_restarted_every_seq_is_stored_once(live_server, rig, tmp_path: Path) -> None:
@@ -319,5 +305,5 @@ def test_monitor_killed_and_restarted_every_seq_is_stored_once(live_server, rig,
     sessions = requests.get(f"{live_server.url}/api/v1/sessions", params={"car_id": "proc-kill"}, timeout=5).json()
     assert [s["session_id"] for s in sessions["items"]] == [sid]  # resumed, not a second session
     last = drain_and_stop(live_server, sid, monitor, tmp_path / "proc-kill-outbox.sqlite")
-    assert [f["seq"] for f in stored_frames(live_server, sid)] == list(range(1, last + 1))  # each once, no gap
+    assert [f["seq"] for f in stored_frames(live_server.url, sid)] == list(range(1, last + 1))  # each once, no gap
     assert last >= at_kill + 20

@@ -3,30 +3,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import requests
 
 from dashboard.car.replay import BUNDLED_LOG
 from dashboard.car.simulate import build_simulation, run_simulation
+from tests.clients import stored_frames
 from tests.waiting import wait_for
-
-
-def _frames(server: Any, session_id: str) -> list[dict[str, Any]]:
-    """Every stored frame of a session, following the pagination."""
-    out: list[dict[str, Any]] = []
-    after = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if after is not None:
-            params["after_seq"] = after
-        page = requests.get(f"{server.url}/api/v1/sessions/{session_id}/frames", params=params, timeout=10)
-        page.raise_for_status()
-        body = page.json()
-        out += body["items"]
-        if not body["items"] or body["next_after_seq"] is None:
-            return out
-        after = body["next_after_seq"]
 
 
 def test_simulated_car_frames_are_stored_once_each(live_server, tmp_path: Path) -> None:
@@ -35,7 +18,7 @@ def test_simulated_car_frames_are_stored_once_each(live_server, tmp_path: Path) 
     summary = run_simulation(live_server.url, "e2e-sim", live_server.api_key, speedup=12.0, log_path=log,
                              loop=False, outbox_path=tmp_path / "o.sqlite", rate_hz=20)
     assert summary["backlog"] == 0 and summary["frames"] > 15
-    frames = _frames(live_server, summary["session_id"])
+    frames = stored_frames(live_server.url, summary["session_id"])
     assert [f["seq"] for f in frames] == list(range(1, summary["last_seq"] + 1))
     moving = [f["channels"] for f in frames if f["channels"].get("gps_speed")]
     assert moving and max(c["gps_speed"] for c in moving) > 30  # the log's speeds, on track
@@ -69,7 +52,7 @@ def test_server_killed_and_restarted_every_frame_arrives_exactly_once(live_serve
         stop.set()
         runner.join(30)
     last = manager.outbox.last_seq
-    frames = _frames(live_server, uplink.session_id)
+    frames = stored_frames(live_server.url, uplink.session_id)
     assert [f["seq"] for f in frames] == list(range(1, last + 1))  # all, in order, none twice
     assert uplink.connects >= 2
     manager.outbox.close()

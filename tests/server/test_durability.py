@@ -6,7 +6,7 @@ import uuid
 
 import requests
 
-from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, stored_frames
 from tests.waiting import wait_for
 
 
@@ -27,15 +27,7 @@ def test_acked_frames_survive_kill_9(server_factory):
     server.kill()  # SIGKILL straight after the last ack: no flush, no goodbye
     monitor.disconnect()
     server.start()
-    frames, after = [], -1
-    while True:
-        page = requests.get(f"{server.url}/api/v1/sessions/{sid}/frames?after_seq={after}&limit=1000",
-                            timeout=10).json()
-        frames += page["items"]
-        if page["next_after_seq"] is None:
-            break
-        after = page["next_after_seq"]
-    assert [f["seq"] for f in frames] == list(range(2000))
+    assert [f["seq"] for f in stored_frames(server.url, sid)] == list(range(2000))
     session = requests.get(f"{server.url}/api/v1/sessions/{sid}", timeout=5).json()
     assert session["status"] == "active" and session["setup"] == {"wing": 2}
     assert session["stats"]["frames"] == 2000 and session["stats"]["last_seq"] == 1999

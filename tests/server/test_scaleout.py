@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, metric
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, metric, stored_frames
 from tests.waiting import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,14 +28,7 @@ def push(server, car: str, batches: int, size: int = 100, record_id: str = "r1")
 
 
 def all_frames(server, sid: str) -> list[int]:
-    seqs, after = [], -1
-    while True:
-        page = requests.get(f"{server.url}/api/v1/sessions/{sid}/frames?after_seq={after}&limit=1000",
-                            timeout=10).json()
-        seqs += [f["seq"] for f in page["items"]]
-        if page["next_after_seq"] is None:
-            return seqs
-        after = page["next_after_seq"]
+    return [f["seq"] for f in stored_frames(server.url, sid)]
 
 
 def test_postgresql_keeps_every_acked_frame_across_kill_9(server_factory, pg_url):
