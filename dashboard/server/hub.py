@@ -121,9 +121,10 @@ class MonitorNamespace(_AckingNamespace):
             except DashboardError:
                 pass
 
-    def _attach(self, session: dict[str, Any]) -> None:
-        self.sessions[request.sid] = session["session_id"]
-        self.hub.manager.set_monitor(session["session_id"], True)
+    def _attach(self, session_id: str, conn: str) -> None:
+        """Connection ``conn`` now streams to ``session_id``: the session's monitor is online."""
+        self.sessions[conn] = session_id
+        self.hub.manager.set_monitor(session_id, True)
 
     def _own(self, session_id: str, conn: str | None = None) -> None:
         """The session exists and is this car's (cheap: no session document is built on the ingest path).
@@ -135,14 +136,13 @@ class MonitorNamespace(_AckingNamespace):
         if car_id not in (None, self.cars.get(conn)):
             raise Unauthorized("that session belongs to another car", field="session_id")
         if self.sessions.get(conn) != sid:
-            self.sessions[conn] = sid
-            self.hub.manager.set_monitor(sid, True)
+            self._attach(sid, conn)
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionStart, data or {})
         session = self.hub.manager.start_for_car(
             self.cars[request.sid], msg.record_id, msg.session_id, msg.name, msg.driver, msg.track)
-        self._attach(session)
+        self._attach(session["session_id"], request.sid)
         return {"ok": True, "session": self.hub.manager.session(session["session_id"])}
 
     def on_telemetry(self, conn: str, data: Any = None) -> dict[str, Any]:
@@ -288,10 +288,7 @@ class Hub:
 
     def flush(self) -> None:
         """Emit every room's pending frames now."""
-        with self._emit_lock:
-            with self._lock:
-                rooms = self._coalescer.take_all(time.perf_counter())
-            self._emit_frames(rooms)
+        self._send(self._coalescer.take_all)
 
     def send_due(self) -> None:
         """Emit the rooms whose frames are due.
@@ -301,11 +298,14 @@ class Hub:
         ``python -m bench.run --scenario 2``, where 20 cars' events arrive together: the broadcaster
         ran only after all of them).
         """
+        self._send(self._coalescer.take_due)
+
+    def _send(self, take: Callable[[float], dict[str, Pending]]) -> None:
+        """Take rooms from the Coalescer and emit them, as one step: each room's messages stay in order."""
         with self._emit_lock:
             with self._lock:
-                rooms = self._coalescer.take_due(time.perf_counter())
-            if rooms:
-                self._emit_frames(rooms)
+                rooms = take(time.perf_counter())
+            self._emit_frames(rooms)
 
     def _emit_frames(self, rooms: dict[str, Pending]) -> None:
         """One ``telemetry`` message per room, its frames in seq order."""
