@@ -7,7 +7,7 @@ import pytest
 import requests
 import socketio
 
-from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, metric
 from tests.waiting import wait_for
 
 
@@ -211,7 +211,7 @@ def test_monitor_events_are_logged_once_and_heartbeat_health_is_kept(live_server
         assert monitor.call("heartbeat", beat, namespace="/monitor", timeout=CALL_TIMEOUT_S)["ok"]
         health = wait_for(lambda: [m for m in viewer.of("monitor") if m.get("backlog") == 12], 10, "health")[0]
         assert health["rtt_ms"] == 35.5 and health["oldest_age_s"] == 4.2 and health["online"] is True
-        before = backfilled(live_server)
+        before = metric(live_server.url, "dashboard_frames_backfilled_total")
         ack = monitor.call(
             "telemetry", {"session_id": session_id, "frames": make_frames(0, 3), "backfill": True},
             namespace="/monitor", timeout=CALL_TIMEOUT_S)
@@ -224,12 +224,4 @@ def test_monitor_events_are_logged_once_and_heartbeat_health_is_kept(live_server
     events = requests.get(f"{live_server.url}/api/v1/sessions/{session_id}/events", timeout=5).json()["items"]
     dtc = [e for e in events if e["event_type"] == "dtc.set"]
     assert len(dtc) == 1 and dtc[0]["payload"]["code"] == "P0217" and dtc[0]["record_id"] == "dtc-1"
-    assert backfilled(live_server) - before == 3
-
-
-def backfilled(server) -> float:
-    """The server's count of backfilled frames, from /metrics."""
-    for line in requests.get(f"{server.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("dashboard_frames_backfilled_total "):
-            return float(line.split()[1])
-    raise AssertionError("no backfill counter in /metrics")
+    assert metric(live_server.url, "dashboard_frames_backfilled_total") - before == 3
