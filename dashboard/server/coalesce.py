@@ -42,7 +42,7 @@ class Coalescer:
         return min(BURST, tokens + (now - at) / self.interval_s)
 
     def add(self, room: str, frames: list[dict[str, Any]], now: float) -> bool:
-        """Queue ``frames`` for ``room``; True if the room now has frames due (it had none waiting)."""
+        """Queue ``frames`` for ``room``; True if it had none waiting (a new due time the broadcaster must learn)."""
         entry = self.pending.get(room)
         if entry is not None:
             entry.frames.extend(frames)
