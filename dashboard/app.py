@@ -22,22 +22,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    """What one app owns besides Flask: settings, sessions, hub, metrics."""
+    """What one app owns besides Flask: settings, the core (services), hub, metrics."""
 
     settings: Settings
-    manager: "SessionManager"  # noqa: F821
+    core: "Core"  # noqa: F821
     hub: "Hub"  # noqa: F821
     metrics: "Metrics"  # noqa: F821
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the server app: database (migrated), SessionManager, REST API, Socket.IO hub, pages."""
+    """Build the server app: database (migrated), the core's services, REST API, Socket.IO hub, pages."""
     from dashboard.server import api, web
+    from dashboard.server.core import Core
     from dashboard.server.fanout import Fanout
     from dashboard.server.hub import Hub
     from dashboard.server.metrics import Metrics
-    from dashboard.server.sessions import SessionManager
-    from dashboard.server.store import Store
     from dashboard.server.websocket import DeclineCompression
 
     settings = settings or Settings()
@@ -46,13 +45,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     settings.instance_path.mkdir(parents=True, exist_ok=True)
 
-    store = Store.from_url(settings.resolved_database_url())
+    core = Core.from_settings(settings)
     metrics = Metrics()
-    manager = SessionManager(store, idle_s=settings.session_idle_s, recent_window_s=settings.recent_window_s,
-                             writer_batch_max=settings.writer_batch_max,
-                             shared=settings.message_queue is not None)
-    manager.writer.on_batch = metrics.on_write
-    manager.ensure_builtin_tracks()
+    core.writer.on_batch = metrics.on_write
+    core.start()
+    core.tracks.ensure_builtin()
     fanout = Fanout(settings.slow_viewer_s) if settings.async_mode == "gevent" else None
     if fanout is not None:
         metrics.watch_fanout(fanout)
@@ -68,8 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if fanout is not None:
         fanout.install(socketio.server.eio)
     app.wsgi_app = DeclineCompression(app.wsgi_app)  # see dashboard/server/websocket.py for the measurement
-    hub = Hub(socketio, manager, settings, metrics)
-    app.extensions["dashboard"] = Runtime(settings, manager, hub, metrics)
+    hub = Hub(socketio, core, settings, metrics)
+    app.extensions["dashboard"] = Runtime(settings, core, hub, metrics)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     api.register_error_handlers(app)

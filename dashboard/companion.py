@@ -86,7 +86,7 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
             child["proc"].terminate()
             child["proc"].wait(10)
         runtime.hub.stop()
-        runtime.manager.close()
+        runtime.core.close()
     return 0
 
 

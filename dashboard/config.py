@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     slow_viewer_s: float = Field(10.0, gt=0, description="a viewer that cannot take a message this long is dropped")
     recent_window_s: float = Field(60.0, ge=0, description="history sent to a viewer on join")
     writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")
+    max_clock_ahead_s: float = Field(300.0, gt=0, description="frames stamped further ahead of the server's "
+                                     "clock are refused (a car clock set wrong must not pin the latest values)")
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
     log_level: str = Field("INFO", description="logging level")
 

@@ -19,7 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Serve on embedded defaults, start a simulated car, print the URL to open."""
     from dashboard import create_app
     from dashboard.cli import _setup_logging
-    from dashboard.server.sessions import ORLANDO_TRACK_ID
+    from dashboard.server.tracks import ORLANDO_TRACK_ID
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
@@ -27,12 +27,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.api_key = secrets.token_urlsafe(12)
     _setup_logging(settings)
     app = create_app(settings)
-    session = app.extensions["dashboard"].manager.start_for_car(
+    session = app.extensions["dashboard"].core.lifecycle.attach_car(
         DEMO_CAR, name="Demo: kart at Orlando Kart Center", track="Orlando Kart Center", track_id=ORLANDO_TRACK_ID)
     url = f"http://{settings.host}:{settings.port}"
     car = ["simulate", "--server", url, "--car-id", DEMO_CAR, "--api-key", settings.api_key,
            "--speedup", str(args.speedup)]
-    banner = (f"\nRace dashboard demo: open {url}/sessions/{session['session_id']}\n"
+    banner = (f"\nRace dashboard demo: open {url}/sessions/{session.id}\n"
               f"(all sessions: {url}/ ; API key for setups and controls: {settings.api_key})\n")
     return serve_with_companion(app, settings, car, banner)
 

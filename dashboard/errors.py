@@ -66,11 +66,40 @@ class Conflict(DashboardError):
     code = "conflict"
 
 
+class SeqConflict(Conflict):
+    """A frame's seq is already stored with other content (a monitor that started counting again).
+
+    Nothing of the batch is stored; ``next_seq`` says where the monitor's numbering must continue.
+    """
+
+    code = "seq_conflict"
+
+
+class SessionNotActive(InvalidInput):
+    """A frame sampled after its session was stopped or ended: the monitor pauses and drops it."""
+
+    code = "session_not_active"
+
+
 class PayloadTooLarge(DashboardError):
     """The body or one of its parts is over its size limit (413)."""
 
     status = 413
     code = "too_large"
+
+
+class Unavailable(DashboardError):
+    """The server cannot do it right now (the database is locked or unreachable): try again later (503).
+
+    ``retry_after`` (seconds) is sent as the ``Retry-After`` header on REST and in the ack's error.
+    """
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, field: str | None = None, retry_after: float = 1.0, **extra: Any) -> None:
+        super().__init__(message, field, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
 
 
 class FrameError(InvalidInput):

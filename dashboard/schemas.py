@@ -40,10 +40,13 @@ class RecordRequest(Strict):
 
 
 class SetupIn(Strict):
-    """POST /api/v1/sessions/{id}/setup: the car setup as any JSON object."""
+    """POST /api/v1/sessions/{id}/setup, wrapped form. The body may also be the setup object itself (timestamp
+    now); a body whose only keys are ``setup`` and, optionally, ``timestamp`` is read as this wrapped form."""
 
     setup: dict[str, Any]
-    timestamp: float | None = Field(None, description="epoch seconds the setup took effect; default now")
+    timestamp: float | str | None = Field(
+        None, description="when the setup took effect: epoch seconds or ISO 8601 with its offset, between 2000 and "
+                          "2100 (not milliseconds); default now")
 
 
 class SessionStats(BaseModel):

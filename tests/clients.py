@@ -36,9 +36,13 @@ def connect_monitor(url: str, car_id: str, api_key: str | None) -> socketio.Clie
     return client
 
 
+FRAMES_EPOCH = time.time() - 600.0  # sample time of seq 0: a seq always gets the same frame, so a resend is one
+
+
 def make_frames(start: int, count: int, t0: float | None = None, hz: float = 50.0) -> list[dict[str, Any]]:
-    """``count`` plausible frames from seq ``start``, sampled at ``hz``."""
-    t0 = t0 if t0 is not None else time.time()
+    """``count`` plausible frames from seq ``start``, sampled at ``hz``; by default the same frames for the same seqs
+    in the whole test run (a monitor resending its outbox sends exactly what it sent before)."""
+    t0 = t0 if t0 is not None else FRAMES_EPOCH + start / hz
     return [{"seq": s, "t": t0 + (s - start) / hz,
              "channels": {"rpm": 3000.0 + s, "speed": float(s % 200), "throttle": float(s % 100),
                           "coolant_temp": 90.0, "lat": 28.4127 + s * 1e-6, "lon": -81.3797}}

@@ -36,4 +36,4 @@ def test_every_api_route_is_in_the_openapi_document(tmp_path):
                     missing.append((path, method))
         assert missing == []
     finally:
-        app.extensions["dashboard"].manager.close()
+        app.extensions["dashboard"].core.close()

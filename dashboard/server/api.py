@@ -1,7 +1,8 @@
-"""REST API v1: sessions, lifecycle, setups, telemetry, frames, events; health and metrics.
+"""REST API v1: sessions, lifecycle, setups, telemetry, frames, events, tracks, laps, alerts; health, metrics.
 
-Every error answers ``{"error": {"code", "message", "field"?}}`` from one
-helper; bodies are parsed into the Pydantic models of ``dashboard.schemas``.
+Every error answers ``{"error": {"code", "message", "field"?}}`` from one helper; bodies are
+parsed into the Pydantic models of ``dashboard.schemas``. Routes call the core's services
+(``dashboard/server/core.py``), never the store.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from dashboard.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthorized,
+    Unavailable,
 )
+from dashboard.server.core import Core
 from dashboard.server.exporting import open_export
 from dashboard.server.openapi import openapi_document
-from dashboard.server.sessions import SessionManager, public_track
 from dashboard.telemetry.alerts import parse_rule
 from dashboard.telemetry.export import FORMATS
 
@@ -37,14 +39,17 @@ MAX_PAGE = 100
 STATUSES = ("created", "active", "stopped", "ended", "expired")
 
 
-def manager() -> SessionManager:
-    """The app's SessionManager."""
-    return current_app.extensions["dashboard"].manager
+def core() -> Core:
+    """The app's core: its services."""
+    return current_app.extensions["dashboard"].core
 
 
 def error_response(error: DashboardError) -> tuple[Response, int]:
-    """The one JSON error answer."""
-    return jsonify({"error": error.to_dict()}), error.status
+    """The one JSON error answer (503 says when to try again)."""
+    response = jsonify({"error": error.to_dict()})
+    if isinstance(error, Unavailable):
+        response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return response, error.status
 
 
 def validation_error(exc: ValidationError) -> InvalidInput:
@@ -54,12 +59,12 @@ def validation_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput(err["msg"], field=field)
 
 
-def parse_body(model: type[M], optional: bool = False) -> M:
-    """The request's JSON body as ``model``; 400 if not JSON, 422 naming the bad field."""
+def json_object(optional: bool = False) -> dict[str, Any]:
+    """The request's body as a JSON object; 400 if it is not one (empty is ``{}`` when ``optional``)."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         if optional:
-            return model()
+            return {}
         raise MalformedRequest("a JSON body is required", field="body")
     try:
         data = json.loads(raw)
@@ -67,10 +72,20 @@ def parse_body(model: type[M], optional: bool = False) -> M:
         raise MalformedRequest(f"body is not valid JSON: {exc}", field="body") from None
     if not isinstance(data, dict):
         raise MalformedRequest("body must be a JSON object", field="body")
+    return data
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` as ``model``; 422 naming the bad field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def parse_body(model: type[M], optional: bool = False) -> M:
+    """The request's JSON body as ``model``; 400 if not JSON, 422 naming the bad field."""
+    return validate(model, json_object(optional))
 
 
 def require_key(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,9 +123,9 @@ def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
 @require_key
 def create_session() -> tuple[Response, int]:
     body = parse_body(schemas.SessionCreate)
-    sid = manager().create_session(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track,
+    live = core().lifecycle.create(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track,
                                    track_id=body.track_id)
-    return jsonify(manager().get_session(sid)), 201
+    return jsonify(core().sessions.describe(live)), 201
 
 
 @bp.get("/api/v1/sessions")
@@ -121,19 +136,19 @@ def list_sessions() -> Response:
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
     car_id = request.args.get("car_id") or None
-    items, total = manager().list_sessions(limit, offset, status, car_id)
+    items, total = core().sessions.page(limit, offset, status, car_id)
     return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 @bp.get("/api/v1/sessions/<session_id>")
 def get_session(session_id: str) -> Response:
-    return jsonify(manager().session(session_id))
+    return jsonify(core().sessions.view(session_id))
 
 
 @bp.delete("/api/v1/sessions/<session_id>")
 @require_key
 def delete_session(session_id: str) -> tuple[str, int]:
-    if not manager().delete_session(session_id):
+    if not core().sessions.delete(core().sessions.require(session_id).id):
         raise NotFound(f"no session {session_id}", field="session_id")
     return "", 204
 
@@ -144,25 +159,28 @@ def lifecycle(session_id: str, action: str) -> Response:
     if action not in ("start", "stop", "end", "heartbeat"):
         raise NotFound(f"no action {action}", field="action")
     body = parse_body(schemas.RecordRequest, optional=True)
-    m = manager()
     if action == "heartbeat":
-        return jsonify(m.heartbeat(session_id))
-    return jsonify(getattr(m, action)(session_id, body.record_id))
+        return jsonify(core().lifecycle.heartbeat(session_id))
+    return jsonify(core().lifecycle.apply(session_id, action, body.record_id))
 
 
 @bp.post("/api/v1/sessions/<session_id>/setup")
 @require_key
 def post_setup(session_id: str) -> tuple[Response, int]:
-    body = parse_body(schemas.SetupIn)
-    limit = current_app.extensions["dashboard"].settings.max_setup_bytes
-    if len(json.dumps(body.setup)) > limit:
-        raise PayloadTooLarge(f"setup is over {limit} bytes of JSON", field="setup")
-    return jsonify(manager().update_setup(session_id, body.setup, body.timestamp)), 201
+    """The body is the setup itself; a body whose only keys are ``setup`` and, optionally, ``timestamp`` is the
+    wrapped form ``{"setup": {...}, "timestamp": ...}`` (see schemas.SetupIn)."""
+    body = json_object()
+    if "setup" in body and set(body) <= {"setup", "timestamp"}:
+        wrapped = validate(schemas.SetupIn, body)
+        setup, timestamp = wrapped.setup, wrapped.timestamp
+    else:
+        setup, timestamp = body, None
+    return jsonify(core().sessions.update_setup(session_id, setup, timestamp)), 201
 
 
 @bp.get("/api/v1/sessions/<session_id>/setup")
 def current_setup(session_id: str) -> Response:
-    setup = manager().current_setup(session_id)
+    setup = core().sessions.current_setup(session_id)
     if setup is None:
         raise NotFound("no setup posted for this session yet", field="setup")
     return jsonify(setup)
@@ -170,19 +188,19 @@ def current_setup(session_id: str) -> Response:
 
 @bp.get("/api/v1/sessions/<session_id>/setups")
 def setup_history(session_id: str) -> Response:
-    return jsonify({"items": manager().setups(session_id)})
+    return jsonify({"items": core().sessions.setups(session_id)})
 
 
 @bp.get("/api/v1/sessions/<session_id>/telemetry")
 def telemetry(session_id: str) -> Response:
-    return jsonify(manager().telemetry(session_id))
+    return jsonify(core().sessions.telemetry(session_id))
 
 
 @bp.get("/api/v1/sessions/<session_id>/frames")
 def frames(session_id: str) -> Response:
     after_seq = int_arg("after_seq", -1, -1)
     limit = int_arg("limit", 1000, 1, 10000)
-    items = manager().frames(session_id, after_seq, limit)
+    items = core().sessions.frames(session_id, after_seq, limit)
     return jsonify({"items": items, "next_after_seq": items[-1]["seq"] if len(items) == limit else None})
 
 
@@ -203,8 +221,8 @@ def export_csv(session_id: str) -> Response:
 
 
 def _export(session_id: str, fmt: str, lap: int | None) -> Response:
-    sid = manager().session(session_id)["session_id"]
-    export = open_export(manager().store, sid, fmt, lap)
+    sid = core().sessions.require(session_id).id
+    export = open_export(core().store, sid, fmt, lap)
     return Response(export.chunks, mimetype=export.media_type,
                     headers={"Content-Disposition": f'attachment; filename="{export.filename}"'})
 
@@ -213,7 +231,7 @@ def _export(session_id: str, fmt: str, lap: int | None) -> Response:
 def events(session_id: str) -> Response:
     after_id = int_arg("after_id", 0, 0)
     limit = int_arg("limit", 1000, 1, 10000)
-    return jsonify({"items": manager().events(session_id, after_id, limit)})
+    return jsonify({"items": core().events.events(core().sessions.require(session_id).id, after_id, limit)})
 
 
 # -------------------------------------------------------- tracks and laps
@@ -221,36 +239,31 @@ def events(session_id: str) -> Response:
 @require_key
 def create_track() -> tuple[Response, int]:
     body = parse_body(schemas.TrackIn)
-    return jsonify(manager().save_track(body.model_dump())), 201
+    return jsonify(core().tracks.save(body.model_dump())), 201
 
 
 @bp.get("/api/v1/tracks")
 def list_tracks() -> Response:
-    return jsonify({"items": [public_track(row) for row in manager().store.tracks()]})
+    return jsonify({"items": core().tracks.list()})
 
 
 @bp.get("/api/v1/tracks/<track_id>")
 def get_track(track_id: str) -> Response:
-    row = manager().store.get_track(track_id)
-    if row is None:
-        raise NotFound(f"no track {track_id}", field="track_id")
-    return jsonify(public_track(row))
+    return jsonify(core().tracks.get(track_id))
 
 
 @bp.put("/api/v1/tracks/<track_id>")
 @require_key
 def update_track(track_id: str) -> Response:
-    if manager().store.get_track(track_id) is None:
-        raise NotFound(f"no track {track_id}", field="track_id")
+    core().tracks.get(track_id)  # 404 before the body is looked at
     body = parse_body(schemas.TrackIn)
-    return jsonify(manager().save_track(body.model_dump(), track_id))
+    return jsonify(core().tracks.save(body.model_dump(), track_id))
 
 
 @bp.delete("/api/v1/tracks/<track_id>")
 @require_key
 def delete_track(track_id: str) -> tuple[str, int]:
-    if not manager().store.delete_track(track_id):
-        raise NotFound(f"no track {track_id}", field="track_id")
+    core().tracks.delete(track_id)
     return "", 204
 
 
@@ -258,12 +271,12 @@ def delete_track(track_id: str) -> tuple[str, int]:
 @require_key
 def set_session_track(session_id: str) -> Response:
     body = parse_body(schemas.SessionTrack)
-    return jsonify(manager().set_track(session_id, body.track_id))
+    return jsonify(core().tracks.set_session_track(session_id, body.track_id))
 
 
 @bp.get("/api/v1/sessions/<session_id>/laps")
 def laps(session_id: str) -> Response:
-    return jsonify(manager().laps(session_id))
+    return jsonify(core().timing.laps(session_id))
 
 
 # ------------------------------------------------------------------ alerts
@@ -271,10 +284,11 @@ def laps(session_id: str) -> Response:
 def list_alert_rules() -> Response:
     car_id, session_id = request.args.get("car_id") or None, request.args.get("session_id") or None
     if session_id is not None:
-        car_id = manager().session(session_id)["car_id"]
+        live = core().sessions.require(session_id)
+        car_id, session_id = live.row["car_id"], live.id
     items = [{"rule": rule.model_dump(), "source": source,
               "car_id": car_id if source == "car" else None, "session_id": session_id if source == "session" else None}
-             for rule, source in manager().alert_rules_with_source(car_id, session_id)]
+             for rule, source in core().alerts.rules_with_source(car_id, session_id)]
     return jsonify({"items": items})
 
 
@@ -283,29 +297,29 @@ def list_alert_rules() -> Response:
 def put_alert_rule(rule_id: str) -> Response:
     raw = parse_body(schemas.AlertRuleBody)
     rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
-    return jsonify(manager().save_alert_rule(rule, request.args.get("car_id") or None,
-                                             request.args.get("session_id") or None))
+    return jsonify(core().alerts.save_rule(rule, request.args.get("car_id") or None,
+                                           request.args.get("session_id") or None))
 
 
 @bp.delete("/api/v1/alert-rules/<rule_id>")
 @require_key
 def delete_alert_rule(rule_id: str) -> tuple[str, int]:
-    if not manager().delete_alert_rule(rule_id, request.args.get("car_id") or None,
-                                       request.args.get("session_id") or None):
+    if not core().alerts.delete_rule(rule_id, request.args.get("car_id") or None,
+                                     request.args.get("session_id") or None):
         raise NotFound(f"no stored rule {rule_id}", field="rule_id")
     return "", 204
 
 
 @bp.get("/api/v1/sessions/<session_id>/alerts")
 def session_alerts(session_id: str) -> Response:
-    return jsonify({"items": manager().alerts(session_id)})
+    return jsonify({"items": core().alerts.alerts(session_id)})
 
 
 @bp.post("/api/v1/sessions/<session_id>/alerts/<int:alert_id>/ack")
 @require_key
 def ack_alert(session_id: str, alert_id: int) -> Response:
     body = parse_body(schemas.AlertAck)
-    return jsonify(manager().ack_alert(session_id, alert_id, body.by))
+    return jsonify(core().alerts.ack(session_id, alert_id, body.by))
 
 
 # ------------------------------------------------- continuity aliases
@@ -316,28 +330,31 @@ def legacy_start() -> Response:
     car_id = body.car_id or body.user_id
     if car_id is None:
         raise InvalidInput("car_id (or user_id) is required", field="car_id")
-    return jsonify(manager().start_for_car(car_id, body.record_id, name=body.name, driver=body.driver,
-                                           track=body.track))
+    return jsonify(core().lifecycle.legacy_start(car_id, body.record_id, name=body.name, driver=body.driver,
+                                                 track=body.track))
 
 
 @bp.post("/session_manager/sessions.end")
 @require_key
 def legacy_end() -> Response:
     body = parse_body(schemas.LegacyEnd)
-    return jsonify(manager().end(body.session_id, body.record_id))
+    return jsonify(core().lifecycle.apply(body.session_id, "end", body.record_id))
 
 
 @bp.post("/session_manager/sessions.heartbeat")
 @require_key
 def legacy_heartbeat() -> Response:
     body = parse_body(schemas.LegacyHeartbeat)
-    return jsonify(manager().heartbeat(body.session_id))
+    return jsonify(core().lifecycle.heartbeat(body.session_id))
 
 
 # ------------------------------------------------------ health, metrics, docs
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    ok = manager().store.ping()
+    try:
+        ok = core().store.ping()
+    except Unavailable:
+        ok = False
     return jsonify({"ok": ok, "database": ok}), 200 if ok else 503
 
 

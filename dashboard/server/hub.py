@@ -1,7 +1,7 @@
 """The Socket.IO hub: ``/monitor`` for in-car monitors, ``/dashboard`` for viewers, and the broadcaster.
 
-Handlers here only translate between messages and the SessionManager; the
-lifecycle rules live there. The server runs with ``async_handlers=False``,
+Handlers here only translate between messages and the services of the core
+(``dashboard/server/core.py``); the rules live there. The server runs with ``async_handlers=False``,
 so each connection's events are handled in order, one at a time: a monitor's
 batches are validated, broadcast, written and acknowledged in the order sent.
 """
@@ -19,10 +19,19 @@ from pydantic import BaseModel, ValidationError
 
 from dashboard import schemas
 from dashboard.config import Settings
-from dashboard.errors import DashboardError, InvalidInput, MalformedRequest, Unauthorized
+from dashboard.errors import (
+    DashboardError,
+    InvalidInput,
+    MalformedRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from dashboard.server.changes import Change
 from dashboard.server.coalesce import Coalescer, Pending
+from dashboard.server.core import Core
 from dashboard.server.metrics import Metrics
-from dashboard.server.sessions import SessionManager
+from dashboard.server.writer import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +93,14 @@ class _AckingNamespace(Namespace):
 
 
 class MonitorNamespace(_AckingNamespace):
-    """In-car monitors: session start/end, telemetry batches, heartbeats."""
+    """In-car monitors: session start/end, telemetry batches, heartbeats, car events; pit gateways: lora."""
 
     direct_events = frozenset({"telemetry", "heartbeat"})
 
     def __init__(self, hub: "Hub") -> None:
         super().__init__(MONITOR_NS)
         self.hub = hub
+        self.core = hub.core
         self.cars: dict[str, str] = {}  # sid -> car_id
         self.sessions: dict[str, str] = {}  # sid -> session id it streams to
 
@@ -117,79 +127,81 @@ class MonitorNamespace(_AckingNamespace):
         log.info("monitor for car %s disconnected (%s)", car, reason)
         if session_id and session_id not in self.sessions.values():
             try:
-                self.hub.manager.set_monitor(session_id, False)
+                self.core.monitors.set_online(session_id, False)
             except DashboardError:
                 pass
 
     def _attach(self, session_id: str, conn: str) -> None:
-        """Connection ``conn`` now streams to ``session_id``: the session's monitor is online."""
-        self.sessions[conn] = session_id
-        self.hub.manager.set_monitor(session_id, True)
+        """Connection ``conn`` streams to ``session_id`` (canonical id): the session's monitor is online."""
+        if self.sessions.get(conn) != session_id:
+            self.sessions[conn] = session_id
+            self.core.monitors.set_online(session_id, True)
 
-    def _own(self, session_id: str, conn: str | None = None) -> None:
-        """The session exists and is this car's (cheap: no session document is built on the ingest path).
-
-        ``conn`` is the connection's sid; by default the one of the request being handled.
-        """
-        conn = conn or request.sid
-        sid, car_id = self.hub.manager.session_owner(session_id)
-        if car_id not in (None, self.cars.get(conn)):
+    def _own(self, session_id: str, conn: str) -> str:
+        """The session (canonical id), which must be this connection's car's; attached to the connection."""
+        live = self.core.cache.get(session_id, fresh=False)
+        if live.row["car_id"] not in (None, self.cars.get(conn)):
             raise Unauthorized("that session belongs to another car", field="session_id")
-        if self.sessions.get(conn) != sid:
-            self._attach(sid, conn)
+        self._attach(live.id, conn)
+        return live.id
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionStart, data or {})
-        session = self.hub.manager.start_for_car(
-            self.cars[request.sid], msg.record_id, msg.session_id, msg.name, msg.driver, msg.track)
-        self._attach(session["session_id"], request.sid)
-        return {"ok": True, "session": self.hub.manager.session(session["session_id"])}
+        live = self.core.lifecycle.attach_car(self.cars[request.sid], msg.record_id, msg.session_id, msg.name,
+                                              msg.driver, msg.track)
+        self._attach(live.id, request.sid)
+        return {"ok": True, "session": self.core.sessions.describe(live)}
 
     def on_telemetry(self, conn: str, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.TelemetryBatch, data)
         limit = self.hub.settings.max_frames_per_batch
         if len(msg.frames) > limit:
-            raise InvalidInput(f"at most {limit} frames per batch", field="frames")
-        self._own(msg.session_id, conn)
-        result = self.hub.manager.ingest(msg.session_id, msg.frames, msg.backfill)
-        if result.accepted:
-            self.hub.send_due()  # before waiting for the commit: viewers do not wait for the database
+            raise PayloadTooLarge(f"at most {limit} frames per batch", field="frames", max_frames=limit)
+        session_id = self._own(msg.session_id, conn)
+        result = self.core.ingest(session_id, msg.frames, msg.backfill, self.cars.get(conn))
         metrics = self.hub.metrics
-        metrics.frames_received.inc(len(result.accepted))
         metrics.frames_rejected.inc(len(result.rejected))
         metrics.frames_duplicate.inc(result.duplicates)
-        if msg.backfill:
-            metrics.frames_backfilled.inc(len(result.accepted))
-        if result.ticket is not None and not result.ticket.wait(COMMIT_TIMEOUT_S):
-            raise DashboardError("frames could not be stored; send them again")
-        return {"ok": True, "acked_seq": result.acked_seq, "rejected": result.rejected}
+        if result.ticket is not None:
+            if not result.ticket.wait(COMMIT_TIMEOUT_S):
+                error = result.ticket.error
+                raise error if isinstance(error, Unavailable) else Unavailable(
+                    "frames could not be stored; send them again", retry_after=RETRY_AFTER_S)
+            self.hub.send_due()  # frames that find their room's token leave now, not at the broadcaster's turn
+            metrics.frames_received.inc(len(result.accepted))
+            if msg.backfill:
+                metrics.frames_backfilled.inc(len(result.accepted))
+        ack: dict[str, Any] = {"ok": True, "acked_seq": result.acked_seq, "rejected": result.rejected}
+        if result.session_status != "active":
+            ack["session_status"] = result.session_status
+        return ack
 
     def on_heartbeat(self, conn: str, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorHeartbeat, data)
-        self._own(msg.session_id, conn)
+        session_id = self._own(msg.session_id, conn)
         info = {"backlog": msg.backlog, "rtt_ms": msg.rtt_ms, "sources": msg.sources,
                 "oldest_age_s": msg.oldest_age_s, "online": True}
-        self.hub.manager.heartbeat(msg.session_id, info)
+        self.core.monitors.heartbeat(session_id, info)
         return {"ok": True, "server_time": time.time()}
 
     def on_event(self, data: Any = None) -> dict[str, Any]:
         """An event the car noticed (trouble code set/cleared, outbox overflow...); idempotent by record_id."""
         msg = parse(schemas.MonitorEvent, data)
-        self._own(msg.session_id)
-        logged = self.hub.manager.monitor_event(msg.session_id, msg.record_id, msg.event_type, msg.payload)
+        session_id = self._own(msg.session_id, request.sid)
+        logged = self.core.monitors.car_event(session_id, msg.record_id, msg.event_type, msg.payload)
         return {"ok": True, "duplicate": not logged}
 
     def on_lora(self, data: Any = None) -> dict[str, Any]:
         """A pit gateway relays a summary received over the LoRa radio."""
         msg = parse(schemas.LoraMessage, data)
-        out = self.hub.manager.merge_lora(msg.car_id, msg.car_hash, msg.session_prefix, msg.frame,
-                                          msg.received_at, msg.status)
+        out = self.core.lora.merge(msg.car_id, msg.car_hash, msg.session_prefix, msg.frame, msg.received_at,
+                                   msg.status)
         return {"ok": True, "session_id": out["session_id"]}
 
     def on_session_end(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionEnd, data)
-        self._own(msg.session_id)
-        return {"ok": True, "session": self.hub.manager.end(msg.session_id, msg.record_id)}
+        session_id = self._own(msg.session_id, request.sid)
+        return {"ok": True, "session": self.core.lifecycle.apply(session_id, "end", msg.record_id)}
 
 
 class DashboardNamespace(_AckingNamespace):
@@ -221,11 +233,11 @@ class DashboardNamespace(_AckingNamespace):
 
 
 class Hub:
-    """Binds the namespaces to the SocketIO server and relays SessionManager changes to the rooms."""
+    """Binds the namespaces to the SocketIO server and sends what the services tell to the rooms."""
 
-    def __init__(self, socketio: SocketIO, manager: SessionManager, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, socketio: SocketIO, core: Core, settings: Settings, metrics: Metrics) -> None:
         self.socketio = socketio
-        self.manager = manager
+        self.core = core
         self.settings = settings
         self.metrics = metrics
         self._coalescer = Coalescer(settings.broadcast_interval_s)
@@ -234,15 +246,25 @@ class Hub:
         self._wake = threading.Event()  # a room became due sooner than the broadcaster planned
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # How each kind of change goes out: every Change has an entry (tests/server/test_hub_table.py).
+        self.routes: dict[Change, Callable[[dict[str, Any]], None]] = {
+            Change.FRAMES: self._frames,
+            Change.SESSION: self._session,
+            Change.DELETED: self._deleted,
+            Change.COMMAND: self._command,
+            **{kind: self._to_room(kind.value) for kind in (
+                Change.SETUP, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP, Change.SECTOR, Change.TIMING,
+                Change.LAPS, Change.ALERT)},
+        }
         socketio.on_namespace(MonitorNamespace(self))
         socketio.on_namespace(DashboardNamespace(self))
-        manager.listeners.append(self.on_change)
+        core.bus.listeners.append(self.on_change)
 
     def start(self) -> None:
-        """Start the broadcaster and the idle-expiry loop (safe to call twice)."""
+        """Start the broadcaster and the housekeeping loop (safe to call twice)."""
         if self._threads:
             return
-        for target, name in ((self._broadcast_loop, "broadcaster"), (self._expiry_loop, "expiry")):
+        for target, name in ((self._broadcast_loop, "broadcaster"), (self._housekeeping_loop, "housekeeping")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -253,37 +275,51 @@ class Hub:
         self._wake.set()
         self.flush()
 
-    def on_change(self, kind: str, payload: dict[str, Any]) -> None:
-        """SessionManager listener: frames are coalesced, everything else goes out at once."""
-        if kind == "frames":
-            with self._lock:
-                sooner = self._coalescer.add(payload["session_id"], payload["frames"], time.perf_counter())
-            if self.settings.broadcast_interval_s <= 0:
-                self.flush()
-            elif sooner:
-                self._wake.set()
-        elif kind == "command":
-            self.socketio.emit("command", {"action": payload["action"], "session_id": payload["session_id"]},
-                               to=car_room(payload["car_id"]), namespace=MONITOR_NS)
-        elif kind == "session":
-            self.socketio.emit("session", payload, to=payload["session_id"], namespace=DASHBOARD_NS)
-            self.socketio.emit("sessions", payload, namespace=DASHBOARD_NS)
-        elif kind in ("setup", "event", "monitor", "lora", "lap", "sector", "timing", "laps", "alert"):
-            self.socketio.emit(kind, payload, to=payload["session_id"], namespace=DASHBOARD_NS)
+    def on_change(self, kind: Change, payload: dict[str, Any]) -> None:
+        """Bus listener: frames are coalesced, everything else goes out at once."""
+        self.routes[kind](payload)
+
+    def _frames(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            sooner = self._coalescer.add(payload["session_id"], payload["frames"], time.perf_counter())
+        if self.settings.broadcast_interval_s <= 0:
+            self.flush()
+        elif sooner:
+            self._wake.set()
+
+    def _session(self, payload: dict[str, Any]) -> None:
+        self.socketio.emit("session", payload, to=payload["session_id"], namespace=DASHBOARD_NS)
+        self.socketio.emit("sessions", payload, namespace=DASHBOARD_NS)
+
+    def _deleted(self, payload: dict[str, Any]) -> None:
+        """To every viewer: the session's own viewers and the sessions lists."""
+        self.socketio.emit("deleted", payload, namespace=DASHBOARD_NS)
+
+    def _command(self, payload: dict[str, Any]) -> None:
+        self.socketio.emit("command", {"action": payload["action"], "session_id": payload["session_id"]},
+                           to=car_room(payload["car_id"]), namespace=MONITOR_NS)
+
+    def _to_room(self, event: str) -> Callable[[dict[str, Any]], None]:
+        def emit(payload: dict[str, Any]) -> None:
+            self.socketio.emit(event, payload, to=payload["session_id"], namespace=DASHBOARD_NS)
+
+        return emit
 
     def join(self, session_id: str) -> dict[str, Any]:
         """Put the caller in the session's room and return its snapshot, atomically.
 
-        Frames still waiting for the next flush are left out of the snapshot's
-        ``recent``: the flush delivers them, so no frame reaches a viewer twice.
+        Frames still waiting for the next flush are left out of the snapshot's ``recent``: the flush
+        delivers them, so no frame reaches a viewer twice. What needs the database is read first,
+        outside the locks.
         """
-        with self.manager.lock, self._lock:
-            snapshot = self.manager.snapshot(session_id)
-            sid = snapshot["session"]["session_id"]
-            waiting = self._coalescer.waiting_seqs(sid)
-            if waiting:
-                snapshot["recent"] = [f for f in snapshot["recent"] if f["seq"] not in waiting]
-            join_room(sid)
+        core = self.core
+        live = core.sessions.require(session_id)
+        alerts = core.alerts.on_screen(live.id)
+        stored = None if live.recent_complete else core.sessions.recent(live.id)
+        with live.lock, self._lock:
+            waiting = self._coalescer.waiting_seqs(live.id)
+            snapshot = core.sessions.snapshot(live, alerts, waiting, stored)
+            join_room(live.id)
         return snapshot
 
     def flush(self) -> None:
@@ -333,11 +369,10 @@ class Hub:
             except Exception:  # noqa: BLE001 - the broadcaster must outlive one bad emit
                 log.exception("broadcast failed")
 
-    def _expiry_loop(self) -> None:
+    def _housekeeping_loop(self) -> None:
         while not self._stop.wait(self.settings.expiry_check_s):
             try:
-                for session_id in self.manager.expire_idle():
+                for session_id in self.core.housekeeping():
                     log.info("session %s expired after %.0f s idle", session_id, self.settings.session_idle_s)
-                self.manager.tick_alerts()
-            except Exception:  # noqa: BLE001
-                log.exception("expiry check failed")
+            except Exception:  # noqa: BLE001 - the loop must outlive one failed round
+                log.exception("housekeeping failed")

@@ -35,6 +35,10 @@ class SessionRow(Base):
     last_seq: Mapped[int | None] = mapped_column(BigInteger)
     track_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("tracks.id", ondelete="SET NULL"))
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # FrameStats, saved with each frame write
+    latest: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {channel: [value, t, seq]}, saved with the frames
+    stopped_at: Mapped[float | None] = mapped_column(Float)  # frames sampled after it are refused while stopped
+    laps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # timed laps (not out/in laps)
+    best_lap_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # One active session per car, enforced by the database across server processes.
@@ -97,8 +101,6 @@ class FrameRow(Base):
     __table_args__ = (Index("ix_frames_session_t", "session_id", "t"),)
 
 
-
-
 class TrackRow(Base):
     """A circuit: start/finish line and optional sector lines, as lat/lon pairs."""
 
@@ -128,7 +130,7 @@ class AlertRuleRow(Base):
 
     __tablename__ = "alert_rules"
 
-    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # scope/rule id, see sessions.rule_key
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # scope/rule id, see alerts.rule_key
     car_id: Mapped[str | None] = mapped_column(String(64), index=True)
     session_id: Mapped[str | None] = mapped_column(String(36), index=True)
     rule: Mapped[dict[str, Any]] = mapped_column(JSON)

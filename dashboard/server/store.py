@@ -3,21 +3,31 @@
 Only portable SQL is used; the one dialect-specific piece, the insert that
 ignores an already stored (session_id, seq), picks the dialect's own
 ``on_conflict_do_nothing``.
+
+Every public method runs off the event loop (:class:`dashboard.server.blocking.Offload`):
+under gevent a read waits for a native thread, never for the loop. A database that is
+locked past its busy timeout, full or unreachable raises :class:`Unavailable` (503).
+Writes take an optional ``conn``: the single writer (``writer.py``) passes its own,
+inside its transaction; without one the method commits alone (tools, tests).
 """
 from __future__ import annotations
 
+import functools
 import logging
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from dashboard.errors import Unavailable
+from dashboard.server.blocking import Offload
 from dashboard.server.models import (
     AlertRow,
     AlertRuleRow,
@@ -34,6 +44,13 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 FRAME_PAGE = 5000  # frames per query when streaming a whole session: ~1-2 MB of rows, few queries for a million
 SQLITE_BUSY_TIMEOUT_MS = 5000  # a reader holding the WAL briefly must not fail a write
+READ_THREADS = 8  # native threads for reads under gevent: more than the SQLite file can usefully serve at once
+RETRY_AFTER_S = 2.0  # what a client is told to wait when the database is locked or unreachable
+F = TypeVar("F", bound=Callable[..., Any])
+SESSIONS, FRAMES, EVENTS, SETUPS = SessionRow.__table__, FrameRow.__table__, EventRow.__table__, SetupRow.__table__
+LAPS, TRACKS, RULES, ALERTS = LapRow.__table__, TrackRow.__table__, AlertRuleRow.__table__, AlertRow.__table__
+FRAME_COLUMNS = (FRAMES.c.seq, FRAMES.c.t, FRAMES.c.received_at, FRAMES.c.channels)
+SETUP_COLUMNS = (SETUPS.c.session_id, SETUPS.c.version, SETUPS.c.timestamp, SETUPS.c.received_at, SETUPS.c.setup)
 
 
 @dataclass
@@ -45,27 +62,32 @@ class FrameWrite:
     last_seq: int  # highest seq of the session once these rows are in
     last_activity_at: float
     stats: dict[str, Any] | None = None  # the session's FrameStats once these rows are in
+    latest: dict[str, Any] | None = None  # each channel's latest [value, t, seq] once these rows are in
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL and foreign keys."""
-    if url in ("sqlite://", "sqlite:///:memory:"):  # one shared connection: the in-memory manager
-        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=ON"))
-        return engine
+    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL, foreign keys and working SAVEPOINTs."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        if not path or path == ":memory:" or url == "sqlite://":
+            raise ValueError("an in-memory SQLite database cannot be shared by the writer and the readers; "
+                             "give a file (SessionManager() makes a temporary one)")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # BEGIN is ours (below): pysqlite's own breaks SAVEPOINT
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # committed data survives a killed process
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -89,19 +111,42 @@ def _insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
     raise NotImplementedError(f"database dialect {dialect!r} is not supported")
 
 
-class Store:
-    """Reads and writes sessions, events, setups and frames."""
+def _io(method: F) -> F:
+    """Run the method off the event loop; a locked, full or unreachable database becomes Unavailable."""
 
-    def __init__(self, engine: Engine) -> None:
+    @functools.wraps(method)
+    def wrapper(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.offload(method, self, *args, **kwargs)
+        except OperationalError as exc:
+            log.warning("database unavailable in %s: %s", method.__name__, exc.orig)
+            raise Unavailable(f"the database is unavailable: {exc.orig}", retry_after=RETRY_AFTER_S) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A stored number as a finite float, or None (rows written before inputs were bounded may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Store:
+    """Reads and writes sessions, events, setups, frames, tracks, laps, alert rules and alerts."""
+
+    def __init__(self, engine: Engine, offload: Offload | None = None) -> None:
         self.engine = engine
-        self._insert_frames = _insert_ignoring_duplicates(engine, FrameRow.__table__)
-        sessions = SessionRow.__table__
-        bump = update(sessions).where(sessions.c.id == bindparam("b_id")).values(
-            frame_count=sessions.c.frame_count + bindparam("b_n"),
+        self.offload = offload or Offload(READ_THREADS, "reads")
+        self._insert_frames = _insert_ignoring_duplicates(engine, FRAMES)
+        bump = update(SESSIONS).where(SESSIONS.c.id == bindparam("b_id")).values(
+            frame_count=SESSIONS.c.frame_count + bindparam("b_n"),
             last_seq=bindparam("b_last_seq"),
-            last_activity_at=bindparam("b_at"))
+            last_activity_at=bindparam("b_at"),
+            stats=bindparam("b_stats", type_=SESSIONS.c.stats.type),
+            latest=bindparam("b_latest", type_=SESSIONS.c.latest.type))
         self._bump_session = bump
-        self._bump_session_stats = bump.values(stats=bindparam("b_stats", type_=sessions.c.stats.type))
 
     @classmethod
     def from_url(cls, url: str, migrate: bool = True) -> "Store":
@@ -111,169 +156,205 @@ class Store:
             upgrade(engine)
         return cls(engine)
 
+    def close(self) -> None:
+        """Stop the read threads and close the connections (safe twice)."""
+        self.offload.close()
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
+
+    @contextmanager
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.connect() as own:
+                yield own
+
+    @_io
     def ping(self) -> bool:
-        """True when the database answers."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True
-        except Exception:  # noqa: BLE001 - health check reports, never raises
-            log.exception("database ping failed")
-            return False
+        """True when the database answers a read."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
 
     # ------------------------------------------------------------ sessions
-    def insert_session(self, row: dict[str, Any]) -> None:
+    @_io
+    def insert_session(self, row: dict[str, Any], conn: Connection | None = None) -> None:
         """Insert a new session row."""
-        with self.engine.begin() as conn:
-            conn.execute(SessionRow.__table__.insert().values(**row))
+        with self._tx(conn) as c:
+            c.execute(SESSIONS.insert().values(**row))
 
-    def update_session(self, session_id: str, **fields: Any) -> None:
+    @_io
+    def update_session(self, session_id: str, conn: Connection | None = None, **fields: Any) -> None:
         """Update columns of one session."""
-        with self.engine.begin() as conn:
-            conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
+        with self._tx(conn) as c:
+            c.execute(update(SESSIONS).where(SESSIONS.c.id == session_id).values(**fields))
 
-    def transition(self, session_id: str, fields: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
-        """Update a session and log its event in one transaction; the event, or None if its record_id was seen."""
+    @_io
+    def transition(self, session_id: str, fields: dict[str, Any], event: dict[str, Any],
+                   conn: Connection | None = None) -> dict[str, Any] | None:
+        """Update a session and log its event in one step; the event, or None if the database refused it."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(update(SessionRow.__table__).where(SessionRow.id == session_id).values(**fields))
-                result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+            with self._tx(conn) as c, c.begin_nested():
+                c.execute(update(SESSIONS).where(SESSIONS.c.id == session_id).values(**fields))
+                result = c.execute(EVENTS.insert().values(session_id=session_id, **event))
                 event_id = result.inserted_primary_key[0]
         except IntegrityError:
             return None
         return {"id": event_id, "session_id": session_id, **event}
 
+    @_io
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """One session row as a dict, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(SessionRow.__table__).where(SessionRow.id == session_id)).mappings().first()
+            row = conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id)).mappings().first()
         return dict(row) if row else None
 
+    @_io
     def list_sessions(
         self, limit: int, offset: int, status: str | tuple[str, ...] | None = None, car_id: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """A page of sessions, newest first, and the total matching (``status``: one or several)."""
-        table = SessionRow.__table__
         where = []
         if status:
-            where.append(table.c.status.in_((status,) if isinstance(status, str) else status))
+            where.append(SESSIONS.c.status.in_((status,) if isinstance(status, str) else status))
         if car_id:
-            where.append(table.c.car_id == car_id)
+            where.append(SESSIONS.c.car_id == car_id)
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+            total = conn.execute(select(func.count()).select_from(SESSIONS).where(*where)).scalar_one()
             rows = conn.execute(
-                select(table).where(*where).order_by(table.c.created_at.desc(), table.c.id).limit(limit).offset(offset)
-            ).mappings()
+                select(SESSIONS).where(*where).order_by(SESSIONS.c.created_at.desc(), SESSIONS.c.id)
+                .limit(limit).offset(offset)).mappings()
             return [dict(r) for r in rows], total
 
+    @_io
     def sessions_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         """Every session in one of ``statuses``."""
-        table = SessionRow.__table__
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(table).where(table.c.status.in_(statuses))).mappings()]
+            return [dict(r) for r in conn.execute(select(SESSIONS).where(SESSIONS.c.status.in_(statuses))).mappings()]
+
+    @_io
+    def session_for_car(self, car_id: str, statuses: tuple[str, ...] = ("active",)) -> dict[str, Any] | None:
+        """The car's newest session in one of ``statuses`` (at most one can be active)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(SESSIONS).where(SESSIONS.c.car_id == car_id, SESSIONS.c.status.in_(statuses))
+                .order_by(SESSIONS.c.created_at.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
 
     def active_session_for_car(self, car_id: str) -> dict[str, Any] | None:
         """The car's active session, if any."""
-        table = SessionRow.__table__
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(table).where(table.c.car_id == car_id, table.c.status == "active")
-            ).mappings().first()
-        return dict(row) if row else None
+        return self.session_for_car(car_id, ("active",))
 
+    @_io
     def sessions_by_prefix(self, prefix: str) -> list[dict[str, Any]]:
         """Live sessions whose id starts with ``prefix`` (the LoRa summary carries 8 hex digits)."""
-        table = SessionRow.__table__
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(table).where(table.c.id.like(prefix + "%"), table.c.status.in_(("created", "active", "stopped")))
-            ).mappings()
+                select(SESSIONS).where(SESSIONS.c.id.like(prefix + "%"),
+                                       SESSIONS.c.status.in_(("created", "active", "stopped")))).mappings()
             return [dict(r) for r in rows]
 
-    def delete_session(self, session_id: str) -> bool:
+    @_io
+    def delete_session(self, session_id: str, conn: Connection | None = None) -> bool:
         """Delete a session and everything it owns; False if unknown."""
-        with self.engine.begin() as conn:
-            for table in (FrameRow.__table__, SetupRow.__table__, EventRow.__table__, LapRow.__table__,
-                          AlertRow.__table__):
-                conn.execute(delete(table).where(table.c.session_id == session_id))
-            result = conn.execute(delete(SessionRow.__table__).where(SessionRow.id == session_id))
+        with self._tx(conn) as c:
+            for table in (FRAMES, SETUPS, EVENTS, LAPS, ALERTS):
+                c.execute(delete(table).where(table.c.session_id == session_id))
+            c.execute(delete(RULES).where(RULES.c.session_id == session_id))
+            result = c.execute(delete(SESSIONS).where(SESSIONS.c.id == session_id))
         return result.rowcount > 0
 
     # -------------------------------------------------------------- events
-    def add_event(self, session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
+    @_io
+    def add_event(self, session_id: str, event: dict[str, Any],
+                  conn: Connection | None = None) -> dict[str, Any] | None:
         """Log an event; None when its record_id was already logged for this session."""
         try:
-            with self.engine.begin() as conn:
-                result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+            with self._tx(conn) as c, c.begin_nested():
+                result = c.execute(EVENTS.insert().values(session_id=session_id, **event))
                 event_id = result.inserted_primary_key[0]
         except IntegrityError:
             return None
         return {"id": event_id, "session_id": session_id, **event}
 
+    @_io
     def event_by_record(self, record_id: str, event_types: Iterable[str]) -> dict[str, Any] | None:
         """The first event with this client record_id and one of these types."""
-        table = EventRow.__table__
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(table).where(table.c.record_id == record_id, table.c.event_type.in_(list(event_types)))
-                .order_by(table.c.id).limit(1)
-            ).mappings().first()
+                select(EVENTS).where(EVENTS.c.record_id == record_id, EVENTS.c.event_type.in_(list(event_types)))
+                .order_by(EVENTS.c.id).limit(1)).mappings().first()
         return dict(row) if row else None
 
+    @_io
     def events(self, session_id: str, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """A session's events in order."""
-        table = EventRow.__table__
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(table).where(table.c.session_id == session_id, table.c.id > after_id)
-                .order_by(table.c.id).limit(limit)
-            ).mappings()
+                select(EVENTS).where(EVENTS.c.session_id == session_id, EVENTS.c.id > after_id)
+                .order_by(EVENTS.c.id).limit(limit)).mappings()
             return [dict(r) for r in rows]
 
     # -------------------------------------------------------------- setups
+    @_io
     def add_setup(self, session_id: str, setup: dict[str, Any], timestamp: float, received_at: float,
-                  event: dict[str, Any]) -> dict[str, Any]:
+                  event: dict[str, Any], conn: Connection | None = None) -> dict[str, Any]:
         """Store the next setup version and its event in one transaction."""
-        table = SetupRow.__table__
-        with self.engine.begin() as conn:
-            current = conn.execute(
-                select(func.max(table.c.version)).where(table.c.session_id == session_id)
-            ).scalar_one()
+        with self._tx(conn) as c:
+            current = c.execute(
+                select(func.max(SETUPS.c.version)).where(SETUPS.c.session_id == session_id)).scalar_one()
             version = (current or 0) + 1
-            conn.execute(table.insert().values(
-                session_id=session_id, version=version, timestamp=timestamp, received_at=received_at, setup=setup))
+            c.execute(SETUPS.insert().values(session_id=session_id, version=version, timestamp=timestamp,
+                                             received_at=received_at, setup=setup))
             event = {**event, "payload": {**event["payload"], "version": version}}
-            result = conn.execute(EventRow.__table__.insert().values(session_id=session_id, **event))
+            result = c.execute(EVENTS.insert().values(session_id=session_id, **event))
             stored_event = {"id": result.inserted_primary_key[0], "session_id": session_id, **event}
         return {"session_id": session_id, "version": version, "timestamp": timestamp,
                 "received_at": received_at, "setup": setup, "event": stored_event}
 
+    @_io
     def setups(self, session_id: str) -> list[dict[str, Any]]:
         """Every setup version of a session, oldest first."""
-        table = SetupRow.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.session_id, table.c.version, table.c.timestamp, table.c.received_at, table.c.setup)
-                .where(table.c.session_id == session_id).order_by(table.c.version)
-            ).mappings()
+            rows = conn.execute(select(*SETUP_COLUMNS).where(SETUPS.c.session_id == session_id)
+                                .order_by(SETUPS.c.version)).mappings()
             return [dict(r) for r in rows]
 
+    @_io
     def latest_setup(self, session_id: str) -> dict[str, Any] | None:
         """The current setup version, or None."""
-        table = SetupRow.__table__
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(table.c.session_id, table.c.version, table.c.timestamp, table.c.received_at, table.c.setup)
-                .where(table.c.session_id == session_id).order_by(table.c.version.desc()).limit(1)
-            ).mappings().first()
+            row = conn.execute(select(*SETUP_COLUMNS).where(SETUPS.c.session_id == session_id)
+                               .order_by(SETUPS.c.version.desc()).limit(1)).mappings().first()
         return dict(row) if row else None
 
+    @_io
+    def latest_setups(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The current setup version of each of several sessions, in one query."""
+        if not session_ids:
+            return {}
+        newest = (select(SETUPS.c.session_id, func.max(SETUPS.c.version).label("version"))
+                  .where(SETUPS.c.session_id.in_(session_ids)).group_by(SETUPS.c.session_id).subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*SETUP_COLUMNS).join(newest, and_(
+                SETUPS.c.session_id == newest.c.session_id, SETUPS.c.version == newest.c.version))).mappings()
+            return {r["session_id"]: dict(r) for r in rows}
+
     # -------------------------------------------------------------- frames
-    def write_frames(self, writes: list[FrameWrite]) -> None:
+    def write_frames(self, writes: list[FrameWrite], conn: Connection | None = None) -> None:
         """Insert frames of several sessions and bump their counters, in one transaction.
 
-        Three statements at most, however many sessions and writes the batch holds: every row in one
+        Two statements, however many sessions and writes the batch holds: every row in one
         executemany, then each session's counters once (statements built once, in ``__init__``).
+        Not offloaded: the writer calls it in its own native thread.
         """
         rows = [{"session_id": w.session_id, **r} for w in writes for r in w.rows]
         if not rows:
@@ -286,37 +367,29 @@ class Store:
             bump["b_n"] += len(w.rows)
             bump["b_last_seq"] = w.last_seq
             bump["b_at"] = w.last_activity_at
-            if w.stats is not None:
-                bump["b_stats"] = w.stats
-        plain = [b for b in bumps.values() if "b_stats" not in b]
-        with_stats = [b for b in bumps.values() if "b_stats" in b]
-        with self.engine.begin() as conn:
-            conn.execute(self._insert_frames, rows)
-            if plain:
-                conn.execute(self._bump_session, plain)
-            if with_stats:
-                conn.execute(self._bump_session_stats, with_stats)
+            bump["b_stats"] = w.stats
+            bump["b_latest"] = w.latest
+        with self._tx(conn) as c:
+            c.execute(self._insert_frames, rows)
+            c.execute(self._bump_session, list(bumps.values()))
 
-    def existing_seqs(self, session_id: str, seqs: list[int]) -> set[int]:
-        """Which of ``seqs`` are already stored for the session."""
+    @_io
+    def stored_frames(self, session_id: str, seqs: list[int]) -> dict[int, dict[str, Any]]:
+        """Which of ``seqs`` are stored for the session, each with its frame."""
         if not seqs:
-            return set()
-        table = FrameRow.__table__
+            return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.seq).where(table.c.session_id == session_id, table.c.seq.in_(seqs))
-            ).scalars()
-            return set(rows)
+            rows = conn.execute(select(*FRAME_COLUMNS).where(FRAMES.c.session_id == session_id,
+                                                             FRAMES.c.seq.in_(seqs))).mappings()
+            return {r["seq"]: dict(r) for r in rows}
 
+    @_io
     def frames(self, session_id: str, after_seq: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         """Stored frames in seq order after ``after_seq``."""
-        table = FrameRow.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.seq, table.c.t, table.c.received_at, table.c.channels)
-                .where(table.c.session_id == session_id, table.c.seq > after_seq)
-                .order_by(table.c.seq).limit(limit)
-            ).mappings()
+            rows = conn.execute(select(*FRAME_COLUMNS)
+                                .where(FRAMES.c.session_id == session_id, FRAMES.c.seq > after_seq)
+                                .order_by(FRAMES.c.seq).limit(limit)).mappings()
             return [dict(r) for r in rows]
 
     def iter_frames(self, session_id: str, page: int = FRAME_PAGE) -> Iterator[dict[str, Any]]:
@@ -326,125 +399,137 @@ class Store:
             yield from rows
             after = rows[-1]["seq"]
 
+    @_io
     def last_frames(self, session_id: str, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` frames by seq, returned in seq order."""
-        table = FrameRow.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.seq, table.c.t, table.c.received_at, table.c.channels)
-                .where(table.c.session_id == session_id).order_by(table.c.seq.desc()).limit(limit)
-            ).mappings()
+            rows = conn.execute(select(*FRAME_COLUMNS).where(FRAMES.c.session_id == session_id)
+                                .order_by(FRAMES.c.seq.desc()).limit(limit)).mappings()
             return [dict(r) for r in reversed(list(rows))]
 
     # -------------------------------------------------------------- tracks
-    def save_track(self, row: dict[str, Any]) -> None:
+    @_io
+    def save_track(self, row: dict[str, Any], conn: Connection | None = None) -> None:
         """Insert or replace a track."""
-        table = TrackRow.__table__
-        with self.engine.begin() as conn:
-            if conn.execute(select(table.c.id).where(table.c.id == row["id"])).first():
-                conn.execute(update(table).where(table.c.id == row["id"]).values(**row))
+        with self._tx(conn) as c:
+            if c.execute(select(TRACKS.c.id).where(TRACKS.c.id == row["id"])).first():
+                c.execute(update(TRACKS).where(TRACKS.c.id == row["id"]).values(**row))
             else:
-                conn.execute(table.insert().values(**row))
+                c.execute(TRACKS.insert().values(**row))
 
+    @_io
     def get_track(self, track_id: str) -> dict[str, Any] | None:
         """One track, or None."""
-        table = TrackRow.__table__
         with self.engine.connect() as conn:
-            row = conn.execute(select(table).where(table.c.id == track_id)).mappings().first()
+            row = conn.execute(select(TRACKS).where(TRACKS.c.id == track_id)).mappings().first()
         return dict(row) if row else None
 
+    @_io
     def tracks(self) -> list[dict[str, Any]]:
         """Every track, by name."""
-        table = TrackRow.__table__
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(table).order_by(table.c.name)).mappings()]
+            return [dict(r) for r in conn.execute(select(TRACKS).order_by(TRACKS.c.name)).mappings()]
 
-    def delete_track(self, track_id: str) -> bool:
-        """Delete a track (sessions keep their data and lose the reference); False if unknown."""
-        with self.engine.begin() as conn:
-            conn.execute(update(SessionRow.__table__).where(SessionRow.track_id == track_id).values(track_id=None))
-            return conn.execute(delete(TrackRow.__table__).where(TrackRow.id == track_id)).rowcount > 0
+    @_io
+    def delete_track(self, track_id: str, conn: Connection | None = None) -> bool:
+        """Delete a track that no session names; False if unknown."""
+        with self._tx(conn) as c:
+            return c.execute(delete(TRACKS).where(TRACKS.c.id == track_id)).rowcount > 0
 
-    def session_ids_on_track(self, track_id: str) -> list[str]:
+    @_io
+    def session_ids_on_track(self, track_id: str, conn: Connection | None = None) -> list[str]:
         """Sessions that name this track."""
-        table = SessionRow.__table__
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(table.c.id).where(table.c.track_id == track_id)).scalars())
+        with self._reading(conn) as c:
+            return list(c.execute(select(SESSIONS.c.id).where(SESSIONS.c.track_id == track_id)
+                                  .order_by(SESSIONS.c.created_at)).scalars())
 
     # ---------------------------------------------------------------- laps
-    def replace_laps(self, session_id: str, laps: list[dict[str, Any]]) -> None:
-        """Replace every lap of a session (after the track was defined or changed)."""
-        table = LapRow.__table__
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.session_id == session_id))
+    @_io
+    def replace_laps(self, session_id: str, laps: list[dict[str, Any]], conn: Connection | None = None) -> None:
+        """Replace every lap of a session (after the track was defined or changed), and its lap figures."""
+        with self._tx(conn) as c:
+            c.execute(delete(LAPS).where(LAPS.c.session_id == session_id))
             if laps:
-                conn.execute(table.insert(), [{"session_id": session_id, "lap": lap["lap"], "data": lap}
-                                              for lap in laps])
+                c.execute(LAPS.insert(), [{"session_id": session_id, "lap": lap["lap"], "data": lap} for lap in laps])
+            self._lap_figures(c, session_id)
 
-    def add_lap(self, session_id: str, lap: dict[str, Any]) -> None:
-        """Store one completed lap (a lap number seen before is replaced)."""
-        table = LapRow.__table__
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.session_id == session_id, table.c.lap == lap["lap"]))
-            conn.execute(table.insert().values(session_id=session_id, lap=lap["lap"], data=lap))
+    @_io
+    def add_lap(self, session_id: str, lap: dict[str, Any], conn: Connection | None = None) -> None:
+        """Store one completed lap (a lap number seen before is replaced), and the session's lap figures."""
+        with self._tx(conn) as c:
+            c.execute(delete(LAPS).where(LAPS.c.session_id == session_id, LAPS.c.lap == lap["lap"]))
+            c.execute(LAPS.insert().values(session_id=session_id, lap=lap["lap"], data=lap))
+            self._lap_figures(c, session_id)
 
+    @staticmethod
+    def _lap_figures(conn: Connection, session_id: str) -> None:
+        timed = [finite_or_none(d.get("lap_time")) for d in conn.execute(
+            select(LAPS.c.data).where(LAPS.c.session_id == session_id)).scalars()
+            if isinstance(d, dict) and not (d.get("out_lap") or d.get("in_lap"))]
+        times = [t for t in timed if t is not None]
+        conn.execute(update(SESSIONS).where(SESSIONS.c.id == session_id)
+                     .values(laps=len(times), best_lap_s=min(times, default=None)))
+
+    @_io
     def laps(self, session_id: str) -> list[dict[str, Any]]:
         """A session's laps in order."""
-        table = LapRow.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(select(table.c.data).where(table.c.session_id == session_id).order_by(table.c.lap))
+            rows = conn.execute(select(LAPS.c.data).where(LAPS.c.session_id == session_id).order_by(LAPS.c.lap))
             return [r[0] for r in rows]
 
     # ---------------------------------------------------------- alert rules
+    @_io
     def save_alert_rule(self, key: str, car_id: str | None, rule: dict[str, Any],
-                        session_id: str | None = None) -> None:
+                        session_id: str | None = None, conn: Connection | None = None) -> None:
         """Insert or replace an alert rule (``key`` names its scope and id)."""
-        table = AlertRuleRow.__table__
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.id == key))
-            conn.execute(table.insert().values(id=key, car_id=car_id, session_id=session_id, rule=rule))
+        with self._tx(conn) as c:
+            c.execute(delete(RULES).where(RULES.c.id == key))
+            c.execute(RULES.insert().values(id=key, car_id=car_id, session_id=session_id, rule=rule))
 
+    @_io
     def alert_rules(self, car_id: str | None = None, session_id: str | None = None) -> list[dict[str, Any]]:
         """Rules for every car, plus those of ``car_id`` and of ``session_id`` when given."""
-        table = AlertRuleRow.__table__
-        where = table.c.car_id.is_(None) & table.c.session_id.is_(None)
+        where = RULES.c.car_id.is_(None) & RULES.c.session_id.is_(None)
         if car_id is not None:
-            where = where | ((table.c.car_id == car_id) & table.c.session_id.is_(None))
+            where = where | ((RULES.c.car_id == car_id) & RULES.c.session_id.is_(None))
         if session_id is not None:
-            where = where | (table.c.session_id == session_id)
+            where = where | (RULES.c.session_id == session_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(table).where(where).order_by(table.c.id)).mappings()]
+            return [dict(r) for r in conn.execute(select(RULES).where(where).order_by(RULES.c.id)).mappings()]
 
-    def delete_alert_rule(self, rule_id: str) -> bool:
+    @_io
+    def delete_alert_rule(self, key: str, conn: Connection | None = None) -> bool:
         """Delete a rule; False if unknown."""
-        with self.engine.begin() as conn:
-            return conn.execute(delete(AlertRuleRow.__table__).where(AlertRuleRow.id == rule_id)).rowcount > 0
+        with self._tx(conn) as c:
+            return c.execute(delete(RULES).where(RULES.c.id == key)).rowcount > 0
 
     # --------------------------------------------------------------- alerts
-    def add_alert(self, session_id: str, rule_id: str, raised: dict[str, Any], raised_t: float) -> int:
+    @_io
+    def add_alert(self, session_id: str, rule_id: str, raised: dict[str, Any], raised_t: float,
+                  conn: Connection | None = None) -> int:
         """Store a raised alert; returns its id."""
-        with self.engine.begin() as conn:
-            result = conn.execute(AlertRow.__table__.insert().values(
-                session_id=session_id, rule_id=rule_id, raised=raised, raised_t=raised_t))
+        with self._tx(conn) as c:
+            result = c.execute(ALERTS.insert().values(session_id=session_id, rule_id=rule_id, raised=raised,
+                                                      raised_t=raised_t))
             return result.inserted_primary_key[0]
 
-    def update_alert(self, alert_id: int, **fields: Any) -> None:
+    @_io
+    def update_alert(self, alert_id: int, conn: Connection | None = None, **fields: Any) -> None:
         """Set cleared_t or the acknowledgement of an alert."""
-        with self.engine.begin() as conn:
-            conn.execute(update(AlertRow.__table__).where(AlertRow.id == alert_id).values(**fields))
+        with self._tx(conn) as c:
+            c.execute(update(ALERTS).where(ALERTS.c.id == alert_id).values(**fields))
 
-    def get_alert(self, session_id: str, alert_id: int) -> dict[str, Any] | None:
-        """One alert of a session, or None."""
-        table = AlertRow.__table__
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(table).where(table.c.id == alert_id, table.c.session_id == session_id)
-            ).mappings().first()
+    @_io
+    def get_alert(self, session_id: str, alert_id: int, conn: Connection | None = None) -> dict[str, Any] | None:
+        """One alert of a session, or None (``conn``: read inside the writer's transaction)."""
+        with self._reading(conn) as c:
+            row = c.execute(select(ALERTS).where(ALERTS.c.id == alert_id,
+                                                 ALERTS.c.session_id == session_id)).mappings().first()
         return dict(row) if row else None
 
+    @_io
     def alerts(self, session_id: str) -> list[dict[str, Any]]:
         """A session's alerts in the order they were raised."""
-        table = AlertRow.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(select(table).where(table.c.session_id == session_id).order_by(table.c.id))
+            rows = conn.execute(select(ALERTS).where(ALERTS.c.session_id == session_id).order_by(ALERTS.c.id))
             return [dict(r) for r in rows.mappings()]

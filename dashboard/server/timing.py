@@ -1,17 +1,37 @@
-"""The pure processors of one session (lap timer and alert engine), fed the session's frames.
+"""Lap timing of the sessions: their pure processors (lap timer, alert engine), fed frames in seq order.
 
-This is the thin layer between the SessionManager (which stores and tells)
-and the pure processors in ``dashboard.telemetry`` (which only compute): it
-keeps one processor set per session, replays stored frames into them after a
-restart or a track change, and turns their output into (kind, payload) pairs.
+:class:`SessionTiming` is the thin layer over the pure processors in ``dashboard.telemetry``:
+one set per session, turning their output into ("lap" | "sector" | "alert", payload) pairs.
+
+:class:`TimingService` keeps each session's set, stores and tells its laps, and builds a set again
+from the stored frames when it is first needed after a restart or when the session's track
+changes. That replay reads pages off the event loop and yields between chunks; it never holds
+the session's lock for long and never another car's. Frames stored meanwhile wait in the set's
+backlog and are fed once the replay has caught up.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterable
 
+from dashboard.errors import NotFound
+from dashboard.server.changes import Bus, Change
+from dashboard.server.eventlog import EventLog
+from dashboard.server.live import FINAL_STATUSES, LiveCache, LiveSession
+from dashboard.server.store import Store
+from dashboard.server.views import laps_out
+from dashboard.server.writer import Writer
 from dashboard.telemetry.alerts import DEFAULT_RULES, AlertEngine, AlertRule
 from dashboard.telemetry.frames import Frame
 from dashboard.telemetry.laps import LAP_COMPLETED, LAP_DELTA, SECTOR_COMPLETED, LapTimer, Track
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 2000  # frames read per query when a session's laps are timed again
+REPLAY_CHUNK = 250  # frames fed between two yields to the event loop (~2-3 ms of lap timer work)
+Output = list[tuple[str, dict[str, Any]]]
 
 
 class SessionTiming:
@@ -25,22 +45,26 @@ class SessionTiming:
         self._setups = sorted(setups)
         self._next_setup = 0
         self.delta: dict[str, Any] | None = None  # the latest lap.delta payload
+        self.replaying = False  # history is being fed: live frames wait in the backlog
+        self.backlog: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.ready.set()
 
     def set_setup_version(self, t: float, version: int) -> None:
         """A new setup takes effect at ``t``."""
         self._setups.append((t, version))
         self._setups.sort()
 
-    def feed(self, frame: dict[str, Any], alerts: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    def feed(self, frame: dict[str, Any], alerts: bool = True, laps: bool = True) -> Output:
         """One frame in; ("lap" | "sector" | "alert", payload) out. The latest delta is kept, not returned.
 
         ``alerts=False`` replays history into the lap timer only (alerts are about now).
         """
-        out: list[tuple[str, dict[str, Any]]] = []
+        out: Output = []
         if alerts:
             model = Frame.model_construct(seq=frame["seq"], t=frame["t"], channels=frame["channels"])
             out += [("alert", e.model_dump()) for e in self.alerts.feed(model, frame.get("received_at"))]
-        if self.timer is None or self.timer.finished:
+        if not laps or self.timer is None or self.timer.finished:
             return out
         while self._next_setup < len(self._setups) and self._setups[self._next_setup][0] <= frame["t"]:
             self.timer.setup_version = self._setups[self._next_setup][1]
@@ -54,16 +78,164 @@ class SessionTiming:
                 self.delta = event.payload
         return out
 
-    def tick(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+    def tick(self, now: float) -> Output:
         """Time passes with no frame: the link-silence rule may fire."""
         return [("alert", e.model_dump()) for e in self.alerts.tick(now)]
 
-    def set_rules(self, rules: Iterable[AlertRule], now: float) -> list[tuple[str, dict[str, Any]]]:
+    def set_rules(self, rules: Iterable[AlertRule], now: float) -> Output:
         """Replace the alert rules; alerts of changed or dropped rules are cleared."""
         return [("alert", e.model_dump()) for e in self.alerts.set_rules(rules, now)]
 
-    def finish(self) -> list[tuple[str, dict[str, Any]]]:
+    def finish(self) -> Output:
         """The session ended: close the in-lap."""
         if self.timer is None or self.timer.finished:
             return []
         return [("lap", e.payload) for e in self.timer.finish() if e.type == LAP_COMPLETED]
+
+
+class TimingService:
+    """Each session's processors: fed live frames, rebuilt from stored frames, their laps stored and told."""
+
+    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
+                 rules: Callable[[str | None, str], list[AlertRule]], on_alert: Callable[[LiveSession, dict], None],
+                 clock: Callable[[], float]) -> None:
+        self.cache = cache
+        self.store = store
+        self.writer = writer
+        self.bus = bus
+        self.events = events
+        self.rules = rules  # (car_id, session_id) -> the alert rules in force
+        self.on_alert = on_alert
+        self.clock = clock
+        self.replays = 0  # sessions timed again from their stored frames (restart or track change)
+
+    # ----------------------------------------------------------- live path
+    def processors(self, live: LiveSession) -> SessionTiming:
+        """The session's processors (caller holds its lock); built, and replayed in the background, on first use."""
+        if live.timing is None:
+            live.timing = self._build(live)
+            if live.timing.timer is not None and (live.row.get("frame_count") or 0) > 0:
+                live.timing.replaying = True
+                live.timing.ready.clear()
+                threading.Thread(target=self._replay, args=(live, live.timing), name="lap-replay",
+                                 daemon=True).start()
+        return live.timing
+
+    def feed(self, live: LiveSession, rows: list[dict[str, Any]]) -> None:
+        """Stored frames of the session, in seq order, through its processors (caller holds its lock)."""
+        timing = self.processors(live)
+        before = timing.delta
+        replaying = timing.replaying
+        if replaying:
+            timing.backlog.extend(rows)
+        for row in rows:
+            self._handle(live, timing.feed(row, laps=not replaying))
+        if timing.delta is not None and timing.delta is not before:
+            self.bus.tell(Change.TIMING, {"session_id": live.id, **timing.delta})
+
+    def tick(self, live: LiveSession, now: float) -> None:
+        """Time passes: the link-silence rule may fire (caller holds the lock)."""
+        if live.timing is not None:
+            self._handle(live, live.timing.tick(now))
+
+    def set_rules(self, live: LiveSession, rules: list[AlertRule]) -> None:
+        """New alert rules for a session (caller holds its lock)."""
+        if live.timing is not None:
+            self._handle(live, live.timing.set_rules(rules, self.clock()))
+
+    def set_setup_version(self, live: LiveSession, t: float, version: int) -> None:
+        """A new setup version took effect at ``t`` (caller holds the lock)."""
+        if live.timing is not None:
+            live.timing.set_setup_version(t, version)
+
+    def finish(self, live: LiveSession) -> None:
+        """The session ended: the in-lap is closed and stored (caller holds the lock)."""
+        timing = self.processors(live)
+        if timing.replaying:
+            return  # the replay finishes it, seeing the final status
+        self._handle(live, timing.finish())
+
+    def _handle(self, live: LiveSession, outputs: Output) -> None:
+        for kind, payload in outputs:
+            if kind == "lap":
+                self._store_lap(live, payload)
+            elif kind == "sector":
+                self.bus.tell(Change.SECTOR, {"session_id": live.id, **payload})
+            else:
+                self.on_alert(live, payload)
+
+    def _store_lap(self, live: LiveSession, lap: dict[str, Any]) -> None:
+        sid = live.id
+        if not (lap["out_lap"] or lap["in_lap"]):  # the row's lap figures, as the store keeps them
+            live.row["laps"] = (live.row.get("laps") or 0) + 1
+            best = live.row.get("best_lap_s")
+            live.row["best_lap_s"] = lap["lap_time"] if best is None else min(best, lap["lap_time"])
+        self.writer.submit(lambda conn: self.store.add_lap(sid, lap, conn=conn))
+        self.events.log(sid, "lap.completed", lap)
+        self.bus.tell(Change.LAP, {"session_id": sid, **lap})
+
+    # -------------------------------------------------------------- replays
+    def _build(self, live: LiveSession) -> SessionTiming:
+        track_id = live.row.get("track_id")
+        track_row = self.store.get_track(track_id) if track_id else None
+        track = Track.from_dict(track_row["definition"]) if track_row else None
+        setups = [(v["timestamp"], v["version"]) for v in self.store.setups(live.id)]
+        return SessionTiming(track, setups, self.rules(live.row["car_id"], live.id))
+
+    def _replay(self, live: LiveSession, timing: SessionTiming) -> None:
+        """Feed the stored frames into ``timing`` off the hot path; then its backlog; store the laps."""
+        laps: list[dict[str, Any]] = []
+        after = -1
+        try:
+            while page := self.store.frames(live.id, after, REPLAY_PAGE):
+                for i, frame in enumerate(page):
+                    laps += [p for kind, p in timing.feed(frame, alerts=False) if kind == "lap"]
+                    if i % REPLAY_CHUNK == REPLAY_CHUNK - 1:
+                        time.sleep(0)  # let the other cars' events run
+                after = page[-1]["seq"]
+            with live.lock:
+                for frame in timing.backlog:
+                    if frame["seq"] > after:
+                        laps += [p for kind, p in timing.feed(frame, alerts=False) if kind == "lap"]
+                timing.backlog = []
+                if live.status in FINAL_STATUSES:
+                    laps += [p for _kind, p in timing.finish()]
+                timing.replaying = False
+                self.replays += 1
+            self.writer.call(lambda conn: self.store.replace_laps(live.id, laps, conn=conn))
+            timed = [lap["lap_time"] for lap in laps if not (lap["out_lap"] or lap["in_lap"])]
+            with live.lock:
+                live.row["laps"], live.row["best_lap_s"] = len(timed), min(timed, default=None)
+            self.bus.tell(Change.LAPS, {"session_id": live.id, "track_id": live.row.get("track_id"),
+                                        **self.laps_of(live)})
+        except Exception:  # noqa: BLE001 - a failed replay leaves the session untimed, never the server down
+            log.exception("timing session %s again failed", live.id)
+            with live.lock:
+                timing.replaying = False
+                timing.backlog = []
+        finally:
+            timing.ready.set()
+
+    def retime(self, live: LiveSession, wait: bool = True) -> None:
+        """Time the session again from its stored frames (its track changed); ``wait`` until done."""
+        with live.lock:
+            timing = self._build(live)
+            timing.replaying = True
+            timing.ready.clear()
+            live.timing = timing
+        self._replay(live, timing) if wait else threading.Thread(
+            target=self._replay, args=(live, timing), name="lap-replay", daemon=True).start()
+
+    # --------------------------------------------------------------- views
+    def laps_of(self, live: LiveSession) -> dict[str, Any]:
+        """The session's laps (LapList)."""
+        timing = live.timing.delta if live.timing is not None and live.status == "active" else None
+        return laps_out(self.store.laps(live.id), timing)
+
+    def laps(self, session_id: str) -> dict[str, Any]:
+        """The session's laps with best lap, best sectors, theoretical best and live delta (LapList)."""
+        try:
+            live = self.cache.get(session_id)
+        except NotFound:
+            raise
+        return self.laps_of(live)

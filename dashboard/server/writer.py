@@ -1,10 +1,20 @@
-"""The single frame writer: every frame reaches the database through one queue and one worker.
+"""The single writer: every write reaches the database through one queue, one connection, one native thread.
 
-Handlers submit a session's accepted frames and get a ticket; the worker
-drains whatever is queued (up to ``batch_max`` frames) into one transaction
-and then settles every ticket of that transaction. A monitor's batch is
-acknowledged only when its ticket says committed. (Datasette's single-writer
-pattern; under gevent the worker is a greenlet, in tests a thread.)
+Datasette's pattern. Whoever needs a write queues a job: the frames of a telemetry batch, a status
+change, a setup, a lap, an alert, an entry of the event log. One writer loop takes everything queued
+(up to ``batch_max`` frames) and runs it as ONE transaction on its own connection, in queue order:
+consecutive frame writes become one ``executemany``; every other job runs in a SAVEPOINT, so a job the
+database refuses (a record_id seen before, a second active session for a car) fails alone. Then each
+job's :class:`Ticket` is settled with its result or error and its callbacks run, in queue order, so
+what one session wrote is told in the order it was written.
+
+Under gevent the loop is a greenlet and the transaction runs in the writer's own native thread: a
+commit never holds the event loop the cars share. Without gevent the loop is a plain thread.
+
+When the transaction fails as a whole: a database that is locked, full or unreachable
+(``OperationalError``) fails every job of the batch with :class:`Unavailable` (a REST 503 with
+``Retry-After``, a retryable ack to monitors: they send again); any other error is isolated by
+running each job alone, so one bad job never costs the others.
 """
 from __future__ import annotations
 
@@ -12,27 +22,43 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from dashboard.errors import DashboardError, Unavailable
+from dashboard.server.blocking import Offload
 from dashboard.server.store import FrameWrite, Store
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS_S = (0.05, 0.2, 1.0)  # a locked or briefly unreachable database gets three more tries
+CALL_TIMEOUT_S = 30.0  # a write someone waits for (a status change, a setup) fails with 503 after this
+RETRY_AFTER_S = 2.0  # what a client is told to wait when the database could not take a write
+Job = Callable[[Connection], Any]
 
 
 class Ticket:
-    """Settled when the frames it stands for are committed (or failed to be)."""
+    """Settled when the job it stands for is committed (or failed to be)."""
 
-    def __init__(self, write: FrameWrite) -> None:
-        self.write = write
+    __slots__ = ("job", "result", "error", "on_settled", "queued_at", "_done")
+
+    def __init__(self, job: FrameWrite | Job) -> None:
+        self.job = job
+        self.result: Any = None
         self.error: BaseException | None = None
         self.on_settled: list[Callable[["Ticket"], None]] = []
+        self.queued_at = time.monotonic()
         self._done = threading.Event()
 
-    def settle(self, error: BaseException | None = None) -> None:
-        """Mark committed (error None) or failed, and tell whoever asked."""
-        self.error = error
+    @property
+    def done(self) -> bool:
+        """True once settled."""
+        return self._done.is_set()
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Record the outcome, run the callbacks (in the writer's loop), then wake whoever waits."""
+        self.result, self.error = result, error
         for callback in self.on_settled:
             try:
                 callback(self)
@@ -44,37 +70,67 @@ class Ticket:
         """True when committed within ``timeout``; False on failure or timeout."""
         return self._done.wait(timeout) and self.error is None
 
+    def get(self, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """The job's result; its error raised; Unavailable when not settled within ``timeout``."""
+        if not self._done.wait(timeout):
+            raise Unavailable("the database did not take the write in time", retry_after=RETRY_AFTER_S)
+        if self.error is not None:
+            raise self.error
+        return self.result
 
-class FrameWriter:
-    """One worker writing queued frames in batched transactions."""
+
+class Writer:
+    """One loop writing queued jobs in batched transactions on one connection."""
 
     def __init__(self, store: Store, batch_max: int = 2000,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         self.store = store
         self.batch_max = batch_max
         self.on_batch = on_batch  # called with (frames written, seconds taken), for metrics
+        self.commits = 0
+        self.failures = 0
         self._queue: queue.Queue[Ticket | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._native = Offload(1, "writer")  # the writer's own native thread under gevent
+        self._conn: Connection | None = None
 
+    # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the worker (safe to call twice)."""
+        """Start the writer loop (safe to call twice)."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="frame-writer", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
                 self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the worker (safe to call twice)."""
+        """Write what is queued, then stop (safe to call twice)."""
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+        self._native(self._close_connection)
+        self._native.close()
 
-    def submit(self, write: FrameWrite, on_settled: Callable[[Ticket], None] | None = None) -> Ticket:
-        """Queue a session's frames for writing; wait on the ticket for the commit."""
-        ticket = Ticket(write)
+    # -------------------------------------------------------------- queueing
+    def frames(self, write: FrameWrite, on_settled: Callable[[Ticket], None] | None = None) -> Ticket:
+        """Queue a session's frames; wait on the ticket for the commit."""
+        return self._put(Ticket(write), on_settled)
+
+    def submit(self, job: Job, on_settled: Callable[[Ticket], None] | None = None) -> Ticket:
+        """Queue ``job(connection)``; its return value is the ticket's result."""
+        return self._put(Ticket(job), on_settled)
+
+    def call(self, job: Job, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """Queue ``job`` and wait for its result (never call while holding a lock its callbacks need)."""
+        return self.submit(job).get(timeout)
+
+    def barrier(self, timeout: float = CALL_TIMEOUT_S) -> None:
+        """Wait until everything queued so far is committed (read your own writes)."""
+        self.call(_nothing, timeout)
+
+    def _put(self, ticket: Ticket, on_settled: Callable[[Ticket], None] | None) -> Ticket:
         if on_settled is not None:
             ticket.on_settled.append(on_settled)
         self._queue.put(ticket)
@@ -82,11 +138,12 @@ class FrameWriter:
 
     @property
     def backlog(self) -> int:
-        """Tickets waiting to be written."""
+        """Jobs waiting to be written."""
         return self._queue.qsize()
 
+    # ------------------------------------------------------------- the loop
     def _take_batch(self, first: Ticket) -> tuple[list[Ticket], bool]:
-        batch, count, stopping = [first], len(first.write.rows), False
+        batch, count, stopping = [first], _frames(first), False
         while count < self.batch_max:
             try:
                 item = self._queue.get_nowait()
@@ -96,7 +153,7 @@ class FrameWriter:
                 stopping = True
                 break
             batch.append(item)
-            count += len(item.write.rows)
+            count += _frames(item)
         return batch, stopping
 
     def _run(self) -> None:
@@ -110,29 +167,92 @@ class FrameWriter:
                 return
 
     def _commit(self, batch: list[Ticket]) -> None:
-        """Write the batch in one transaction; if that fails, each ticket alone, with retries."""
-        if self._write([t.write for t in batch]) is None:
-            for ticket in batch:
-                ticket.settle()
-            return
-        for ticket in batch:  # isolate the bad one: the others still commit
-            error = self._write([ticket.write])
-            for delay in RETRY_DELAYS_S:
-                if error is None:
-                    break
-                time.sleep(delay)
-                error = self._write([ticket.write])
-            if error is not None:
-                log.error("frames of session %s not written: %s", ticket.write.session_id, error)
-            ticket.settle(error)
-
-    def _write(self, writes: list[FrameWrite]) -> BaseException | None:
         started = time.perf_counter()
         try:
-            self.store.write_frames(writes)
-        except Exception as exc:  # noqa: BLE001 - reported on the tickets, never kills the writer
-            log.warning("frame write of %d sessions failed: %s", len(writes), exc)
-            return exc
+            outcomes = self._native(self._transaction, batch)
+        except (OperationalError, Unavailable) as exc:  # locked, full or unreachable: all try again later
+            self.failures += 1
+            error = unavailable(exc)
+            log.warning("write of %d jobs failed: %s", len(batch), error.message)
+            for ticket in batch:
+                ticket.settle(error=error)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad job: isolate it, the others still commit
+            self.failures += 1
+            log.warning("write of %d jobs failed (%s); writing each alone", len(batch), exc)
+            for ticket in batch:
+                self._commit_alone(ticket)
+            return
+        self.commits += 1
         if self.on_batch is not None:
-            self.on_batch(sum(len(w.rows) for w in writes), time.perf_counter() - started)
-        return None
+            self.on_batch(sum(_frames(t) for t in batch), time.perf_counter() - started)
+        for ticket, (result, error) in zip(batch, outcomes, strict=True):
+            ticket.settle(result, error)
+
+    def _commit_alone(self, ticket: Ticket) -> None:
+        try:
+            result, error = self._native(self._transaction, [ticket])[0]
+        except (OperationalError, Unavailable) as exc:
+            result, error = None, unavailable(exc)
+        except Exception as exc:  # noqa: BLE001 - reported on the ticket, never kills the writer
+            result, error = None, exc
+        if error is not None and isinstance(ticket.job, FrameWrite):
+            log.error("frames of session %s not written: %s", ticket.job.session_id, error)
+        ticket.settle(result, error)
+
+    # --------------------------------------------- in the writer's native thread
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.store.engine.connect()
+        return self._conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _transaction(self, batch: list[Ticket]) -> list[tuple[Any, BaseException | None]]:
+        """Run the batch's jobs in one transaction; (result, error) per job. Raises if the transaction fails."""
+        conn = self._connection()
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with conn.begin():
+                i = 0
+                while i < len(batch):
+                    job = batch[i].job
+                    if isinstance(job, FrameWrite):
+                        j = i
+                        while j < len(batch) and isinstance(batch[j].job, FrameWrite):
+                            j += 1
+                        self.store.write_frames([t.job for t in batch[i:j]], conn)  # type: ignore[misc]
+                        outcomes += [(None, None)] * (j - i)
+                        i = j
+                        continue
+                    try:
+                        with conn.begin_nested():
+                            outcomes.append((job(conn), None))
+                    except Unavailable:  # the database, not the job: the whole batch fails
+                        raise
+                    except (IntegrityError, DashboardError) as exc:  # refused: this job alone
+                        outcomes.append((None, exc))
+                    i += 1
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._conn = None
+            raise
+        return outcomes
+
+
+def _nothing(_conn: Connection) -> None:
+    return None
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    """A database failure as the retryable error clients get."""
+    if isinstance(exc, Unavailable):
+        return exc
+    return Unavailable(f"the database cannot take writes now: {getattr(exc, 'orig', exc)}", retry_after=RETRY_AFTER_S)
+
+
+def _frames(ticket: Ticket) -> int:
+    return len(ticket.job.rows) if isinstance(ticket.job, FrameWrite) else 1

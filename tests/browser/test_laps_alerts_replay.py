@@ -17,7 +17,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from dashboard.server.sessions import ORLANDO_TRACK_ID
+from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import read_log
 from tests.browser.conftest import ARTIFACTS, PHONE, screenshot
 from tests.clients import CALL_TIMEOUT_S, connect_monitor

@@ -185,7 +185,11 @@ def test_bad_ids_and_setups(live_server):
     assert_error(post(live_server, f"/api/v1/sessions/{unknown}/start"), 404, "session_id")
     assert_error(post(live_server, f"/api/v1/sessions/{sid}/start", {"record_id": 7}), 422, "record_id")
     assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", {"setup": [1, 2]}), 422, "setup")
-    assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", {"wing": 1}), 422)
+    for timestamp in (1795942141000, 1e300, -1e20, "10000-01-01T00:00:00+00:00", "soon"):
+        assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", {"setup": {"wing": 1}, "timestamp": timestamp}),
+                     422, "timestamp")
+    raw = '{"setup": {"wing": 1}, "timestamp": Infinity}'
+    assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", raw), 422, "timestamp")
     assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", {"setup": {"k": "v" * 70000}}), 413, "setup")
     assert_error(post(live_server, f"/api/v1/sessions/{sid}/setup", json.dumps({"setup": {"k": "v" * 1_100_000}})),
                  413, "body")
@@ -271,7 +275,7 @@ def test_export_formats_whole_session_and_one_lap(live_server):
     assert len(points) == len(frames) and abs(float(points[0].get("lat")) - frames[0]["channels"]["lat"]) < 1e-7
     assert_error(get(live_server, f"/api/v1/sessions/{sid}/export?format=xls"), 422, "format")
     assert_error(get(live_server, f"/api/v1/sessions/{sid}/export?lap=1"), 404, "lap")  # no track, no laps
-    from dashboard.server.sessions import ORLANDO_TRACK_ID
+    from dashboard.server.tracks import ORLANDO_TRACK_ID
 
     requests.put(f"{live_server.url}/api/v1/sessions/{sid}/track", json={"track_id": ORLANDO_TRACK_ID},
                  headers=live_server.headers, timeout=30).raise_for_status()

@@ -18,9 +18,10 @@ def test_acked_frames_survive_kill_9(server_factory):
                        timeout=CALL_TIMEOUT_S)["session"]["session_id"]
     requests.post(f"{server.url}/api/v1/sessions/{sid}/setup", json={"setup": {"wing": 2}},
                   headers=server.headers, timeout=5).raise_for_status()
-    acked = -1
+    acked, sent = -1, []
     for start in range(0, 2000, 200):
-        ack = monitor.call("telemetry", {"session_id": sid, "frames": make_frames(start, 200)},
+        sent += make_frames(start, 200)
+        ack = monitor.call("telemetry", {"session_id": sid, "frames": sent[-200:]},
                            namespace="/monitor", timeout=CALL_TIMEOUT_S)
         acked = ack["acked_seq"]
     assert acked == 1999
@@ -37,7 +38,8 @@ def test_acked_frames_survive_kill_9(server_factory):
     try:
         again = monitor.call("session.start", {"record_id": "boot-1"}, namespace="/monitor", timeout=CALL_TIMEOUT_S)
         assert again["session"]["session_id"] == sid
-        ack = monitor.call("telemetry", {"session_id": sid, "frames": make_frames(1990, 20)}, namespace="/monitor",
+        resent = sent[1990:] + make_frames(2000, 10)  # the last 10 again, exactly as sent, and 10 new
+        ack = monitor.call("telemetry", {"session_id": sid, "frames": resent}, namespace="/monitor",
                            timeout=CALL_TIMEOUT_S)
         assert ack["acked_seq"] == 2009
     finally:
@@ -50,8 +52,6 @@ def test_acked_frames_survive_kill_9(server_factory):
 
 
 def test_idle_session_expires_and_viewers_are_told(server_factory):
-
-
     server = server_factory(session_idle_s="1.5", expiry_check_s="0.2")
     created = requests.post(f"{server.url}/api/v1/sessions", json={"car_id": "IDLE1"}, headers=server.headers,
                             timeout=5).json()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import requests
 
-from dashboard.server.sessions import ORLANDO_TRACK_ID
+from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import read_log
 from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor
 from tests.waiting import wait_for

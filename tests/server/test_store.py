@@ -6,7 +6,7 @@ from alembic.migration import MigrationContext
 
 from dashboard.server.models import Base
 from dashboard.server.store import FrameWrite, Store
-from dashboard.server.writer import FrameWriter
+from dashboard.server.writer import Writer
 
 
 def test_migrations_match_models(db_url):
@@ -20,11 +20,11 @@ def test_writer_commits_good_batches_when_one_fails(db_url):
     store = Store.from_url(db_url)
     store.insert_session({"id": "s1", "car_id": "C", "name": "", "status": "active", "created_at": 1.0,
                           "frame_count": 0})
-    writer = FrameWriter(store, batch_max=10_000)
+    writer = Writer(store, batch_max=10_000)
     row = {"seq": 1, "t": 2.0, "received_at": 2.0, "channels": {"rpm": 1.0}}
-    tickets = [writer.submit(FrameWrite("s1", [row], 1, 2.0)),
-               writer.submit(FrameWrite("no-such-session", [row], 1, 2.0)),  # foreign key violation
-               writer.submit(FrameWrite("s1", [{**row, "seq": 2}], 2, 2.0))]
+    tickets = [writer.frames(FrameWrite("s1", [row], 1, 2.0)),
+               writer.frames(FrameWrite("no-such-session", [row], 1, 2.0)),  # foreign key violation
+               writer.frames(FrameWrite("s1", [{**row, "seq": 2}], 2, 2.0))]
     writer.start()
     try:
         assert tickets[0].wait(10) and tickets[2].wait(10)

@@ -1,0 +1,86 @@
+"""The server's core, wired in one place: the store, the single writer, the live cache and the services.
+
+    REST routes ─┐                                   ┌─► Bus ─► Socket.IO hub ─► viewers, monitors
+    Socket.IO  ──┼─► services ─► LiveCache (memory) ─┤
+    handlers     │   (sessions, lifecycle, ingest,   └─► Writer (one native thread) ─► Store ─► database
+                 │    timing, alerts, tracks,
+                 │    monitors, lora)                 reads: Store, off the event loop
+Routes and handlers call services, never the store. ``create_app`` builds one Core per app; the
+original in-process API (``dashboard.sessions.SessionManager``) is a thin facade over one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from dashboard.config import Settings
+from dashboard.server.alerts import AlertService
+from dashboard.server.changes import Bus
+from dashboard.server.eventlog import EventLog
+from dashboard.server.ingest import Ingest
+from dashboard.server.lifecycle import LifecycleService
+from dashboard.server.live import LiveCache
+from dashboard.server.lora import LoraService
+from dashboard.server.monitors import MonitorService
+from dashboard.server.sessions import SessionService
+from dashboard.server.store import Store
+from dashboard.server.timing import TimingService
+from dashboard.server.tracks import TrackService
+from dashboard.server.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class Core:
+    """Every service of one server process, sharing one store, writer, live cache and bus."""
+
+    def __init__(self, store: Store, *, idle_s: float = 300.0, recent_window_s: float = 60.0,
+                 writer_batch_max: int = 2000, clock: Callable[[], float] = time.time, shared: bool = False,
+                 max_ahead_s: float = 300.0, max_setup_bytes: int = 65_536) -> None:
+        self.store = store
+        self.clock = clock
+        self.bus = Bus()
+        self.writer = Writer(store, writer_batch_max)
+        self.cache = LiveCache(store, recent_window_s, shared)
+        self.events = EventLog(store, self.writer, self.bus, clock)
+        self.alerts = AlertService(self.cache, store, self.writer, self.bus, self.events, clock)
+        self.timing = TimingService(self.cache, store, self.writer, self.bus, self.events, self.alerts.rules,
+                                    self.alerts.on_alert, clock)
+        self.alerts.timing = self.timing
+        self.sessions = SessionService(self.cache, store, self.writer, self.bus, self.events, self.timing, clock,
+                                       max_setup_bytes)
+        self.lifecycle = LifecycleService(self.cache, store, self.writer, self.bus, self.events, self.timing,
+                                          self.sessions.describe, clock, idle_s)
+        self.tracks = TrackService(self.cache, store, self.writer, self.bus, self.events, self.timing, clock,
+                                   self.sessions.describe)
+        self.monitors = MonitorService(self.cache, self.bus, self.events, self.lifecycle)
+        self.lora = LoraService(self.cache, store, self.bus, self.events, self.lifecycle, clock)
+        self.ingest = Ingest(self.cache, store, self.writer, self.bus, self.lifecycle, self.timing, clock,
+                             max_ahead_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Core":
+        """A core on the configured database (migrated), not yet started."""
+        return cls(Store.from_url(settings.resolved_database_url()), idle_s=settings.session_idle_s,
+                   recent_window_s=settings.recent_window_s, writer_batch_max=settings.writer_batch_max,
+                   shared=settings.message_queue is not None, max_ahead_s=settings.max_clock_ahead_s,
+                   max_setup_bytes=settings.max_setup_bytes)
+
+    def start(self) -> "Core":
+        """Start the writer and load the active sessions (frames may arrive for them at once)."""
+        self.writer.start()
+        for row in self.store.sessions_with_status("active"):
+            self.cache.get(row["id"])
+        return self
+
+    def housekeeping(self) -> list[str]:
+        """What runs every second: idle sessions expire, time-based alerts fire, unused entries are evicted."""
+        expired = self.lifecycle.expire_idle()
+        self.alerts.tick()
+        self.cache.evict()
+        return expired
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer (safe to call twice)."""
+        self.writer.stop()
