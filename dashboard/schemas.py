@@ -19,6 +19,14 @@ SessionStatus = Literal["created", "active", "stopped", "ended", "expired"]
 
 
 class Strict(BaseModel):
+    """An input: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """An output: the tests hold every answer to exactly these fields."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -49,7 +57,7 @@ class SetupIn(Strict):
                           "2100 (not milliseconds); default now")
 
 
-class SessionStats(BaseModel):
+class SessionStats(Out):
     frames: int = 0
     last_seq: int | None = None
     duration_s: float = 0.0
@@ -64,7 +72,7 @@ class SessionStats(BaseModel):
     backfilled_frames: int = Field(0, description="frames that arrived late from the monitor's backlog")
 
 
-class MonitorHealth(BaseModel):
+class MonitorHealth(Out):
     """The car's monitor as last heard: online, outbox backlog, ack round trip, source status."""
 
     online: bool = False
@@ -74,7 +82,7 @@ class MonitorHealth(BaseModel):
     sources: dict[str, str] | None = None
 
 
-class SessionOut(BaseModel):
+class SessionOut(Out):
     """A session as the API returns it."""
 
     session_id: str
@@ -99,14 +107,14 @@ class SessionOut(BaseModel):
     stats: SessionStats
 
 
-class SessionList(BaseModel):
+class SessionList(Out):
     items: list[SessionOut]
     total: int
     limit: int
     offset: int
 
 
-class SetupOut(BaseModel):
+class SetupOut(Out):
     session_id: str
     version: int
     timestamp: str
@@ -114,11 +122,11 @@ class SetupOut(BaseModel):
     setup: dict[str, Any]
 
 
-class SetupList(BaseModel):
+class SetupList(Out):
     items: list[SetupOut]
 
 
-class ChannelValue(BaseModel):
+class ChannelValue(Out):
     value: float | None
     t: float
     age_s: float
@@ -126,25 +134,25 @@ class ChannelValue(BaseModel):
     stale: bool
 
 
-class TelemetryOut(BaseModel):
+class TelemetryOut(Out):
     session_id: str
     last_update: str | None
     channels: dict[str, ChannelValue]
 
 
-class StoredFrame(BaseModel):
+class StoredFrame(Out):
     seq: int
     t: float
     received_at: float
     channels: dict[str, float | None]
 
 
-class FrameList(BaseModel):
+class FrameList(Out):
     items: list[StoredFrame]
     next_after_seq: int | None
 
 
-class EventOut(BaseModel):
+class EventOut(Out):
     id: int
     session_id: str
     record_id: str | None
@@ -154,21 +162,29 @@ class EventOut(BaseModel):
     payload: dict[str, Any]
 
 
-class EventList(BaseModel):
+class EventList(Out):
     items: list[EventOut]
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Out):
+    """What went wrong: a stable code, a message, the field to blame, and what the client can act on."""
+
     code: str
     message: str
     field: str | None = None
+    session_id: str | None = Field(None, description="conflict: the car's active session")
+    sessions: list[str] | None = Field(None, description="conflict: the sessions using a track")
+    status: SessionStatus | None = Field(None, description="the session's status, when it is what refused the call")
+    next_seq: int | None = Field(None, description="seq_conflict: where the monitor's numbering must continue")
+    retry_after: float | None = Field(None, description="unavailable: seconds to wait before sending again")
+    max_frames: int | None = Field(None, description="too_large: most frames accepted in one batch")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Out):
     error: ErrorDetail
 
 
-class Health(BaseModel):
+class Health(Out):
     ok: bool
     database: bool
 
@@ -200,12 +216,13 @@ class TrackIn(Strict):
 
 
 class TrackOut(TrackIn):
+    model_config = ConfigDict(extra="forbid")
     track_id: str
     created_at: str
     updated_at: str
 
 
-class TrackList(BaseModel):
+class TrackList(Out):
     items: list[TrackOut]
 
 
@@ -215,17 +232,47 @@ class SessionTrack(Strict):
     track_id: str | None
 
 
-class LapList(BaseModel):
+class LapOut(Out):
+    """A lap as timed: line to line, or the out-lap (lap 0) or in-lap of a session."""
+
+    lap: int
+    start_t: float
+    end_t: float
+    lap_time: float
+    sectors: list[float | None] = Field(description="one per sector; null where a sector line was missed")
+    is_best: bool = Field(description="the best so far when it completed")
+    out_lap: bool
+    in_lap: bool
+    setup_version: int | None = Field(description="the setup version in force at the lap's start")
+    setup_changed: bool = Field(description="the setup changed during the lap")
+    distance_m: float
+    max_gap_s: float = Field(description="longest time between two fixes used: how precise the timing is")
+    start_seq: int | None
+    end_seq: int | None
+
+
+class Timing(Out):
+    """The live delta to the best lap, after each batch of the current lap."""
+
+    lap: int
+    elapsed: float
+    distance_m: float
+    delta: float | None
+    predicted_lap_time: float | None
+    best_lap_time: float | None
+
+
+class LapList(Out):
     """GET /api/v1/sessions/{id}/laps."""
 
-    items: list[dict[str, Any]]
-    best_lap: dict[str, Any] | None
+    items: list[LapOut]
+    best_lap: LapOut | None
     best_sectors: list[float | None]
     theoretical_best: float | None
-    timing: dict[str, Any] | None = Field(None, description="live delta to the best lap (lap.delta payload)")
+    timing: Timing | None = Field(None, description="live delta to the best lap, while the session is active")
 
 
-class AlertOut(BaseModel):
+class AlertOut(Out):
     """An alert of a session: what fired, where (lap, position), cleared, acknowledged by whom."""
 
     alert_id: int
@@ -249,7 +296,7 @@ class AlertOut(BaseModel):
     on_screen: bool = Field(description="raised and not yet both cleared and acknowledged")
 
 
-class AlertList(BaseModel):
+class AlertList(Out):
     items: list[AlertOut]
 
 
@@ -265,14 +312,14 @@ class AlertRuleBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class AlertRuleOut(BaseModel):
+class AlertRuleOut(Out):
     rule: dict[str, Any]
     source: Literal["default", "all", "car", "session"]
     car_id: str | None
     session_id: str | None = None
 
 
-class AlertRuleList(BaseModel):
+class AlertRuleList(Out):
     items: list[AlertRuleOut]
 
 
@@ -323,18 +370,20 @@ class TelemetryBatch(Strict):
     backfill: bool = Field(False, description="these frames come from the monitor's backlog, not live")
 
 
-class Rejection(BaseModel):
+class Rejection(Out):
     seq: Any
     error: ErrorDetail
 
 
-class TelemetryAck(BaseModel):
+class TelemetryAck(Out):
     """Ack of `telemetry`: every frame of the batch is now durable, or listed in rejected."""
 
     ok: bool
     acked_seq: int | None
     rejected: list[Rejection]
-    error: ErrorDetail | None = None
+    session_status: SessionStatus | None = Field(
+        None, description="present when the session is not active: the monitor pauses (stopped, ended) or starts "
+                          "a new session (expired); frames sampled after the stop are in rejected")
 
 
 class MonitorHeartbeat(Strict):
@@ -375,7 +424,7 @@ class LoraMessage(BaseModel):
     radio: dict[str, Any] | None = None
 
 
-class LoraBroadcast(BaseModel):
+class LoraBroadcast(Out):
     """/dashboard `lora`: the latest values that came over LoRa, with their age when relayed."""
 
     session_id: str
@@ -386,15 +435,14 @@ class LoraBroadcast(BaseModel):
     status: dict[str, bool] | None = None
 
 
-class Ack(BaseModel):
-    """Generic ack: ok with a payload, or an error."""
+class Ack(Out):
+    """Ack of `session.start`, `session.end` (with the session), `leave` (without)."""
 
     ok: bool
-    error: ErrorDetail | None = None
     session: SessionOut | None = None
 
 
-class Command(BaseModel):
+class Command(Out):
     """Server to monitor: the REST start/stop was called for this car's session."""
 
     action: Literal["start", "stop", "end"]
@@ -410,7 +458,7 @@ class Join(Strict):
     session_id: str
 
 
-class Snapshot(BaseModel):
+class Snapshot(Out):
     session: SessionOut
     setup: SetupOut | None
     telemetry: TelemetryOut
@@ -418,48 +466,128 @@ class Snapshot(BaseModel):
     alerts: list[AlertOut] = Field(default_factory=list, description="alerts still on screen")
 
 
-class JoinAck(BaseModel):
+class JoinAck(Out):
     ok: bool
-    snapshot: Snapshot | None = None
-    error: ErrorDetail | None = None
+    snapshot: Snapshot
 
 
-class TelemetryBroadcast(BaseModel):
+class TelemetryBroadcast(Out):
     """/dashboard `telemetry`: frames of the room's session, in seq order, possibly coalesced."""
 
     session_id: str
     frames: list[Frame]
 
 
-class MonitorPresence(BaseModel):
-    """/dashboard `monitor`: the car's monitor came online or went offline."""
+class MonitorPresence(MonitorHealth):
+    """/dashboard `monitor`: the car's monitor came online, went offline, or reported its health."""
 
     session_id: str
-    online: bool
-    backlog: int | None = None
-    rtt_ms: float | None = None
 
 
+class LapBroadcast(LapOut):
+    """/dashboard `lap`: a lap just completed."""
+
+    session_id: str
+
+
+class SectorBroadcast(Out):
+    """/dashboard `sector`: a sector just completed (tracks with sector lines)."""
+
+    session_id: str
+    lap: int
+    sector: int = Field(ge=1)
+    time: float
+    start_t: float
+    end_t: float
+    is_best: bool
+    setup_version: int | None
+
+
+class TimingBroadcast(Timing):
+    """/dashboard `timing`: the live delta to the best lap."""
+
+    session_id: str
+
+
+class LapsBroadcast(LapList):
+    """/dashboard `laps`: every lap again, after the session was timed again (track set or changed, restart)."""
+
+    session_id: str
+    track_id: str | None
+
+
+class Deleted(Out):
+    """/dashboard `deleted` (to every viewer): the session and its data are gone."""
+
+    session_id: str
+
+
+class HeartbeatAck(Out):
+    """Ack of /monitor `heartbeat`."""
+
+    ok: bool
+    server_time: float
+
+
+class EventAck(Out):
+    """Ack of /monitor `event`: duplicate when its record_id was logged before."""
+
+    ok: bool
+    duplicate: bool
+
+
+class LoraAck(Out):
+    """Ack of /monitor `lora`: the session the summary was merged into."""
+
+    ok: bool
+    session_id: str
+
+
+class ErrorAck(Out):
+    """Any ack that refuses: ok false, and why."""
+
+    ok: Literal[False]
+    error: ErrorDetail
+
+
+# Every Socket.IO message, both ways: "<namespace>.<event>" for what is sent, "...ack" for its answer, "error.ack"
+# for any refusal. The server's side is held to this table by tests/server/test_contract.py; schemas/ has one
+# JSON Schema per entry.
 SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
+    "frame": Frame,
+    "error.ack": ErrorAck,
+    # /monitor: the car's monitor (and pit gateways) to the server
     "monitor.auth": MonitorAuth,
     "monitor.session.start": MonitorSessionStart,
+    "monitor.session.start.ack": Ack,
     "monitor.telemetry": TelemetryBatch,
     "monitor.telemetry.ack": TelemetryAck,
     "monitor.heartbeat": MonitorHeartbeat,
-    "monitor.session.end": MonitorSessionEnd,
+    "monitor.heartbeat.ack": HeartbeatAck,
     "monitor.event": MonitorEvent,
-    "monitor.ack": Ack,
-    "monitor.command": Command,
+    "monitor.event.ack": EventAck,
     "monitor.lora": LoraMessage,
-    "dashboard.lora": LoraBroadcast,
-    "frame": Frame,
+    "monitor.lora.ack": LoraAck,
+    "monitor.session.end": MonitorSessionEnd,
+    "monitor.session.end.ack": Ack,
+    "monitor.command": Command,  # server to monitor
+    # /dashboard: viewers
     "dashboard.auth": ViewerAuth,
     "dashboard.join": Join,
     "dashboard.join.ack": JoinAck,
+    "dashboard.leave": Join,
+    "dashboard.leave.ack": Ack,
     "dashboard.telemetry": TelemetryBroadcast,
     "dashboard.session": SessionOut,
+    "dashboard.sessions": SessionOut,
+    "dashboard.deleted": Deleted,
     "dashboard.setup": SetupOut,
     "dashboard.monitor": MonitorPresence,
     "dashboard.event": EventOut,
+    "dashboard.lora": LoraBroadcast,
+    "dashboard.lap": LapBroadcast,
+    "dashboard.sector": SectorBroadcast,
+    "dashboard.timing": TimingBroadcast,
+    "dashboard.laps": LapsBroadcast,
     "dashboard.alert": AlertOut,
 }

@@ -357,6 +357,11 @@ socket.on("laps", (list) => {
   // the track changed (maybe from another page): the session says which, for the map's lines
   apiGet(`/sessions/${encodeURIComponent(SESSION_ID)}`).then(applySession, () => {});
 });
+socket.on("deleted", (d) => {
+  if (!d || d.session_id !== SESSION_ID) return;
+  document.body.dataset.deleted = "true";
+  showBanner("This session was deleted: its data is gone from the server.", "error");
+});
 socket.on("alert", (a) => {
   alerts.upsert(a);
   markersChanged();

@@ -124,7 +124,10 @@ connectDashboard({
   onConnect: (socket, again) => {
     if (again) load(); // catch up on what changed while we were away
   },
-}).on("sessions", onSession);
+}).on("sessions", onSession).on("deleted", (d) => {
+  const row = d && body.querySelector(`tr[data-session-id="${CSS.escape(d.session_id)}"]`);
+  if (row) scheduleReload(); // it leaves the list, and the page refills
+});
 load();
 setInterval(() => {
   if (!document.hidden) load();

@@ -298,3 +298,17 @@ def test_viewer_token_is_asked_for_when_the_server_needs_one(server_factory: Any
     expect(page.locator("body")).to_have_attribute("data-joined", "true")
     expect(banner).to_be_hidden()
     expect(page.locator("#session-name")).to_have_text("Private")
+
+
+def test_a_deleted_session_says_so_on_its_page_and_leaves_the_list(live_server: Any, make_car: Any,
+                                                                    open_page: Any) -> None:
+    car = make_car(name="Delete me")
+    live = open_page(f"{live_server.url}/sessions/{car.session_id}")
+    expect(live.locator("body")).to_have_attribute("data-joined", "true")
+    listing = open_page(live_server.url + "/")
+    expect(listing.locator(f'tr[data-session-id="{car.session_id}"]')).to_be_visible()
+    requests.delete(f"{live_server.url}/api/v1/sessions/{car.session_id}", headers=live_server.headers,
+                    timeout=10).raise_for_status()
+    expect(live.locator("body")).to_have_attribute("data-deleted", "true")
+    expect(live.get_by_text("This session was deleted")).to_be_visible()
+    expect(listing.locator(f'tr[data-session-id="{car.session_id}"]')).to_have_count(0)
