@@ -14,11 +14,8 @@ from dashboard.telemetry.gps import (
     with_checksum,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_PLAIN = next((p for p in (REPO.parent / "shared/data/okc-tillotson-plain.nmea",
-                                 Path("/work/shared/data/okc-tillotson-plain.nmea")) if p.is_file()), None)
-
-
+# The raw 25 Hz recording, a copy kept in the repository with its provenance (tests/data/PROVENANCE.md).
+RAW_LOG = Path(__file__).resolve().parents[1] / "data" / "okc-tillotson-plain.nmea"
 
 GGA_NO_FIX = with_checksum("$GPGGA,165333.060,,,,,0,00,,,M,,M,,")
 RMC_VOID = with_checksum("$GPRMC,165333.060,V,,,,,,,040623,,,N")
@@ -44,10 +41,9 @@ def test_bundled_log_real_figures() -> None:
     assert all(abs(r.values["lat"] - first["lat"]) < 0.01 for r in readings)
 
 
-@pytest.mark.skipif(SHARED_PLAIN is None, reason="shared/data not present")
 def test_raw_log_with_run_on_sentences() -> None:
     decoder = NmeaDecoder()
-    readings = list(read_log(SHARED_PLAIN, decoder))
+    readings = list(read_log(RAW_LOG, decoder))
     rmc = [r for r in readings if r.sentence == "RMC"]
     assert len(rmc) == pytest.approx(15719, abs=15)  # PROVENANCE: 15,719 fixes; truncated ones are lost
     assert 13 <= decoder.counters.errors <= 20  # the 13 truncated sentences (and nothing else much)
