@@ -32,7 +32,7 @@ class Runtime:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the server app: database (migrated), the core's services, REST API, Socket.IO hub, pages."""
-    from dashboard.server import api, web
+    from dashboard.server import api, web, wirejson
     from dashboard.server.core import Core
     from dashboard.server.fanout import Fanout
     from dashboard.server.hub import Hub
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     core = Core.from_settings(settings)
     metrics = Metrics()
     core.writer.on_batch = metrics.on_write
+    metrics.watch_core(core)
     core.start()
     core.tracks.ensure_builtin()
     fanout = Fanout(settings.slow_viewer_s) if settings.async_mode == "gevent" else None
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         message_queue=settings.message_queue,
         client_manager=client_manager(settings, fanout),
         async_handlers=False,  # each connection's events in order: frames stored and broadcast in seq order
+        json=wirejson,  # orjson: see dashboard/server/wirejson.py
         max_http_buffer_size=settings.max_body_bytes,
         cors_allowed_origins=None,
     )

@@ -185,4 +185,4 @@ class SessionManager:
     def snapshot(self, session_id: str) -> dict[str, Any]:
         """Everything a viewer needs on join: session, setup, latest values, recent frames, alerts on screen."""
         live = self.core.cache.get(session_id)
-        return self.core.sessions.snapshot(live, self.core.alerts.on_screen(live.id))
+        return self.core.sessions.snapshot(live, self.core.alerts.on_screen(live))

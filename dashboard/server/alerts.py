@@ -137,9 +137,9 @@ class AlertService:
         live = self.cache.get(session_id)
         return [public_alert(row) for row in self.store.alerts(live.id)]
 
-    def on_screen(self, session_id: str) -> list[dict[str, Any]]:
+    def on_screen(self, live: LiveSession) -> list[dict[str, Any]]:
         """The session's alerts still on screen: active, or cleared and not yet acknowledged."""
-        return [a for a in self.alerts(session_id) if a["on_screen"]]
+        return [a for a in map(public_alert, self.store.alerts(live.id)) if a["on_screen"]]
 
     def ack(self, session_id: str, alert_id: int, by: str) -> dict[str, Any]:
         """Someone acknowledged an alert: it may leave the screen once cleared. Acknowledging twice keeps the first."""

@@ -314,8 +314,8 @@ class Hub:
         """
         core = self.core
         live = core.sessions.require(session_id)
-        alerts = core.alerts.on_screen(live.id)
-        stored = None if live.recent_complete else core.sessions.recent(live.id)
+        alerts = core.alerts.on_screen(live)
+        stored = None if live.recent_complete else core.cache.recent(live, raw=True)
         with live.lock, self._lock:
             waiting = self._coalescer.waiting_seqs(live.id)
             snapshot = core.sessions.snapshot(live, alerts, waiting, stored)

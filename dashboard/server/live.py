@@ -218,12 +218,13 @@ class LiveCache:
         live.latest = latest_from_row(row.get("latest"))
         live.stale = False
 
-    def recent(self, live: LiveSession, exclude: set[int] = frozenset()) -> list[dict[str, Any]]:
-        """Frames of the last window in seq order: from memory while frames arrive, else from the store."""
+    def recent(self, live: LiveSession, exclude: set[int] = frozenset(), raw: bool = False) -> list[dict[str, Any]]:
+        """Frames of the last window in seq order: from memory while frames arrive, else from the store
+        (``raw``: channels left as stored JSON, for a message; see Store.last_frames)."""
         if live.recent_complete:
             frames = [f for f in live.recent if f["seq"] not in exclude and f["seq"] not in live.pending]
         else:
-            frames = self.store.last_frames(live.id, RECENT_MAX_FRAMES)
+            frames = self.store.last_frames(live.id, RECENT_MAX_FRAMES, raw=raw)
         return window(sorted(frames, key=lambda f: f["seq"]), self.recent_window_s)
 
     def evict(self) -> int:

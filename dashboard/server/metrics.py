@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # the *_created series only add noise to a scrape
@@ -41,6 +41,10 @@ class Metrics:
         """Expose a :class:`dashboard.server.fanout.Fanout`'s counters (read at scrape time, nothing per frame)."""
         self.registry.register(_FanoutCollector(fanout))
 
+    def watch_core(self, core: Any) -> None:
+        """Expose the core's state: sessions in memory, the writer's backlog, laps timed again (read at scrape)."""
+        self.registry.register(_CoreCollector(core))
+
     def on_write(self, frames: int, seconds: float) -> None:
         """Record one writer transaction."""
         self.write_batch.observe(frames)
@@ -65,3 +69,23 @@ class _FanoutCollector:
                 ("dashboard_fanout_slow_viewers", "Viewers disconnected because they stopped reading",
                  self.fanout.slow_viewers)):
             yield CounterMetricFamily(name, doc, value=value)
+
+
+class _CoreCollector:
+    """What the core holds and does: read when /metrics is scraped, nothing per frame."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        core = self.core
+        yield GaugeMetricFamily("dashboard_sessions_in_memory", "Sessions held in the live cache",
+                                value=len(core.cache))
+        yield GaugeMetricFamily("dashboard_writer_backlog", "Writes queued for the single writer",
+                                value=core.writer.backlog)
+        yield CounterMetricFamily("dashboard_writer_failures", "Writer transactions that failed",
+                                  value=core.writer.failures)
+        yield CounterMetricFamily("dashboard_lap_replays", "Sessions timed again from their stored frames",
+                                  value=core.timing.replays)
+        yield GaugeMetricFamily("dashboard_lap_replays_running", "Sessions being timed again now",
+                                value=core.timing.replaying)

@@ -20,9 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -400,12 +415,21 @@ class Store:
             after = rows[-1]["seq"]
 
     @_io
-    def last_frames(self, session_id: str, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` frames by seq, returned in seq order."""
+    def last_frames(self, session_id: str, limit: int, raw: bool = False) -> list[dict[str, Any]]:
+        """The last ``limit`` frames by seq, returned in seq order.
+
+        ``raw``: each frame's channels as the stored JSON text in an ``orjson.Fragment``, not decoded: a
+        snapshot sent as JSON needs no Python object per value (20 per frame, thousands per snapshot).
+        """
+        channels = cast(FRAMES.c.channels, Text).label("channels") if raw else FRAMES.c.channels
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*FRAME_COLUMNS).where(FRAMES.c.session_id == session_id)
-                                .order_by(FRAMES.c.seq.desc()).limit(limit)).mappings()
-            return [dict(r) for r in reversed(list(rows))]
+            rows = list(conn.execute(select(FRAMES.c.seq, FRAMES.c.t, FRAMES.c.received_at, channels)
+                                     .where(FRAMES.c.session_id == session_id)
+                                     .order_by(FRAMES.c.seq.desc()).limit(limit)))
+        if raw:
+            return [{"seq": r[0], "t": r[1], "received_at": r[2], "channels": orjson.Fragment(r[3])}
+                    for r in reversed(rows)]
+        return [{"seq": r[0], "t": r[1], "received_at": r[2], "channels": r[3]} for r in reversed(rows)]
 
     # -------------------------------------------------------------- tracks
     @_io

@@ -108,6 +108,7 @@ class TimingService:
         self.on_alert = on_alert
         self.clock = clock
         self.replays = 0  # sessions timed again from their stored frames (restart or track change)
+        self.replaying = 0  # replays running now
 
     # ----------------------------------------------------------- live path
     def processors(self, live: LiveSession) -> SessionTiming:
@@ -186,6 +187,7 @@ class TimingService:
         """Feed the stored frames into ``timing`` off the hot path; then its backlog; store the laps."""
         laps: list[dict[str, Any]] = []
         after = -1
+        self.replaying += 1
         try:
             while page := self.store.frames(live.id, after, REPLAY_PAGE):
                 for i, frame in enumerate(page):
@@ -214,6 +216,7 @@ class TimingService:
                 timing.replaying = False
                 timing.backlog = []
         finally:
+            self.replaying -= 1
             timing.ready.set()
 
     def retime(self, live: LiveSession, wait: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""What a WebSocket connection costs at the WSGI layer: no compression, a small read buffer.
+"""What a connection costs at the WSGI layer: no compression, a small read buffer, no Nagle delay.
 
 Browsers offer permessage-deflate and simple-websocket accepts it whenever it
 is offered; the server then compresses every message once per viewer (one
@@ -29,7 +29,11 @@ class DeclineCompression:
 
 
 def compact_handler_class() -> type:
-    """gevent's WSGI handler with a 1 KB read buffer instead of 8 KB.
+    """gevent's WSGI handler with a 1 KB read buffer instead of 8 KB, on a socket with TCP_NODELAY.
+
+    TCP_NODELAY: gevent writes a response's headers and body in two sends; with Nagle's algorithm on,
+    the body waits for the client's delayed ACK of the headers. Every request on a kept-alive connection
+    (every browser's) took ~44 ms instead of ~2 ms (measured: GET /healthz, 100 requests).
 
     A WebSocket keeps its handler, and so its buffered reader, for the connection's whole life,
     though after the upgrade the reader is never used again: simple-websocket reads the socket
@@ -37,10 +41,14 @@ def compact_handler_class() -> type:
     server memory per viewer. HTTP works with any request size; the reader refills more often,
     and large bodies are read past the buffer.
     """
+    import socket
+
     from gevent import pywsgi
 
     class CompactHandler(pywsgi.WSGIHandler):
         def __init__(self, sock, address, server, rfile=None):  # noqa: ANN001 - gevent's signature
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().__init__(sock, address, server, rfile if rfile is not None else sock.makefile("rb", READ_BUFFER))
 
     return CompactHandler

@@ -45,7 +45,7 @@ def route_model(method: str, path: str) -> tuple[int, type[BaseModel] | None]:
         regex = "^/api/v1" + re.sub(r"\{[a-z_]+\}", "[^/]+", pattern) + "$"
         if m == method and re.match(regex, path):
             return status, model
-    aliases = {"/session_manager/sessions.start", "/session_manager/sessions.end", "/session_manager/sessions.heartbeat"}
+    aliases = {f"/session_manager/sessions.{action}" for action in ("start", "end", "heartbeat")}
     if method == "post" and path in aliases:
         return 200, schemas.SessionOut
     if path == "/healthz":

@@ -70,7 +70,7 @@ def test_a_viewer_that_stops_reading_is_cut_off_and_the_others_get_everything(se
         # full and a write stays unfinished for slow_viewer_s; 300 batches (~50 MB) is far more than needed
         while metric(server.url, "dashboard_fanout_slow_viewers_total") == 0:
             assert len(sent) < 300_000, "the stuck viewer was never cut off"
-            batch = make_frames(len(sent), 1000)
+            batch = make_frames(len(sent), 1000, hz=1000.0)  # sample times stay near now however many
             assert send(monitor, session_id, batch)["ok"]
             sent.extend(f["seq"] for f in batch)
         assert viewer.wait_frames(len(sent), timeout=30) == sent
@@ -78,7 +78,7 @@ def test_a_viewer_that_stops_reading_is_cut_off_and_the_others_get_everything(se
         wait_for(stuck.cut_off, 10, "the stuck viewer's connection closed by the server")
         assert metric(server.url, "dashboard_fanout_direct_total") > 0
         # the session goes on for the viewer that reads
-        assert send(monitor, session_id, make_frames(len(sent), 10))["ok"]
+        assert send(monitor, session_id, make_frames(len(sent), 10, hz=1000.0))["ok"]
         assert viewer.wait_frames(len(sent) + 10)[-1] == len(sent) + 9
     finally:
         monitor.disconnect()

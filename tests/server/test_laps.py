@@ -128,3 +128,19 @@ def test_bad_tracks_are_refused(live_server):
     missing = requests.put(f"{live_server.url}/api/v1/sessions/{sid}/track", json={"track_id": str(uuid.uuid4())},
                            headers=headers, timeout=5)
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "track_id"
+
+
+def test_a_track_in_use_cannot_be_deleted(live_server):
+    url, headers = live_server.url, live_server.headers
+    body = {"name": f"Temp {uuid.uuid4().hex[:6]}", "a": [28.41270817, -81.37973266], "b": [28.41273039, -81.37957049]}
+    track = requests.post(f"{url}/api/v1/tracks", json=body, headers=headers, timeout=5).json()
+    sid = requests.post(f"{url}/api/v1/sessions", json={"car_id": "TRK-1", "track_id": track["track_id"]},
+                        headers=headers, timeout=5).json()["session_id"]
+    refused = requests.delete(f"{url}/api/v1/tracks/{track['track_id']}", headers=headers, timeout=5)
+    assert refused.status_code == 409 and refused.json()["error"]["sessions"] == [sid]
+    assert requests.get(f"{url}/api/v1/sessions/{sid}", timeout=5).json()["track_id"] == track["track_id"]
+    requests.put(f"{url}/api/v1/sessions/{sid}/track", json={"track_id": None}, headers=headers,
+                 timeout=5).raise_for_status()
+    assert requests.delete(f"{url}/api/v1/tracks/{track['track_id']}", headers=headers, timeout=5).status_code == 204
+    assert requests.get(f"{url}/api/v1/tracks/{track['track_id']}", timeout=5).status_code == 404
+    assert requests.get(f"{url}/api/v1/sessions/{sid}", timeout=5).json()["track_id"] is None

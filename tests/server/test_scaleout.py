@@ -110,3 +110,11 @@ def test_one_active_session_per_car_across_processes(server_factory, pg_url):
     assert sorted(codes) == [200] + [409] * 7, codes
     active = requests.get(f"{servers[1].url}/api/v1/sessions?car_id=RACE-1&status=active", timeout=5).json()
     assert active["total"] == 1
+    # a track in use by a session one process created cannot be deleted through the other
+    line = {"name": "shared", "a": [1.0, 1.0], "b": [1.0, 1.001]}
+    track = requests.post(f"{servers[0].url}/api/v1/tracks", json=line, headers=servers[0].headers, timeout=5).json()
+    used = requests.post(f"{servers[0].url}/api/v1/sessions", json={"car_id": "RACE-2", "track_id": track["track_id"]},
+                         headers=servers[0].headers, timeout=5).json()["session_id"]
+    refused = requests.delete(f"{servers[1].url}/api/v1/tracks/{track['track_id']}", headers=servers[1].headers,
+                              timeout=5)
+    assert refused.status_code == 409 and refused.json()["error"]["sessions"] == [used]
