@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +36,7 @@ from typing import Any
 
 from pubsub import pub
 
+from dashboard.car.backoff import Backoff
 from dashboard.car.mesh import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -179,7 +179,7 @@ class SocketIOForwarder:
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self.counts: collections.Counter[str] = collections.Counter()
         self.status = "stopped"
 
@@ -223,7 +223,7 @@ class SocketIOForwarder:
                     break
                 message = self._queue[0]
             if not self._connect():
-                stop.wait(self._next_backoff())
+                stop.wait(self._backoff.next())
                 continue
             try:
                 ack = self._client.call("lora", message, namespace="/monitor", timeout=self.ack_timeout)
@@ -231,7 +231,7 @@ class SocketIOForwarder:
                 self.counts["errors"] += 1
                 self.status = f"send failed: {exc}"
                 self._disconnect()
-                stop.wait(self._next_backoff())
+                stop.wait(self._backoff.next())
                 continue
             with self._wake:
                 if self._queue and self._queue[0] is message:
@@ -241,7 +241,7 @@ class SocketIOForwarder:
                 log.warning("server rejected a LoRa frame: %s", ack.get("error"))
             else:
                 self.counts["sent"] += 1
-            self._backoff = BACKOFF_INITIAL_S
+            self._backoff.reset()
 
     def _connect(self) -> bool:
         if self._client is not None and self._client.connected:
@@ -263,11 +263,6 @@ class SocketIOForwarder:
     def _disconnect(self) -> None:
         client, self._client = self._client, None
         close_client(client)
-
-    def _next_backoff(self) -> float:
-        delay = self._backoff * random.uniform(0.5, 1.0)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        return delay
 
 
 def close_client(client: Any, wait: float = DISCONNECT_WAIT_S) -> None:
@@ -305,7 +300,7 @@ def run_gateway(
     gateway = MeshGateway(None, forwarder, cars=cars)
     forwarder.start()
     gateway.start()
-    backoff = BACKOFF_INITIAL_S
+    backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
     disconnected_since: float | None = None
     try:
         while not stop.is_set():
@@ -314,11 +309,11 @@ def run_gateway(
                     gateway.interface = interface_factory(device)
                 except Exception as exc:  # noqa: BLE001 - absent or busy radio: retry with backoff
                     log.warning("mesh gateway: radio %s unavailable: %s", device, exc)
-                    stop.wait(backoff * random.uniform(0.5, 1.0))
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    stop.wait(backoff.next())
                     continue
                 log.info("mesh gateway: listening on %s, forwarding to %s", device, server_url)
-                backoff, disconnected_since = BACKOFF_INITIAL_S, None
+                backoff.reset()
+                disconnected_since = None
             elif radio_ready(gateway.interface) == "disconnected":
                 now = time.monotonic()
                 disconnected_since = disconnected_since or now

@@ -17,12 +17,13 @@ import time
 from typing import Any
 
 from dashboard.car.assembler import FrameAssembler, GpsClock
+from dashboard.car.backoff import Backoff
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.mesh import MeshLink
 from dashboard.car.obd_source import ObdSource
 from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
-from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
 from dashboard.car.uplink import LinkState, Uplink
 from dashboard.telemetry import lora
 
@@ -58,7 +59,7 @@ class ServiceManager:
         self.given_up: set[str] = set()
         self._failures: dict[str, int] = {s.name: 0 for s in sources}
         self._restart_at: dict[str, float] = {}
-        self._backoff: dict[str, Backoff] = {s.name: Backoff() for s in sources}
+        self._backoff: dict[str, Backoff] = {s.name: Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S) for s in sources}
         self._started_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()

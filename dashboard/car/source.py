@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 STOP_JOIN_TIMEOUT_S = 15.0  # python-obd's serial read can block up to its 10 s port timeout
 BACKOFF_INITIAL_S = 0.5  # first retry soon: a loose USB plug is often back at once
 BACKOFF_MAX_S = 10.0  # never wait longer than this for a device to come back
-BACKOFF_JITTER = 0.25  # ± fraction, so several sources do not retry in lockstep
 
 
 class SourceState(str, enum.Enum):
@@ -47,32 +45,6 @@ class SourceStatus:
 
     def __str__(self) -> str:
         return self.state.value if self.reason is None else f"{self.state.value}: {self.reason}"
-
-
-class Backoff:
-    """Capped exponential backoff with jitter."""
-
-    def __init__(
-        self,
-        initial: float = BACKOFF_INITIAL_S,
-        maximum: float = BACKOFF_MAX_S,
-        factor: float = 2.0,
-        jitter: float = BACKOFF_JITTER,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
-        self._rng = rng or random.Random()
-        self._next = initial
-
-    def next(self) -> float:
-        """The next delay in seconds (grows up to the cap, with jitter)."""
-        base = self._next
-        self._next = min(self.maximum, self._next * self.factor)
-        return max(0.0, base * (1.0 + self.jitter * (2.0 * self._rng.random() - 1.0)))
-
-    def reset(self) -> None:
-        """Start again from the initial delay (after a success)."""
-        self._next = self.initial
 
 
 class ChannelStore:

@@ -33,8 +33,8 @@ from typing import Any
 
 import socketio
 
+from dashboard.car.backoff import Backoff
 from dashboard.car.outbox import Outbox
-from dashboard.car.source import Backoff
 from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
