@@ -1,7 +1,8 @@
 """The uplink: drains the outbox to the server's ``/monitor`` namespace, store-and-forward.
 
-One thread owns the python-socketio client and does every emit (so emits
-never interleave), following the plan's protocol:
+One thread owns the server link (``link.ServerLink``, a python-socketio
+client) and does every emit (so emits never interleave), following the
+plan's protocol:
 
 1. connect with ``auth={"car_id", "api_key"}`` (websocket transport);
 2. ``session.start {record_id}``: the record_id is persisted in the outbox, so
@@ -34,17 +35,15 @@ from typing import Any
 import socketio
 
 from dashboard.car.backoff import Backoff
+from dashboard.car.link import ACK_TIMEOUT_S, ClientFactory, ServerError, ServerLink
 from dashboard.car.outbox import Outbox
 from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
 
-MONITOR_NS = "/monitor"
 BATCH_MAX = 200  # frames per telemetry emit: 20 s of data at 10 Hz, ~40 KB of JSON
-ACK_TIMEOUT_S = 10.0  # the server acks after its commit; longer means the link is dead
 HEARTBEAT_S = 3.0  # the dashboard shows link health this fresh
 BACKLOG_FPS = 1000.0  # backlog drain cap (frames/s): an hour's outage refills in ~36 s without starving live
-CONNECT_TIMEOUT_S = 5.0  # wait for the namespace to be accepted
 EVENT_RETRY_S = 30.0  # an event the server refused or did not ack is tried again after this
 IDLE_WAIT_S = 0.5  # longest sleep when nothing is pending (a new frame wakes us at once)
 RECONNECT_MIN_S = 0.5  # first reconnect attempt
@@ -59,14 +58,6 @@ class LinkState(str, enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"  # connected and attached to a session
     DISCONNECTED = "disconnected"
-
-
-class UplinkError(Exception):
-    """The server answered with ok: false."""
-
-    def __init__(self, event: str, error: dict[str, Any] | None) -> None:
-        self.error = error or {}
-        super().__init__(f"{event}: {self.error.get('code')}: {self.error.get('message')}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +85,7 @@ class Uplink(Worker):
         heartbeat_s: float = HEARTBEAT_S,
         backlog_fps: float = BACKLOG_FPS,
         sources_status: Callable[[], dict[str, str]] | None = None,
-        client_factory: Callable[[], socketio.Client] | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> None:
         super().__init__("uplink")
         self.server_url = server_url
@@ -108,7 +99,8 @@ class Uplink(Worker):
         self.heartbeat_s = heartbeat_s
         self.backlog_fps = backlog_fps
         self.sources_status = sources_status or dict
-        self.client_factory = client_factory or (lambda: socketio.Client(reconnection=False))
+        self.link = ServerLink(server_url, client_factory=client_factory, ack_timeout=ack_timeout_s,
+                               handlers={"command": self._on_command, "disconnect": self._on_disconnect})
         self.commands: queue.Queue[Command] = queue.Queue()  # for the ServiceManager
         self._inbox: queue.Queue[Command] = queue.Queue()
         self.state = LinkState.STOPPED
@@ -121,7 +113,6 @@ class Uplink(Worker):
         self.rejected_frames = 0
         self.connects = 0
         self.want_session = True  # false after an `end` command until a `start`
-        self._client: socketio.Client | None = None
         self._wake = threading.Event()
         self._live_from = 0
         self._next_backlog = 0.0
@@ -195,17 +186,7 @@ class Uplink(Worker):
 
     def _connect(self) -> None:
         self.state = LinkState.CONNECTING
-        client = self.client_factory()
-        client.on("command", self._on_command, namespace=MONITOR_NS)
-        client.on("disconnect", self._on_disconnect, namespace=MONITOR_NS)
-        self._client = client
-        client.connect(
-            self.server_url,
-            auth={"car_id": self.car_id, "api_key": self.api_key},
-            namespaces=[MONITOR_NS],
-            transports=["websocket"],
-            wait_timeout=CONNECT_TIMEOUT_S,
-        )
+        self.link.connect({"car_id": self.car_id, "api_key": self.api_key})
         self.connects += 1
         self._live_from = self.outbox.last_seq  # frames above this were made while connected: live
         if self.want_session:
@@ -218,12 +199,7 @@ class Uplink(Worker):
                  self.car_id, self.session_id, self.outbox.count())
 
     def _disconnect(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.disconnect()
-            except Exception as exc:  # noqa: BLE001 - the link is already gone
-                log.debug("disconnect: %s", exc)
+        self.link.close()
 
     def _on_disconnect(self, *_args: Any) -> None:
         if self.state is LinkState.CONNECTED:
@@ -254,16 +230,8 @@ class Uplink(Worker):
                     self._adopt(None, command.session_id, new_record=True)  # attach to it now
 
     # ------------------------------------------------------------- protocol
-    def _call(self, event: str, data: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        client = self._client
-        if client is None or not client.connected:
-            raise ConnectionError("not connected")
-        answer = client.call(event, data, namespace=MONITOR_NS, timeout=timeout or self.ack_timeout_s)
-        if not isinstance(answer, dict):
-            raise UplinkError(event, {"code": "bad_ack", "message": repr(answer)[:200]})
-        if not answer.get("ok"):
-            raise UplinkError(event, answer.get("error"))
-        return answer
+    def _call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self.link.call(event, data, timeout=self.ack_timeout_s)
 
     def _start_session(self) -> None:
         record_id = self.outbox.get_meta("uplink.record_id")
@@ -277,7 +245,7 @@ class Uplink(Worker):
             body["track"] = self.track
         try:
             session = self._call("session.start", body)["session"]
-        except UplinkError as exc:
+        except ServerError as exc:
             if exc.error.get("field") in ("session_id", "record_id", "status"):
                 # the remembered session is gone, ended or another car's: start afresh
                 self._adopt(None, None, new_record=True)
@@ -305,8 +273,7 @@ class Uplink(Worker):
 
     def _pump(self) -> bool:
         """One round of sending; True when something was sent (call again at once)."""
-        client = self._client
-        if client is None or not client.connected:
+        if not self.link.connected:
             raise ConnectionError("link lost")
         self._apply_commands()
         if self.session is None or self.session.get("session_id") != self.session_id:
@@ -370,7 +337,7 @@ class Uplink(Worker):
                     "event_type": event.event_type, "payload": event.payload}
             try:
                 self._call("event", body)
-            except (UplinkError, socketio.exceptions.TimeoutError) as exc:
+            except (ServerError, socketio.exceptions.TimeoutError) as exc:
                 log.warning("event %s not accepted (%s); retry in %.0f s", event.event_type, exc, EVENT_RETRY_S)
                 self._next_event = time.monotonic() + EVENT_RETRY_S
                 return
