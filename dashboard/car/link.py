@@ -7,7 +7,9 @@
   retry a refused first connect): the caller retries, with its own Backoff.
 - ``call(event, data)`` emits and waits for the ack. An ack with ``ok: false``
   (or no ack object at all) raises ``ServerError``, which carries the
-  server's ``error`` dict; no ack in time raises socketio's ``TimeoutError``.
+  server's ``error`` dict; no ack in time raises socketio's ``TimeoutError``;
+  a connection lost while waiting raises ``ConnectionError`` at once
+  (python-socketio's own ``call`` would sit out the whole timeout).
 - ``close()`` disconnects, waiting at most ``close_wait`` seconds for the
   server to close its side, so a dead server never holds up stop() or Ctrl-C.
 """
@@ -100,6 +102,8 @@ class ServerLink:
         self.ack_timeout = ack_timeout
         self.close_wait = close_wait
         self._client: Any = None
+        self._waiting: dict[threading.Event, Any] = {}  # calls waiting for an ack -> their client
+        self._lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -112,7 +116,9 @@ class ServerLink:
         self.close()
         client = self.client_factory()
         for event, handler in self.handlers.items():
-            client.on(event, handler, namespace=MONITOR_NS)
+            if event != "disconnect":
+                client.on(event, handler, namespace=MONITOR_NS)
+        client.on("disconnect", lambda *args: self._on_disconnect(client, *args), namespace=MONITOR_NS)
         try:
             client.connect(self.url, auth=dict(auth), namespaces=[MONITOR_NS], transports=["websocket"],
                            wait_timeout=self.connect_timeout)
@@ -126,7 +132,27 @@ class ServerLink:
         client = self._client
         if client is None or not client.connected:
             raise ConnectionError("not connected")
-        answer = client.call(event, data, namespace=MONITOR_NS, timeout=timeout or self.ack_timeout)
+        acked = threading.Event()
+        acks: list[tuple[Any, ...]] = []
+
+        def on_ack(*args: Any) -> None:
+            acks.append(args)
+            acked.set()
+
+        with self._lock:
+            self._waiting[acked] = client
+        try:
+            client.emit(event, data, namespace=MONITOR_NS, callback=on_ack)
+            if not client.connected:  # lost before the disconnect hook could know of this call
+                raise ConnectionError(f"{event}: connection lost")
+            if not acked.wait(timeout or self.ack_timeout):
+                raise socketio.exceptions.TimeoutError()
+        finally:
+            with self._lock:
+                self._waiting.pop(acked, None)
+        if not acks:
+            raise ConnectionError(f"{event}: connection lost while waiting for the ack")
+        answer = acks[0][0] if len(acks[0]) == 1 else None
         if not isinstance(answer, dict):
             raise ServerError(event, {"code": "bad_ack", "message": repr(answer)[:200]})
         if not answer.get("ok"):
@@ -137,3 +163,12 @@ class ServerLink:
         """Disconnect (bounded wait); safe to call twice or when never connected."""
         client, self._client = self._client, None
         close_client(client, self.close_wait)
+
+    def _on_disconnect(self, client: Any, *args: Any) -> None:
+        with self._lock:
+            waiting = [acked for acked, of in self._waiting.items() if of is client]
+        for acked in waiting:  # their acks will never come: python-socketio drops its callbacks
+            acked.set()
+        handler = self.handlers.get("disconnect")
+        if handler is not None and client is self._client:  # not for a client closed (maybe late) by close()
+            handler(*args)

@@ -60,6 +60,30 @@ def test_ok_false_and_a_missing_ack_object_raise_server_error(monitor_server) ->
         link.close()
 
 
+def test_a_call_in_flight_when_the_connection_drops_fails_at_once(monitor_server) -> None:
+    released = threading.Event()
+
+    def drop_and_never_answer(data: dict) -> dict:
+        monitor_server.drop_connections()
+        released.wait(10)  # the ack would come too late anyway: the connection is gone
+        return {"ok": True}
+
+    monitor_server.script("heartbeat", drop_and_never_answer)
+    dropped: list = []
+    link = ServerLink(monitor_server.url, handlers={"disconnect": lambda *args: dropped.append(args)})
+    link.connect(AUTH)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            link.call("heartbeat", {"session_id": "s"}, timeout=10)
+        assert time.monotonic() - started < 5  # not the 10 s ack timeout python-socketio's call() would wait
+        assert dropped and not link.connected  # the owner's disconnect handler was told too
+    finally:
+        released.set()
+        link.close()
+    assert len(dropped) == 1  # ... but not again by its own close()
+
+
 @pytest.mark.parametrize("given, waited", [(2.5, 2.5), (0.0, 0.1), (3600, 30.0), (None, 1.0), ("soon", 1.0)])
 def test_unavailable_says_how_long_to_wait_within_bounds(given, waited) -> None:
     error = {"code": "unavailable", "message": "database is locked"}
