@@ -4,8 +4,11 @@ Stages are crash-isolated: a source whose thread dies is logged, counted and
 restarted with backoff; after ``max_source_failures`` crashes in a row it is
 given up (status error) and the others go on. Server ``command`` events are
 obeyed: ``stop`` pauses collecting, ``start`` resumes, ``end`` pauses until
-the next start. The outbox keeps draining in every state. SIGINT/SIGTERM stop
-everything cleanly; frames not yet acked stay in the outbox for the next run.
+the next start. A session status the uplink learns from the server's answers
+(stopped or ended while the car was away) reaches us as the same command.
+The uplink decides what leaves the outbox meanwhile (nothing while paused).
+SIGINT/SIGTERM stop everything cleanly; frames not yet acked stay in the
+outbox for the next run.
 """
 from __future__ import annotations
 
@@ -169,7 +172,7 @@ class ServiceManager:
                 self._start_source(source)
 
     def handle_command(self, action: str) -> None:
-        """Obey a server command: stop pauses collecting, start resumes, end pauses."""
+        """Obey a server command (or the uplink's word for one): stop and end pause collecting, start resumes."""
         if action == "start" and not self.collecting:
             self.start_collecting()
         elif action in ("stop", "end") and self.collecting:

@@ -59,6 +59,7 @@ class ScriptedMonitor:
         self.connected: dict[str, str] = {}  # sid -> car_id
         self.sessions: dict[str, dict[str, Any]] = {}
         self.frames: dict[str, dict[int, dict[str, Any]]] = {}  # session -> seq -> stored frame
+        self.refused: dict[str, list[int]] = collections.defaultdict(list)  # session -> seqs refused: not active
         self.records: dict[str, str] = {}  # record_id -> session_id
         self.events: dict[str, dict[str, Any]] = {}  # record_id -> car event
         self._script: dict[str, collections.deque[Answer]] = collections.defaultdict(collections.deque)
@@ -200,6 +201,7 @@ class ScriptedMonitor:
         with self.lock:
             session = self.sessions[data["session_id"]]
             if session["status"] != "active":
+                self.refused[data["session_id"]].extend(f["seq"] for f in frames)
                 rejected = [{"seq": f["seq"], "error": {"code": "session_not_active", "message": session["status"]}}
                             for f in frames]
                 return {"ok": True, "acked_seq": None, "rejected": rejected, "session_status": session["status"]}
