@@ -11,7 +11,8 @@ import time
 
 import serial
 
-from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.car.backoff import Backoff
+from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
 from dashboard.telemetry.gps import NmeaDecoder
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class GpsSource(Source):
         self._serial: serial.SerialBase | None = None
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while not self._stop.is_set():
             self._set_status(SourceState.CONNECTING)
             try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 
 from meshtastic.protobuf import portnums_pb2
 
+from dashboard.car.backoff import Backoff
 from dashboard.errors import SourceError
 from dashboard.telemetry import lora
 
@@ -123,7 +123,7 @@ class MeshLink:
         self._interface: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)  # jitter: cars restarted together don't collide
         self.status = "stopped"
         self.last_error: str | None = None
         self.counts = {"sent": 0, "failed": 0, "skipped_busy": 0, "encode_errors": 0, "connects": 0}
@@ -139,7 +139,7 @@ class MeshLink:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop = threading.Event()
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff.reset()
         self.status = "connecting"
         self._thread = threading.Thread(target=self._run, args=(self._stop,), name="mesh-link", daemon=True)
         self._thread.start()
@@ -174,7 +174,7 @@ class MeshLink:
             return False
         self._interface = interface
         self.counts["connects"] += 1
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff.reset()
         self.status = "connected"
         self.last_error = None
         return True
@@ -228,16 +228,11 @@ class MeshLink:
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             if not self.connect():
-                stop.wait(self._next_backoff())
+                stop.wait(self._backoff.next())
                 continue
             sent_or_idle = self.send_now() or self._interface is not None
-            stop.wait(self.interval_s if sent_or_idle else self._next_backoff())
+            stop.wait(self.interval_s if sent_or_idle else self._backoff.next())
         self._drop_interface()
-
-    def _next_backoff(self) -> float:
-        delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: two cars restarted together don't collide
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        return delay
 
     def _failed(self, what: str, exc: BaseException | None) -> None:
         self.counts["failed"] += 1

@@ -9,7 +9,9 @@ Three small stages, each replaceable:
    each good summary, as a ``lora`` message, to a ``forward`` callable.
 2. ``SocketIOForwarder`` is such a callable for the real server: a bounded
    queue and one thread that sends each message as a ``lora`` event on the
-   ``/monitor`` namespace and waits for its ack, reconnecting with backoff.
+   ``/monitor`` namespace (a ``ServerLink``) and waits for its ack,
+   reconnecting with backoff; an ``unavailable`` answer is retried after the
+   server's ``retry_after``, any other refusal drops the message.
 3. ``run_gateway`` wires a radio, a gateway and a forwarder together and keeps
    the radio open until stopped (the ``dashboard mesh-gateway`` command).
 
@@ -27,9 +29,7 @@ The ``lora`` message (the server's ``/monitor`` event of that name)::
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +37,8 @@ from typing import Any
 
 from pubsub import pub
 
+from dashboard.car.backoff import Backoff
+from dashboard.car.link import ACK_TIMEOUT_S, ClientFactory, ServerError, ServerLink
 from dashboard.car.mesh import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -55,8 +57,6 @@ log = logging.getLogger(__name__)
 RECEIVE_TOPIC = "meshtastic.receive.data.PRIVATE_APP"
 DEFAULT_GATEWAY_ID = "mesh-gateway"  # the car_id the gateway authenticates with on /monitor
 QUEUE_MAX = 500  # messages held while the server is unreachable: ~40 min of one car at 20 s
-ACK_TIMEOUT_S = 10.0  # a `lora` event not acknowledged by then is retried
-DISCONNECT_WAIT_S = 1.0  # longest stop() waits for the server to close the Socket.IO connection
 RADIO_CHECK_S = 1.0  # how often run_gateway looks at the radio connection
 RADIO_GRACE_S = 15.0  # a radio disconnected this long is reopened (TCPInterface reconnects by itself first)
 
@@ -166,20 +166,20 @@ class SocketIOForwarder:
         api_key: str | None,
         gateway_id: str = DEFAULT_GATEWAY_ID,
         *,
-        client_factory: Callable[[], Any] | None = None,
+        client_factory: ClientFactory | None = None,
         queue_max: int = QUEUE_MAX,
         ack_timeout: float = ACK_TIMEOUT_S,
     ) -> None:
         self.server_url = server_url
         self.auth = {"car_id": gateway_id, "api_key": api_key, "role": "mesh-gateway"}
         self.ack_timeout = ack_timeout
-        self._client_factory = client_factory or _default_client
-        self._client: Any = None
+        self._link = ServerLink(server_url, client_factory=client_factory, connect_timeout=ack_timeout,
+                                ack_timeout=ack_timeout)
         self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=queue_max)
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self.counts: collections.Counter[str] = collections.Counter()
         self.status = "stopped"
 
@@ -207,7 +207,7 @@ class SocketIOForwarder:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
-        self._disconnect()
+        self._link.close()
         self.status = "stopped"
 
     def backlog(self) -> int:
@@ -222,66 +222,36 @@ class SocketIOForwarder:
                 if stop.is_set():
                     break
                 message = self._queue[0]
-            if not self._connect():
-                stop.wait(self._next_backoff())
-                continue
+            if not self._link.connected:
+                try:
+                    self._link.connect(self.auth)
+                except Exception as exc:  # noqa: BLE001 - refused key, server down, DNS...
+                    self.counts["connect_errors"] += 1
+                    self.status = f"server unreachable: {exc}"
+                    stop.wait(self._backoff.next())
+                    continue
+                self.status = "connected"
             try:
-                ack = self._client.call("lora", message, namespace="/monitor", timeout=self.ack_timeout)
+                self._link.call("lora", message, timeout=self.ack_timeout)
+            except ServerError as exc:
+                if exc.retry_after is not None:  # the server could not store it right now: same message later
+                    self.counts["unavailable"] += 1
+                    stop.wait(exc.retry_after)
+                    continue
+                self.counts["rejected"] += 1  # the server will not take it on retry either
+                log.warning("server rejected a LoRa frame: %s", exc.error)
             except Exception as exc:  # noqa: BLE001 - timeout, dropped link: keep the message, reconnect
                 self.counts["errors"] += 1
                 self.status = f"send failed: {exc}"
-                self._disconnect()
-                stop.wait(self._next_backoff())
+                self._link.close()
+                stop.wait(self._backoff.next())
                 continue
+            else:
+                self.counts["sent"] += 1
             with self._wake:
                 if self._queue and self._queue[0] is message:
                     self._queue.popleft()
-            if isinstance(ack, dict) and ack.get("ok") is False:
-                self.counts["rejected"] += 1  # the server will not take it on retry either
-                log.warning("server rejected a LoRa frame: %s", ack.get("error"))
-            else:
-                self.counts["sent"] += 1
-            self._backoff = BACKOFF_INITIAL_S
-
-    def _connect(self) -> bool:
-        if self._client is not None and self._client.connected:
-            return True
-        self._disconnect()
-        client = self._client_factory()
-        try:
-            client.connect(self.server_url, auth=self.auth, namespaces=["/monitor"], transports=["websocket"],
-                           wait_timeout=self.ack_timeout)
-        except Exception as exc:  # noqa: BLE001 - refused key, server down, DNS...
-            self.counts["connect_errors"] += 1
-            self.status = f"server unreachable: {exc}"
-            close_client(client)
-            return False
-        self._client = client
-        self.status = "connected"
-        return True
-
-    def _disconnect(self) -> None:
-        client, self._client = self._client, None
-        close_client(client)
-
-    def _next_backoff(self) -> float:
-        delay = self._backoff * random.uniform(0.5, 1.0)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        return delay
-
-
-def close_client(client: Any, wait: float = DISCONNECT_WAIT_S) -> None:
-    """Disconnect a Socket.IO client that may be half-open, waiting at most ``wait`` seconds."""
-    if client is None:
-        return
-
-    def disconnect() -> None:
-        with contextlib.suppress(Exception):  # already gone
-            client.disconnect()
-
-    closer = threading.Thread(target=disconnect, name="mesh-forwarder-close", daemon=True)
-    closer.start()
-    closer.join(wait)  # a server slow to close its side must not hold up stop() or Ctrl-C
+            self._backoff.reset()
 
 
 def run_gateway(
@@ -292,7 +262,7 @@ def run_gateway(
     gateway_id: str = DEFAULT_GATEWAY_ID,
     cars: Iterable[str] = (),
     interface_factory: Callable[[str], Any] = open_interface,
-    client_factory: Callable[[], Any] | None = None,
+    client_factory: ClientFactory | None = None,
     stop_event: threading.Event | None = None,
 ) -> dict[str, int]:
     """Receive summaries from the radio at ``device`` and forward them to the server until stopped.
@@ -305,7 +275,7 @@ def run_gateway(
     gateway = MeshGateway(None, forwarder, cars=cars)
     forwarder.start()
     gateway.start()
-    backoff = BACKOFF_INITIAL_S
+    backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
     disconnected_since: float | None = None
     try:
         while not stop.is_set():
@@ -314,11 +284,11 @@ def run_gateway(
                     gateway.interface = interface_factory(device)
                 except Exception as exc:  # noqa: BLE001 - absent or busy radio: retry with backoff
                     log.warning("mesh gateway: radio %s unavailable: %s", device, exc)
-                    stop.wait(backoff * random.uniform(0.5, 1.0))
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    stop.wait(backoff.next())
                     continue
                 log.info("mesh gateway: listening on %s, forwarding to %s", device, server_url)
-                backoff, disconnected_since = BACKOFF_INITIAL_S, None
+                backoff.reset()
+                disconnected_since = None
             elif radio_ready(gateway.interface) == "disconnected":
                 now = time.monotonic()
                 disconnected_since = disconnected_since or now
@@ -338,12 +308,6 @@ def run_gateway(
         close_quietly(interface)
         forwarder.stop()
     return {**gateway.counts, **{f"server.{k}": v for k, v in forwarder.counts.items()}}
-
-
-def _default_client() -> Any:
-    import socketio
-
-    return socketio.Client(reconnection=False)  # the forwarder owns retrying, with its own backoff
 
 
 def _node_id(packet: dict[str, Any]) -> str | None:

@@ -4,8 +4,11 @@ Stages are crash-isolated: a source whose thread dies is logged, counted and
 restarted with backoff; after ``max_source_failures`` crashes in a row it is
 given up (status error) and the others go on. Server ``command`` events are
 obeyed: ``stop`` pauses collecting, ``start`` resumes, ``end`` pauses until
-the next start. The outbox keeps draining in every state. SIGINT/SIGTERM stop
-everything cleanly; frames not yet acked stay in the outbox for the next run.
+the next start. A session status the uplink learns from the server's answers
+(stopped or ended while the car was away) reaches us as the same command.
+The uplink decides what leaves the outbox meanwhile (nothing while paused).
+SIGINT/SIGTERM stop everything cleanly; frames not yet acked stay in the
+outbox for the next run.
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ import time
 from typing import Any
 
 from dashboard.car.assembler import FrameAssembler, GpsClock
+from dashboard.car.backoff import Backoff
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.mesh import MeshLink
 from dashboard.car.obd_source import ObdSource
 from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
-from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
 from dashboard.car.uplink import LinkState, Uplink
 from dashboard.telemetry import lora
 
@@ -58,7 +62,7 @@ class ServiceManager:
         self.given_up: set[str] = set()
         self._failures: dict[str, int] = {s.name: 0 for s in sources}
         self._restart_at: dict[str, float] = {}
-        self._backoff: dict[str, Backoff] = {s.name: Backoff() for s in sources}
+        self._backoff: dict[str, Backoff] = {s.name: Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S) for s in sources}
         self._started_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -168,7 +172,7 @@ class ServiceManager:
                 self._start_source(source)
 
     def handle_command(self, action: str) -> None:
-        """Obey a server command: stop pauses collecting, start resumes, end pauses."""
+        """Obey a server command (or the uplink's word for one): stop and end pause collecting, start resumes."""
         if action == "start" and not self.collecting:
             self.start_collecting()
         elif action in ("stop", "end") and self.collecting:

@@ -17,7 +17,8 @@ from typing import Any
 
 import obd
 
-from dashboard.car.source import Backoff, ChannelStore, Source, SourceState
+from dashboard.car.backoff import Backoff
+from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class ObdSource(Source):
         self._dtc_read = False
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while not self._stop.is_set():
             self._set_status(SourceState.CONNECTING)
             connection = obd.Async(

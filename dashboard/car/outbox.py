@@ -119,6 +119,31 @@ class Outbox:
                 self._set_meta("last_seq", str(at_least))
                 self._last_seq = at_least
 
+    def renumber(self, first_seq: int) -> int:
+        """Give the waiting frames the seqs ``first_seq``, ``first_seq + 1``, ... in their order; returns how many.
+
+        One transaction; the next frame appended gets the seq after them (``first_seq`` when none
+        waited). For a seq conflict: the server already holds these seqs with other content, because
+        this outbox started again at 1 (a reinstalled monitor) in a session that goes on.
+        """
+        if first_seq < 0:
+            raise ValueError("first_seq must be >= 0")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = [row[0] for row in self._db.execute("SELECT seq FROM frames ORDER BY seq")]
+                self._db.execute("UPDATE frames SET seq = -seq")  # out of the way: no clash with the new seqs
+                self._db.executemany("UPDATE frames SET seq = ? WHERE seq = ?",
+                                     [(first_seq + i, -old) for i, old in enumerate(seqs)])
+                last = first_seq + len(seqs) - 1
+                self._set_meta("last_seq", str(last))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._last_seq = last
+            return len(seqs)
+
     def oldest(self, limit: int, upto: int | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` frames oldest first, optionally only seq <= ``upto``."""
         query = "SELECT seq, t, channels FROM frames"

@@ -1,4 +1,4 @@
-"""What every in-car source shares: a latest-value store, a status, start/stop and backoff.
+"""What every in-car source shares: a latest-value store, a status, and a Worker thread.
 
 A source runs in its own thread and writes converted channel values into the
 ChannelStore; the assembler samples the store. A source handles the failures
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from dashboard.car.worker import Worker
 from dashboard.telemetry.channels import stale_after
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 STOP_JOIN_TIMEOUT_S = 15.0  # python-obd's serial read can block up to its 10 s port timeout
 BACKOFF_INITIAL_S = 0.5  # first retry soon: a loose USB plug is often back at once
 BACKOFF_MAX_S = 10.0  # never wait longer than this for a device to come back
-BACKOFF_JITTER = 0.25  # ± fraction, so several sources do not retry in lockstep
 
 
 class SourceState(str, enum.Enum):
@@ -47,32 +46,6 @@ class SourceStatus:
 
     def __str__(self) -> str:
         return self.state.value if self.reason is None else f"{self.state.value}: {self.reason}"
-
-
-class Backoff:
-    """Capped exponential backoff with jitter."""
-
-    def __init__(
-        self,
-        initial: float = BACKOFF_INITIAL_S,
-        maximum: float = BACKOFF_MAX_S,
-        factor: float = 2.0,
-        jitter: float = BACKOFF_JITTER,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
-        self._rng = rng or random.Random()
-        self._next = initial
-
-    def next(self) -> float:
-        """The next delay in seconds (grows up to the cap, with jitter)."""
-        base = self._next
-        self._next = min(self.maximum, self._next * self.factor)
-        return max(0.0, base * (1.0 + self.jitter * (2.0 * self._rng.random() - 1.0)))
-
-    def reset(self) -> None:
-        """Start again from the initial delay (after a success)."""
-        self._next = self.initial
 
 
 class ChannelStore:
@@ -108,16 +81,14 @@ class ChannelStore:
         return None if entry is None else now - entry[1]
 
 
-class Source:
-    """Base of the in-car sources: a thread running ``_run`` with start()/stop() safe to call twice."""
+class Source(Worker):
+    """Base of the in-car sources: a Worker running ``_run``, with a status and crash accounting."""
 
     def __init__(self, name: str, store: ChannelStore) -> None:
+        super().__init__(f"source-{name}")
         self.name = name
         self.store = store
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._status = SourceStatus(SourceState.STOPPED, since=time.time())
-        self._lock = threading.Lock()
         self.crashes = 0  # unexpected exceptions that escaped _run
         self.crash_reason: str | None = None
 
@@ -127,50 +98,27 @@ class Source:
         return self._status
 
     @property
-    def running(self) -> bool:
-        """True while the source thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def crashed(self) -> bool:
-        """True when the thread ended by an unexpected exception and was not stopped."""
-        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
+        """True when the thread ended by itself (an unexpected exception) and was not stopped."""
+        thread = self._thread
+        return thread is not None and not thread.is_alive() and not self._stop.is_set()
 
-    def start(self) -> None:
-        """Start reading in a background thread; no-op when already running."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._guarded_run, name=f"source-{self.name}", daemon=True)
-            self._thread.start()
+    def stop(self, timeout: float | None = STOP_JOIN_TIMEOUT_S) -> None:
+        """Stop and wait for the thread (a warning when it outlives ``timeout``); no-op when not running."""
+        super().stop(timeout)
 
-    def stop(self, timeout: float = STOP_JOIN_TIMEOUT_S) -> None:
-        """Stop and wait for the thread; no-op when not running."""
-        with self._lock:
-            thread = self._thread
-            if thread is None:
-                return
-            self._stop.set()
-            self._interrupt()
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-            if thread.is_alive():
-                log.warning("source %s did not stop within %.0f s", self.name, timeout)
-            self._thread = None
-            self._set_status(SourceState.STOPPED)
+    def _stopping(self) -> None:
+        self._interrupt()
 
-    def _guarded_run(self) -> None:
-        try:
-            self._run()
-        except Exception as exc:  # crash isolation: count and report, the manager restarts us
-            self.crashes += 1
-            self.crash_reason = f"{type(exc).__name__}: {exc}"
-            log.exception("source %s crashed", self.name)
-            self._set_status(SourceState.ERROR, self.crash_reason)
+    def _stopped(self) -> None:
+        self._set_status(SourceState.STOPPED)
 
-    def _run(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _crashed(self, exc: Exception) -> None:
+        # crash isolation: count and report, the ServiceManager restarts us
+        self.crashes += 1
+        self.crash_reason = f"{type(exc).__name__}: {exc}"
+        log.exception("source %s crashed", self.name)
+        self._set_status(SourceState.ERROR, self.crash_reason)
 
     def _interrupt(self) -> None:
         """Wake the thread from a blocking read; sources override when they can."""

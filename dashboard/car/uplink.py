@@ -1,7 +1,8 @@
 """The uplink: drains the outbox to the server's ``/monitor`` namespace, store-and-forward.
 
-One thread owns the python-socketio client and does every emit (so emits
-never interleave), following the plan's protocol:
+One thread owns the server link (``link.ServerLink``, a python-socketio
+client) and does every emit (so emits never interleave), following the
+plan's protocol:
 
 1. connect with ``auth={"car_id", "api_key"}`` (websocket transport);
 2. ``session.start {record_id}``: the record_id is persisted in the outbox, so
@@ -18,6 +19,19 @@ at ``backlog_fps`` at most. Reconnection is our own loop (capped exponential
 backoff with jitter) rather than python-socketio's, because that one does not
 retry a refused or failed first connect; the client never buffers while
 disconnected: the outbox is the buffer.
+
+The server's session lifecycle is obeyed wherever the car learns of it: a
+``command`` event, the status in the ``session.start`` answer, or the
+``session_status`` of a ``telemetry`` ack. Stopped: *paused*, attached to the
+session, no frames sent (they wait in the outbox), heartbeats and events go
+on, until a ``start``. Ended: no new session until a ``start`` names one; the
+frames still waiting are offered to the ended session (the server decides
+whether it takes them). Expired (the server timed it out): a fresh session.
+Each change is also put on ``commands`` so the ServiceManager stops or
+resumes collecting. Answers that are not refusals of the data:
+``unavailable`` (the same call again after ``retry_after``, same
+connection), ``too_large`` (smaller batches for this connection) and
+``seq_conflict`` (the outbox renumbered from the server's ``next_seq``).
 """
 from __future__ import annotations
 
@@ -33,23 +47,20 @@ from typing import Any
 
 import socketio
 
+from dashboard.car.backoff import Backoff
+from dashboard.car.link import ACK_TIMEOUT_S, ClientFactory, ServerError, ServerLink
 from dashboard.car.outbox import Outbox
-from dashboard.car.source import Backoff
 from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
 
-MONITOR_NS = "/monitor"
 BATCH_MAX = 200  # frames per telemetry emit: 20 s of data at 10 Hz, ~40 KB of JSON
-ACK_TIMEOUT_S = 10.0  # the server acks after its commit; longer means the link is dead
 HEARTBEAT_S = 3.0  # the dashboard shows link health this fresh
 BACKLOG_FPS = 1000.0  # backlog drain cap (frames/s): an hour's outage refills in ~36 s without starving live
-CONNECT_TIMEOUT_S = 5.0  # wait for the namespace to be accepted
 EVENT_RETRY_S = 30.0  # an event the server refused or did not ack is tried again after this
 IDLE_WAIT_S = 0.5  # longest sleep when nothing is pending (a new frame wakes us at once)
 RECONNECT_MIN_S = 0.5  # first reconnect attempt
 RECONNECT_MAX_S = 8.0  # reconnect attempts never further apart than this
-FINAL_STATUSES = ("ended", "expired")
 
 
 class LinkState(str, enum.Enum):
@@ -59,14 +70,6 @@ class LinkState(str, enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"  # connected and attached to a session
     DISCONNECTED = "disconnected"
-
-
-class UplinkError(Exception):
-    """The server answered with ok: false."""
-
-    def __init__(self, event: str, error: dict[str, Any] | None) -> None:
-        self.error = error or {}
-        super().__init__(f"{event}: {self.error.get('code')}: {self.error.get('message')}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Uplink(Worker):
         heartbeat_s: float = HEARTBEAT_S,
         backlog_fps: float = BACKLOG_FPS,
         sources_status: Callable[[], dict[str, str]] | None = None,
-        client_factory: Callable[[], socketio.Client] | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> None:
         super().__init__("uplink")
         self.server_url = server_url
@@ -108,7 +111,8 @@ class Uplink(Worker):
         self.heartbeat_s = heartbeat_s
         self.backlog_fps = backlog_fps
         self.sources_status = sources_status or dict
-        self.client_factory = client_factory or (lambda: socketio.Client(reconnection=False))
+        self.link = ServerLink(server_url, client_factory=client_factory, ack_timeout=ack_timeout_s,
+                               handlers={"command": self._on_command, "disconnect": self._on_disconnect})
         self.commands: queue.Queue[Command] = queue.Queue()  # for the ServiceManager
         self._inbox: queue.Queue[Command] = queue.Queue()
         self.state = LinkState.STOPPED
@@ -121,7 +125,9 @@ class Uplink(Worker):
         self.rejected_frames = 0
         self.connects = 0
         self.want_session = True  # false after an `end` command until a `start`
-        self._client: socketio.Client | None = None
+        self.paused = False  # the session is stopped: no frames until a `start`
+        self.unavailable_waits = 0  # calls the server answered "unavailable" (retried after its retry_after)
+        self._batch_size = batch_max  # smaller after a too_large answer, until the next connect
         self._wake = threading.Event()
         self._live_from = 0
         self._next_backlog = 0.0
@@ -162,6 +168,7 @@ class Uplink(Worker):
             "backlog": self.outbox.count(),
             "oldest_age_s": None if oldest is None else max(0.0, round(time.time() - oldest, 3)),
             "last_error": self.last_error,
+            "paused": self.paused,
         }
 
     # ------------------------------------------------------------ main loop
@@ -172,12 +179,16 @@ class Uplink(Worker):
                 try:
                     self._connect()
                     backoff.reset()
+                except _Stopping:
+                    break
                 except Exception as exc:  # noqa: BLE001 - any connect/session failure: back off, retry
                     self._fail(f"connect: {exc}")
                     self._stop.wait(backoff.next())
                     continue
             try:
                 busy = self._pump()
+            except _Stopping:
+                break
             except Exception as exc:  # noqa: BLE001 - timeout, dropped link: reconnect; the outbox keeps all
                 self._fail(str(exc) or type(exc).__name__)
                 self._stop.wait(backoff.next())
@@ -195,35 +206,21 @@ class Uplink(Worker):
 
     def _connect(self) -> None:
         self.state = LinkState.CONNECTING
-        client = self.client_factory()
-        client.on("command", self._on_command, namespace=MONITOR_NS)
-        client.on("disconnect", self._on_disconnect, namespace=MONITOR_NS)
-        self._client = client
-        client.connect(
-            self.server_url,
-            auth={"car_id": self.car_id, "api_key": self.api_key},
-            namespaces=[MONITOR_NS],
-            transports=["websocket"],
-            wait_timeout=CONNECT_TIMEOUT_S,
-        )
+        self.link.connect({"car_id": self.car_id, "api_key": self.api_key})
         self.connects += 1
         self._live_from = self.outbox.last_seq  # frames above this were made while connected: live
+        self._batch_size = self.batch_max  # a too_large answer counts for one connection
         if self.want_session:
             self._start_session()
         self.state = LinkState.CONNECTED
         self.last_error = None
         self._next_heartbeat = 0.0
         self._next_event = 0.0
-        log.info("uplink for car %s connected, session %s, backlog %d",
-                 self.car_id, self.session_id, self.outbox.count())
+        log.info("uplink for car %s connected, session %s%s, backlog %d", self.car_id, self.session_id,
+                 " (paused)" if self.paused else "", self.outbox.count())
 
     def _disconnect(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.disconnect()
-            except Exception as exc:  # noqa: BLE001 - the link is already gone
-                log.debug("disconnect: %s", exc)
+        self.link.close()
 
     def _on_disconnect(self, *_args: Any) -> None:
         if self.state is LinkState.CONNECTED:
@@ -246,24 +243,45 @@ class Uplink(Worker):
                 command = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if command.action == "end" and command.session_id == self.session_id:
-                self.want_session = False
-            elif command.action == "start":
-                self.want_session = True
-                if command.session_id and command.session_id != self.session_id:
-                    self._adopt(None, command.session_id, new_record=True)  # attach to it now
+            self._apply(command)
+
+    def _apply(self, command: Command) -> None:
+        """What a start/stop/end means for the uplink (the ServiceManager gets the same command)."""
+        if command.action == "stop" and command.session_id == self.session_id:
+            self.paused = True  # frames wait in the outbox for the start; heartbeats and events go on
+        elif command.action == "end" and command.session_id == self.session_id:
+            self.want_session = False
+            self.paused = False  # the waiting frames are offered to the ended session, not carried to the next
+        elif command.action == "start":
+            self.want_session = True
+            self.paused = False
+            if command.session_id and command.session_id != self.session_id:
+                self._adopt(None, command.session_id, new_record=True)  # attach to it now
+
+    def _obey(self, action: str, session_id: str) -> None:
+        """The server's answer said what a command would have: act on it, and tell the ServiceManager."""
+        command = Command(action, session_id)
+        self._apply(command)
+        self.commands.put(command)
 
     # ------------------------------------------------------------- protocol
-    def _call(self, event: str, data: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        client = self._client
-        if client is None or not client.connected:
-            raise ConnectionError("not connected")
-        answer = client.call(event, data, namespace=MONITOR_NS, timeout=timeout or self.ack_timeout_s)
-        if not isinstance(answer, dict):
-            raise UplinkError(event, {"code": "bad_ack", "message": repr(answer)[:200]})
-        if not answer.get("ok"):
-            raise UplinkError(event, answer.get("error"))
-        return answer
+    def _call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One call, made again after the server's retry_after for as long as it answers "unavailable"."""
+        waits = 0
+        while True:
+            try:
+                return self.link.call(event, data, timeout=self.ack_timeout_s)
+            except ServerError as exc:
+                delay = exc.retry_after
+                if delay is None:
+                    raise
+                if waits == 0:
+                    log.warning("server unavailable for %s of car %s (%s); same call again in %.1f s",
+                                event, self.car_id, exc.error.get("message"), delay)
+            waits += 1
+            self.unavailable_waits += 1
+            if self._stop.wait(delay):
+                raise _Stopping()
 
     def _start_session(self) -> None:
         record_id = self.outbox.get_meta("uplink.record_id")
@@ -277,24 +295,40 @@ class Uplink(Worker):
             body["track"] = self.track
         try:
             session = self._call("session.start", body)["session"]
-        except UplinkError as exc:
+        except ServerError as exc:
             if exc.error.get("field") in ("session_id", "record_id", "status"):
-                # the remembered session is gone, ended or another car's: start afresh
-                self._adopt(None, None, new_record=True)
-                body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
-                session = self._call("session.start", body)["session"]
+                # the remembered session is gone, refused (field status) or another car's: start afresh
+                session = self._start_fresh_session()
             else:
                 raise
-        if session.get("status") in FINAL_STATUSES:  # the record_id's session was ended meanwhile
-            self._adopt(None, None, new_record=True)
-            body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
-            session = self._call("session.start", body)["session"]
+        if session.get("status") == "expired":  # the server timed it out while we were away: not the pit's call
+            log.info("session %s of car %s expired; starting a new one", session.get("session_id"), self.car_id)
+            session = self._start_fresh_session()
         self._adopt(session, session["session_id"])
         last_seq = (session.get("stats") or {}).get("last_seq")
         if isinstance(last_seq, int) and last_seq > self.outbox.last_seq:
             log.warning("server holds seq %d above the outbox's %d (outbox lost?): seq jumps", last_seq,
                         self.outbox.last_seq)
             self.outbox.bump_seq(last_seq)
+        status = session.get("status")
+        if status == "stopped":
+            if not self.paused:
+                log.info("session %s of car %s was stopped by the pit: paused until it starts it",
+                         self.session_id, self.car_id)
+            self._obey("stop", session["session_id"])
+        elif status == "ended":
+            log.info("session %s of car %s was ended by the pit: waiting for a start", self.session_id, self.car_id)
+            self._obey("end", session["session_id"])
+        elif self.paused:  # active again: the start command came while we were away
+            log.info("session %s of car %s is active again: resuming", self.session_id, self.car_id)
+            self._obey("start", session["session_id"])
+
+    def _start_fresh_session(self) -> dict[str, Any]:
+        self._adopt(None, None, new_record=True)
+        body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
+        if self.track:
+            body["track"] = self.track
+        return self._call("session.start", body)["session"]
 
     def _adopt(self, session: dict[str, Any] | None, session_id: str | None, new_record: bool = False) -> None:
         if new_record:
@@ -305,8 +339,7 @@ class Uplink(Worker):
 
     def _pump(self) -> bool:
         """One round of sending; True when something was sent (call again at once)."""
-        client = self._client
-        if client is None or not client.connected:
+        if not self.link.connected:
             raise ConnectionError("link lost")
         self._apply_commands()
         if self.session is None or self.session.get("session_id") != self.session_id:
@@ -315,16 +348,10 @@ class Uplink(Worker):
             self._start_session()
         busy = False
         now = time.monotonic()
-        live = self.outbox.after(self._live_from, self.batch_max)
-        if live:
-            self._send(live)
-            busy = True
-        if now >= self._next_backlog:
-            backlog = self.outbox.oldest(self.batch_max, upto=self._live_from)
-            if backlog:
-                self._send(backlog, backfill=True)
-                self._next_backlog = now + len(backlog) / self.backlog_fps
-                busy = True
+        if not self.paused:
+            busy = self._send_frames(now)
+            if self.session is None:
+                return True  # it expired: a fresh session first
         if now >= self._next_event:
             self._send_events()
         if now >= self._next_heartbeat:
@@ -332,20 +359,85 @@ class Uplink(Worker):
             self._next_heartbeat = now + self.heartbeat_s
         return busy
 
-    def _send(self, frames: list[dict[str, Any]], backfill: bool = False) -> None:
-        started = time.monotonic()
-        body: dict[str, Any] = {"session_id": self.session_id, "frames": frames}
-        if backfill:
-            body["backfill"] = True
-        ack = self._call("telemetry", body)
-        self.rtt_ms = round((time.monotonic() - started) * 1000.0, 1)
-        rejected = ack.get("rejected") or []
-        if rejected:
-            self.rejected_frames += len(rejected)
-            log.warning("server rejected %d frames of car %s (first: %s)", len(rejected), self.car_id, rejected[0])
-        self.outbox.delete(f["seq"] for f in frames)
-        self.sent_frames += len(frames)
-        self.acked_batches += 1
+    def _send_frames(self, now: float) -> bool:
+        """Live frames, then (at most ``backlog_fps``) the backlog; True when something was sent."""
+        live = self.outbox.after(self._live_from, self._batch_size)
+        if live:
+            if not self._send(live):
+                return True
+        if now >= self._next_backlog:
+            backlog = self.outbox.oldest(self._batch_size, upto=self._live_from)
+            if backlog:
+                if not self._send(backlog, backfill=True):
+                    return True
+                self._next_backlog = now + len(backlog) / self.backlog_fps
+                return True
+        return bool(live)
+
+    def _send(self, frames: list[dict[str, Any]], backfill: bool = False) -> bool:
+        """Send ``frames`` in batches; False when the round must stop (the session changed, seqs renumbered)."""
+        while frames:
+            batch = frames[:self._batch_size]
+            body: dict[str, Any] = {"session_id": self.session_id, "frames": batch}
+            if backfill:
+                body["backfill"] = True
+            started = time.monotonic()
+            try:
+                ack = self._call("telemetry", body)
+            except ServerError as exc:
+                if exc.code == "too_large" and len(batch) > 1:
+                    self._shrink_batches(exc.error.get("max_frames"), len(batch))
+                    continue
+                next_seq = exc.error.get("next_seq")
+                if exc.code == "seq_conflict" and type(next_seq) is int and next_seq >= 0:
+                    self._renumber(next_seq)
+                    return False
+                raise
+            self.rtt_ms = round((time.monotonic() - started) * 1000.0, 1)
+            rejected = ack.get("rejected") or []
+            if rejected:
+                self.rejected_frames += len(rejected)
+                log.warning("server rejected %d frames of car %s in session %s (first: %s)", len(rejected),
+                            self.car_id, self.session_id, rejected[0])
+            self.outbox.delete(f["seq"] for f in batch)
+            self.sent_frames += len(batch)
+            self.acked_batches += 1
+            frames = frames[len(batch):]
+            status = ack.get("session_status")
+            if status not in (None, "active"):
+                self._session_not_active(str(status))
+                return False
+        return True
+
+    def _shrink_batches(self, max_frames: Any, sent: int) -> None:
+        """too_large: at most ``max_frames`` per batch (half of ``sent`` when not given) on this connection."""
+        wanted = max_frames if type(max_frames) is int and max_frames >= 1 else sent // 2
+        self._batch_size = max(1, min(wanted, sent - 1))
+        log.warning("server refused %d frames in one batch from car %s: %d per batch on this connection",
+                    sent, self.car_id, self._batch_size)
+
+    def _renumber(self, next_seq: int) -> None:
+        """seq_conflict: the server stores some of these seqs with other content; nothing of the batch was stored."""
+        count = self.outbox.renumber(next_seq)
+        self._live_from = self.outbox.last_seq  # all of them are backlog now, sent oldest first
+        log.warning("seq conflict for car %s in session %s (reinstalled monitor?): %d waiting frames renumbered "
+                    "from %d", self.car_id, self.session_id, count, next_seq)
+
+    def _session_not_active(self, status: str) -> None:
+        """A telemetry ack says the session is no longer active: as for the matching command."""
+        session_id = self.session_id or ""
+        if status == "stopped":
+            log.info("session %s of car %s was stopped: paused until it starts", session_id, self.car_id)
+            self._obey("stop", session_id)
+        elif status == "ended":
+            if self.want_session:
+                log.info("session %s of car %s was ended: waiting for a start", session_id, self.car_id)
+                self._obey("end", session_id)
+        elif status == "expired":
+            log.info("session %s of car %s expired: starting a new one", session_id, self.car_id)
+            self._adopt(None, None, new_record=True)
+        else:
+            log.warning("unknown session_status %r for session %s of car %s", status, session_id, self.car_id)
 
     def _heartbeat(self) -> None:
         health = self.health()
@@ -370,8 +462,12 @@ class Uplink(Worker):
                     "event_type": event.event_type, "payload": event.payload}
             try:
                 self._call("event", body)
-            except (UplinkError, socketio.exceptions.TimeoutError) as exc:
+            except (ServerError, socketio.exceptions.TimeoutError) as exc:
                 log.warning("event %s not accepted (%s); retry in %.0f s", event.event_type, exc, EVENT_RETRY_S)
                 self._next_event = time.monotonic() + EVENT_RETRY_S
                 return
             self.outbox.delete_event(event.record_id)
+
+
+class _Stopping(Exception):
+    """stop() was called while the uplink waited for an unavailable server: unwind the thread."""

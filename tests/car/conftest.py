@@ -71,3 +71,13 @@ def elm_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     finally:
         obd_message.DTC_STORED[:] = saved_dtcs
         emulator.terminate()
+
+
+@pytest.fixture
+def monitor_server() -> Iterator:
+    """A scripted stand-in for the server's /monitor namespace on a free loopback port (API key ``k3y``)."""
+    from tests.car.monitor_server import ScriptedMonitor
+
+    server = ScriptedMonitor()
+    yield server
+    server.close()

@@ -11,10 +11,8 @@ import argparse
 import threading
 
 import pytest
-import socketio
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from pubsub import pub
-from werkzeug.serving import make_server
 
 from dashboard.car import mesh_cli, mesh_gateway
 from dashboard.car.mesh import MeshLink
@@ -184,44 +182,15 @@ def test_stop_unsubscribes_and_start_stop_are_safe_twice(car_radio, pit_radio, g
 
 
 # ------------------------------------------------- run_gateway, real Socket.IO
-class MonitorServer:
-    """A python-socketio server in a thread, standing in for the dashboard's /monitor namespace."""
-
-    def __init__(self, api_key: str, reject_seq: int | None = None) -> None:
-        self.sio = socketio.Server(async_mode="threading")
-        self.connections: list[dict] = []
-        self.events: list[dict] = []
-        self.reject_seq = reject_seq
-        self.sio.on("connect", self.on_connect, namespace="/monitor")
-        self.sio.on("lora", self.on_lora, namespace="/monitor")
-        self.api_key = api_key
-        self.http = make_server("127.0.0.1", 0, socketio.WSGIApp(self.sio), threaded=True)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    def on_connect(self, sid, environ, auth):
-        self.connections.append(auth)
-        return bool(auth) and auth.get("api_key") == self.api_key
-
-    def on_lora(self, sid, data):
-        if data["frame"]["seq"] == self.reject_seq:
-            return {"ok": False, "error": {"code": "invalid", "message": "no such session"}}
-        self.events.append(data)
-        return {"ok": True}
-
-    def close(self):
-        self.http.shutdown()
-
-
-def test_run_gateway_forwards_lora_events_to_the_monitor_namespace(car_radio, pit_radio):
-    server = MonitorServer(api_key="k3y", reject_seq=1201)
+def test_run_gateway_forwards_lora_events_to_the_monitor_namespace(car_radio, pit_radio, monitor_server):
+    monitor_server.rule("lora", lambda data: {"ok": False, "error": {"code": "invalid", "message": "no such session"}}
+                        if data["frame"]["seq"] == 1201 else None)
     stop = threading.Event()
     result: dict = {}
     runner = threading.Thread(
         target=lambda: result.update(
             mesh_gateway.run_gateway(
-                "/dev/ttyPIT", server.url, "k3y", cars=["car-7"], stop_event=stop,
+                "/dev/ttyPIT", monitor_server.url, "k3y", cars=["car-7"], stop_event=stop,
                 interface_factory=lambda device: pit_radio,
             )
         )
@@ -232,19 +201,34 @@ def test_run_gateway_forwards_lora_events_to_the_monitor_namespace(car_radio, pi
         pit_radio.receive(as_received(car_packet(car_radio)))
         pit_radio.receive(as_received(car_packet(car_radio, frame={**FRAME, "seq": 1201})))  # rejected
         pit_radio.receive(as_received(car_packet(car_radio, frame={**FRAME, "seq": 1202})))
-        wait_for(lambda: len(server.events) == 2, timeout=10, message="two lora events at the server")
+        wait_for(lambda: len(monitor_server.calls_of("lora")) == 3, timeout=10, message="three lora events")
     finally:
         stop.set()
         runner.join(10)
-        server.close()
     assert not runner.is_alive()
-    assert server.connections[0] == {"car_id": "mesh-gateway", "api_key": "k3y", "role": "mesh-gateway"}
-    event = server.events[0]
-    assert event["car_id"] == "car-7" and event["session_prefix"] == "1a2b3c4d" and event["link"] == "lora"
-    assert [e["frame"]["seq"] for e in server.events] == [1200, 1202]
+    assert monitor_server.connections[0] == {"car_id": "mesh-gateway", "api_key": "k3y", "role": "mesh-gateway"}
+    events = [c.data for c in monitor_server.calls_of("lora")]
+    assert events[0]["car_id"] == "car-7" and events[0]["session_prefix"] == "1a2b3c4d" and events[0]["link"] == "lora"
+    assert [e["frame"]["seq"] for e in events] == [1200, 1201, 1202]
     assert result["forwarded"] == 3
     assert (result["server.sent"], result["server.rejected"]) == (2, 1)
     assert pit_radio.closed
+
+
+def test_forwarder_retries_an_unavailable_server_on_the_same_connection(monitor_server):
+    monitor_server.script("lora", {"ok": False, "error": {"code": "unavailable", "message": "database is locked",
+                                                          "retry_after": 0.3}})
+    forwarder = mesh_gateway.SocketIOForwarder(monitor_server.url, "k3y")
+    forwarder.start()
+    try:
+        forwarder({"frame": {"seq": 1}})
+        wait_for(lambda: forwarder.counts["sent"] == 1, timeout=10, message="the message accepted on retry")
+    finally:
+        forwarder.stop()
+    first, second = monitor_server.calls_of("lora")
+    assert first.data == second.data and first.sid == second.sid  # the same message, not a reconnect
+    assert second.at - first.at >= 0.3  # after the server's retry_after
+    assert (forwarder.counts["unavailable"], forwarder.counts["rejected"], forwarder.backlog()) == (1, 0, 0)
 
 
 def subscribed(radio) -> bool:

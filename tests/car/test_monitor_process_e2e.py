@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import requests
 
+from dashboard.car.outbox import Outbox
 from dashboard.car.replay import BUNDLED_LOG
+from dashboard.car.uplink import Uplink
 from dashboard.telemetry.gps import NmeaDecoder
 from tests.car.conftest import Pty
 from tests.clients import Viewer, stored_frames
@@ -220,13 +222,22 @@ def source_state(server: Any, session_id: str, name: str) -> str:
     return sources.get(name, "")
 
 
-def drain_and_stop(server: Any, sid: str, monitor: MonitorProcess, outbox: Path) -> int:
-    """Stop collecting (REST stop → `command`), wait until the outbox is empty, SIGTERM; returns the last seq."""
-    requests.post(f"{server.url}/api/v1/sessions/{sid}/stop", headers=server.headers, timeout=5).raise_for_status()
-    wait_for(lambda: source_state(server, sid, "obd") == "stopped" and source_state(server, sid, "gps") == "stopped",
-             TIMEOUT_S, "the monitor to stop collecting")
-    wait_for(lambda: outbox_state(outbox)[0] == 0, TIMEOUT_S, "the outbox drained")
+def drain_and_stop(server: Any, car_id: str, sid: str, monitor: MonitorProcess, outbox: Path) -> int:
+    """SIGTERM the monitor, then send what its outbox still holds (as its next run would); returns the last seq.
+
+    Not a REST stop: a stopped session pauses the monitor with frames still waiting, and a batch in
+    flight at that moment may be refused (session_not_active), so "every seq stored" would not hold.
+    """
     assert monitor.stop() == 0, monitor.log_text()[-3000:]
+    box = Outbox(outbox)
+    uplink = Uplink(server.url, car_id, box, api_key=server.api_key)  # no sources: only the leftovers
+    uplink.start()
+    try:
+        wait_for(lambda: box.count() == 0, TIMEOUT_S, "the outbox drained")
+        assert uplink.session_id == sid  # resumed the same session
+    finally:
+        uplink.stop()
+        box.close()
     waiting, last = outbox_state(outbox)
     assert waiting == 0
     return last
@@ -285,7 +296,7 @@ def test_viewer_sees_emulator_rpm_and_log_positions_through_a_gps_unplug(live_se
         assert len(seqs) == len(set(seqs))  # none twice (the first frames may come as backfill, after later ones)
     finally:
         viewer.close()
-    last = drain_and_stop(live_server, sid, monitor, tmp_path / "proc-e2e-outbox.sqlite")
+    last = drain_and_stop(live_server, "proc-e2e", sid, monitor, tmp_path / "proc-e2e-outbox.sqlite")
     assert [f["seq"] for f in stored_frames(live_server.url, sid)] == list(range(1, last + 1))
 
 
@@ -304,6 +315,6 @@ def test_monitor_killed_and_restarted_every_seq_is_stored_once(live_server, rig,
     wait_for(lambda: stored_at_least(at_kill + 20), TIMEOUT_S, "frames of the restarted monitor")
     sessions = requests.get(f"{live_server.url}/api/v1/sessions", params={"car_id": "proc-kill"}, timeout=5).json()
     assert [s["session_id"] for s in sessions["items"]] == [sid]  # resumed, not a second session
-    last = drain_and_stop(live_server, sid, monitor, tmp_path / "proc-kill-outbox.sqlite")
+    last = drain_and_stop(live_server, "proc-kill", sid, monitor, tmp_path / "proc-kill-outbox.sqlite")
     assert [f["seq"] for f in stored_frames(live_server.url, sid)] == list(range(1, last + 1))  # each once, no gap
     assert last >= at_kill + 20

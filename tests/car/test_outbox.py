@@ -1,4 +1,4 @@
-"""The outbox: seq allocation and continuity, ack deletion, size cap, crash safety."""
+"""The outbox: seq allocation and continuity, ack deletion, renumbering, size cap, crash safety."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,56 @@ def test_bump_seq_never_goes_back(tmp_path: Path) -> None:
     assert box.append(1.7e9, {}) == 42
     box.bump_seq(10)
     assert box.append(1.7e9, {}) == 43
+
+
+def test_renumber_continues_from_the_given_seq_in_order_and_the_next_seq_follows(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    for i in range(10):
+        box.append(1.7e9 + i, {"rpm": float(i)})
+    box.delete([1, 4, 6, 7])  # acked out of order (live first): gaps
+    before = box.oldest(100)
+    assert [f["seq"] for f in before] == [2, 3, 5, 8, 9, 10]
+    assert box.renumber(101) == 6
+    after = box.oldest(100)
+    assert [f["seq"] for f in after] == [101, 102, 103, 104, 105, 106]
+    assert [(f["t"], f["channels"]) for f in after] == [(f["t"], f["channels"]) for f in before]  # same order
+    assert box.last_seq == 106 and box.count() == 6 and box.append(1.7e9, {}) == 107
+    assert box.renumber(4) == 7  # down, onto seqs some frames hold right now: no clash
+    assert [f["seq"] for f in box.oldest(100)] == list(range(4, 11))
+    assert [f["channels"] for f in box.oldest(100)] == [f["channels"] for f in after] + [{}]
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite")  # durable: the new seqs and the next one survive a restart
+    assert [f["seq"] for f in box.oldest(100)] == list(range(4, 11)) and box.append(1.7e9, {}) == 11
+
+
+def test_renumber_of_an_empty_outbox_moves_the_next_seq(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    box.append(1.7e9, {})
+    box.delete([1])
+    assert box.renumber(51) == 0
+    assert box.last_seq == 50 and box.append(1.7e9, {}) == 51
+
+
+def test_renumber_and_append_from_another_thread_never_share_a_seq(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    done = threading.Event()
+
+    def assemble() -> None:
+        for i in range(300):
+            box.append(1.7e9 + i, {"rpm": float(i)})
+        done.set()
+
+    assembler = threading.Thread(target=assemble)
+    assembler.start()
+    first = 1000
+    while not done.is_set():
+        box.renumber(first)
+        first += 1000
+    assembler.join()
+    frames = box.oldest(1000)
+    assert [f["channels"]["rpm"] for f in frames] == [float(i) for i in range(300)]  # none lost, order kept
+    seqs = [f["seq"] for f in frames]
+    assert seqs == sorted(set(seqs)) and box.last_seq == seqs[-1]
 
 
 def test_events_queue_is_durable_and_idempotent(tmp_path: Path) -> None:

@@ -48,3 +48,26 @@ def test_a_stopped_worker_starts_again():
     wait_for(lambda: w.runs == 2 and w.running, 5, "second run")
     w.stop(5)
     assert w.calls.count("stopped") == 2 and w.calls[2] == w.calls[5] == "stopped"
+
+
+class Failing(Worker):
+    def __init__(self) -> None:
+        super().__init__("failing")
+        self.crashes: list[Exception] = []
+
+    def _run(self) -> None:
+        raise ValueError("boom")
+
+    def _crashed(self, exc: Exception) -> None:
+        self.crashes.append(exc)
+
+
+def test_an_exception_escaping_run_goes_to_the_crash_hook_and_ends_the_thread():
+    w = Failing()
+    w.start()
+    wait_for(lambda: w.crashes and not w.running, 5, "the crash hook")
+    assert [str(e) for e in w.crashes] == ["boom"]
+    w.stop(5)
+    w.start()  # a crashed worker starts again
+    wait_for(lambda: len(w.crashes) == 2, 5, "the second crash")
+    w.stop(5)
