@@ -179,25 +179,36 @@ class LifecycleService:
 
         The record_id's session, or the given one, or the car's active one, or its stopped one, else
         a new session, started. A stopped session stays stopped (the car pauses until the pit starts it);
-        a created one is started; an ended or expired one is answered as it is (the car decides).
+        a created one is started. When the given (or record_id's) session has ended and the pit has
+        since started another for the car, that one is the answer: the start the car missed while
+        away. Otherwise an ended or expired session is answered as it is (the car decides).
         """
         replay = self._replay(record_id, "session.started")
         if replay is not None and replay.get("car_id") == car_id:
-            return self.cache.get(replay["session_id"])
+            session_id = replay["session_id"]
         if session_id is not None:
             live = self.cache.get(session_id)
             if live.row["car_id"] not in (None, car_id):
                 raise Unauthorized("that session belongs to another car", field="session_id")
             if live.status == "created":
                 self.apply(live.id, "start", record_id, live=live)
-            return live
+            if live.status not in FINAL_STATUSES:
+                return live
+            return self._current_for_car(car_id) or live
+        current = self._current_for_car(car_id)
+        if current is not None:
+            return current
+        live = self.create(car_id=car_id, name=name, driver=driver, track=track, track_id=track_id)
+        self.apply(live.id, "start", record_id, live=live)
+        return live
+
+    def _current_for_car(self, car_id: str) -> LiveSession | None:
+        """The car's active session, else its stopped one, else None."""
         for status in ("active", "stopped"):
             row = self.store.session_for_car(car_id, (status,))
             if row is not None:
                 return self.cache.get(row["id"])
-        live = self.create(car_id=car_id, name=name, driver=driver, track=track, track_id=track_id)
-        self.apply(live.id, "start", record_id, live=live)
-        return live
+        return None
 
     def legacy_start(self, car_id: str, record_id: str | None = None, name: str = "", driver: str | None = None,
                      track: str | None = None) -> dict[str, Any]:

@@ -139,3 +139,30 @@ def test_the_facade_keeps_exactly_the_original_methods():
     public = {name for name in dir(SessionManager)
               if not name.startswith("_") and callable(getattr(SessionManager, name))}
     assert public == SEED_METHODS
+
+
+def test_a_car_back_from_offline_finds_the_session_the_pit_started_meanwhile(live_server):
+    car = f"CAR-{uuid.uuid4().hex[:8]}"
+    url, headers = live_server.url, live_server.headers
+    monitor = connect_monitor(url, car, live_server.api_key)
+    try:
+        old = call(monitor, "session.start", {"record_id": "first"})["session"]["session_id"]
+    finally:
+        monitor.disconnect()
+    # while the car is away the pit ends its session and starts a new one for it: the car misses both commands
+    requests.post(f"{url}/api/v1/sessions/{old}/end", headers=headers, timeout=10).raise_for_status()
+    new = requests.post(f"{url}/api/v1/sessions", json={"car_id": car}, headers=headers, timeout=10).json()
+    requests.post(f"{url}/api/v1/sessions/{new['session_id']}/start", headers=headers, timeout=10).raise_for_status()
+    monitor = connect_monitor(url, car, live_server.api_key)
+    try:
+        back = call(monitor, "session.start", {"record_id": "first", "session_id": old})["session"]
+        assert back["session_id"] == new["session_id"] and back["status"] == "active"
+    finally:
+        monitor.disconnect()
+    # with no session started meanwhile, the ended one is the answer: the car waits for the pit
+    requests.post(f"{url}/api/v1/sessions/{new['session_id']}/end", headers=headers, timeout=10).raise_for_status()
+    monitor = connect_monitor(url, car, live_server.api_key)
+    try:
+        assert call(monitor, "session.start", {"session_id": new["session_id"]})["session"]["status"] == "ended"
+    finally:
+        monitor.disconnect()
