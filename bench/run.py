@@ -227,6 +227,7 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         if spy is not None:
             spy.wait(30)
         stored = server.frames_stored()
+        per_commit = server.frames_per_commit() if hasattr(server, "frames_per_commit") else None
         rss_peak = max(server.rss_hwm(), server.rss_peak)
     finally:
         go.set()
@@ -245,6 +246,7 @@ def run_point(kind: str, point: Point, deflate: bool, client: str = "lean",
         "emits_per_s": round(emits / window, 1),
         "send_errors": errors,
         "frames_stored": stored,
+        "frames_per_commit": per_commit,
         "deliveries_expected": expected,
         "deliveries": received,
         "deliveries_per_s": round(received / window, 1),
@@ -300,7 +302,7 @@ def _profile(server: Server, point: Point, folder: Path) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9]+", "_", f"{point.scenario} {point.label}").strip("_")
     cmd = ["py-spy", "record", "--pid", str(server.ps.pid), "--duration", str(max(1, int(point.duration_s) - 1)),
-           "--rate", "100", "--nonblocking", "--format", "raw", "--output", str(folder / f"{name}.txt")]
+           "--rate", "200", "--nonblocking", "--threads", "--format", "raw", "--output", str(folder / f"{name}.txt")]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -14,6 +14,7 @@ the PostgreSQL backends serving that database, which the machine's "other" would
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -146,6 +147,19 @@ class Server:
         """User + system CPU seconds of the process so far (all its threads)."""
         t = self.ps.cpu_times()
         return t.user + t.system
+
+    def frames_per_commit(self) -> float | None:
+        """Mean frames per database transaction of ours (from /metrics); None for the relay."""
+        if self.kind != "ours":
+            return None
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        found = {name: float(value) for name, value in re.findall(
+            r"^dashboard_db_write_batch_frames_(sum|count) ([0-9.e+]+)$", text, re.M)}
+        return round(found["sum"] / found["count"], 2) if found.get("count") else None
 
     def frames_stored(self) -> int | None:
         """Frames in our SQLite database (None for the relay, which stores nothing)."""
@@ -341,6 +355,19 @@ class Cluster:
 
     def cpu_by_process(self) -> list[float]:
         return [s.cpu_seconds() for s in self.servers]
+
+    def frames_per_commit(self) -> float | None:
+        """Mean frames per database transaction of ours (from /metrics); None for the relay."""
+        if self.kind != "ours":
+            return None
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        found = {name: float(value) for name, value in re.findall(
+            r"^dashboard_db_write_batch_frames_(sum|count) ([0-9.e+]+)$", text, re.M)}
+        return round(found["sum"] / found["count"], 2) if found.get("count") else None
 
     def frames_stored(self) -> int | None:
         return int(self.db.query_one("SELECT COUNT(*) FROM frames"))

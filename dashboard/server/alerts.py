@@ -98,9 +98,8 @@ class AlertService:
         """The engine raised or cleared an alert (caller holds the session's lock): store it, tell once stored."""
         sid, rule_id = live.id, payload["rule_id"]
         if payload["kind"] == ALERT_RAISED:
-            lat, lon = (live.latest.get(name, [None])[0] for name in ("lat", "lon"))
-            timer = live.timing.timer if live.timing is not None else None
-            raised = {**payload, "lap": timer.current_lap if timer else None, "lat": lat, "lon": lon}
+            lat, lon = (live.latest.get(name, (None,))[0] for name in ("lat", "lon"))
+            raised = {**payload, "lat": lat, "lon": lon}  # the lap it fired in comes with it (timing.py)
             alert: dict[str, Any] = {"id": None}
             live.open_alerts[rule_id] = alert
 
@@ -120,7 +119,8 @@ class AlertService:
             if alert["id"] is None:  # its raise was never stored
                 return None
             self.store.update_alert(alert["id"], cleared_t=payload["t"], conn=conn)
-            event = self.events.entry(ALERT_CLEARED, {**payload, "alert_id": alert["id"]})
+            cleared = {k: v for k, v in payload.items() if k != "lap"}
+            event = self.events.entry(ALERT_CLEARED, {**cleared, "alert_id": alert["id"]})
             return (self.store.get_alert(sid, alert["id"], conn=conn), self.store.add_event(sid, event, conn=conn))
 
         self.writer.submit(store_clear, self._told)

@@ -22,6 +22,17 @@ def gevent_patched() -> bool:
     return monkey.is_module_patched("threading")
 
 
+def native_queue() -> Any:
+    """A queue a native thread can block on: the standard library's own, even where gevent has patched it."""
+    import queue
+
+    if gevent_patched():
+        from gevent import monkey
+
+        return monkey.get_original("queue", "SimpleQueue")()
+    return queue.SimpleQueue()
+
+
 class Offload:
     """Runs callables in a pool of ``threads`` native threads when under gevent, else in the caller."""
 

@@ -16,6 +16,8 @@ waited. This module keeps python-socketio's rooms and packets and replaces only 
   ``slow_viewer_s`` (a setting) is disconnected (it rejoins with a fresh snapshot) instead of stalling the rest.
 * :class:`DirectManager` / :class:`DirectRedisManager` are python-socketio client managers whose
   local emit uses :class:`Fanout`; with Redis every process does so for its own viewers.
+* Packets to one client (a monitor's acks, commands) take the same direct path: the Engine.IO
+  queue and writer greenlet cost a queue put, a timed get and two switches per ack.
 
 Only the gevent driver with simple-websocket is supported (``async_mode`` is set explicitly);
 ``Fanout.install`` refuses anything else rather than silently running the slow path.
@@ -178,6 +180,18 @@ class Fanout:
             raise RuntimeError("the direct fan-out needs engineio's gevent driver with simple-websocket")
         bound = type("BoundDirectWebSocket", (DirectWebSocket,), {"fanout": self})
         eio_server._async = {**drivers, "websocket": bound}
+        queued_send = eio_server.send_packet
+
+        def send_packet(sid: str, pkt: eio_packet.Packet) -> None:
+            """One packet to one client (an ack, a command): straight to its socket when idle, as room emits."""
+            ws = self.sockets.get(sid)
+            if ws is not None and ws.try_direct(text_frame(pkt.encode())):
+                self.direct += 1
+                return
+            self.queued += 1
+            queued_send(sid, pkt)
+
+        eio_server.send_packet = send_packet
 
     def send(self, eio_server: Any, participants: Any, eio_pkt: eio_packet.Packet, skip: Any) -> None:
         """Send one Engine.IO packet to every participant: the frame is built once, lazily."""

@@ -32,7 +32,7 @@ from dashboard.server.live import LiveCache, LiveSession
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.timing import TimingService
 from dashboard.server.writer import Ticket, Writer
-from dashboard.telemetry.frames import frame_seq, parse_frame
+from dashboard.telemetry.frames import frame_seq, parse_frames
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +103,19 @@ class Ingest:
     # ---------------------------------------------------------------- stages
     def decode(self, batch: Batch) -> None:
         """1. Each frame validated on its own; too far ahead of the server's clock is refused."""
+        good, bad = parse_frames(batch.raw)
+        for raw, error in bad:
+            batch.rejected.append({"seq": frame_seq(raw), "error": error.to_dict()})
         latest_t = batch.received_at + self.max_ahead_s
-        for raw in batch.raw:
-            try:
-                frame = parse_frame(raw)
-                if frame.t > latest_t:
-                    raise FrameError(f"frame time is {frame.t - batch.received_at:.0f} s ahead of the server's "
-                                     f"clock (at most {self.max_ahead_s:.0f} s)", field="t")
-            except FrameError as exc:
-                batch.rejected.append({"seq": frame_seq(raw), "error": exc.to_dict()})
-                continue
-            if frame.seq not in batch.valid:
-                batch.valid[frame.seq] = {"seq": frame.seq, "t": frame.t, "received_at": batch.received_at,
-                                          "channels": frame.channels}
+        valid, received_at = batch.valid, batch.received_at
+        for frame in good:
+            if frame["t"] > latest_t:
+                error = FrameError(f"frame time is {frame['t'] - received_at:.0f} s ahead of the server's clock "
+                                   f"(at most {self.max_ahead_s:.0f} s)", field="t")
+                batch.rejected.append({"seq": frame["seq"], "error": error.to_dict()})
+            elif frame["seq"] not in valid:
+                frame["received_at"] = received_at
+                valid[frame["seq"]] = frame
 
     def own(self, batch: Batch) -> None:
         """2. The session from memory; the sender must be its car; its status decides what is taken."""
@@ -174,10 +174,11 @@ class Ingest:
         live.row["last_seq"] = max(rows[-1]["seq"], last if last is not None else -1)
         live.row["frame_count"] = (live.row["frame_count"] or 0) + len(rows)
         live.last_update = batch.received_at
+        live.take_latest(rows)
+        stats, pending, backfill = live.stats, live.pending, batch.backfill
         for row in rows:
-            live.stats.feed(row, batch.backfill)
-            live.take_latest(row)
-            live.pending[row["seq"]] = row
+            stats.feed(row, backfill)
+            pending[row["seq"]] = row
 
     def write(self, batch: Batch) -> None:
         """5. The frames to the single writer, with the session's counters; publish once committed."""

@@ -39,7 +39,7 @@ class LiveSession:
 
     row: dict[str, Any]
     setup: dict[str, Any] | None = None
-    latest: dict[str, list[Any]] = field(default_factory=dict)  # channel -> [value, t, seq]
+    latest: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # channel -> (value, t, seq)
     last_update: float | None = None  # when frames last arrived (server clock)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MAX_FRAMES))
     recent_complete: bool = False  # recent holds the whole window (frames arrive here); else read the store
@@ -72,13 +72,24 @@ class LiveSession:
         while recent and recent[0]["t"] < oldest:
             recent.popleft()
 
-    def take_latest(self, frame: dict[str, Any]) -> None:
-        """Each channel's latest value follows the sequence: a frame replaces what an older seq gave."""
-        seq, t = frame["seq"], frame["t"]
-        for name, value in frame["channels"].items():
-            old = self.latest.get(name)
-            if old is None or old[2] is None or seq >= old[2]:
-                self.latest[name] = [value, t, seq]
+    def take_latest(self, frames: list[dict[str, Any]]) -> None:
+        """Each channel's latest value follows the sequence: a frame replaces what an older seq gave.
+
+        ``frames`` in seq order; read newest first, so a channel is looked at once (its newest frame).
+        """
+        latest, seen = self.latest, set()
+        for frame in reversed(frames):
+            channels = frame["channels"]
+            if channels.keys() <= seen:  # the usual case: a car sends the same channels in every frame
+                continue
+            seq, t = frame["seq"], frame["t"]
+            for name, value in channels.items():
+                if name in seen:
+                    continue
+                seen.add(name)
+                old = latest.get(name)
+                if old is None or old[2] is None or seq >= old[2]:
+                    latest[name] = (value, t, seq)
 
 
 def stats_from_row(row: dict[str, Any]) -> FrameStats:
@@ -97,13 +108,13 @@ def check_session_id(session_id: Any) -> str:
     raise NotFound("no such session: session_id must be a UUID", field="session_id")
 
 
-def latest_from_row(raw: Any) -> dict[str, list[Any]]:
-    """The stored ``latest`` column as {channel: [value, t, seq]}; anything malformed is left out."""
-    out: dict[str, list[Any]] = {}
+def latest_from_row(raw: Any) -> dict[str, tuple[Any, ...]]:
+    """The stored ``latest`` column as {channel: (value, t, seq)}; anything malformed is left out."""
+    out: dict[str, tuple[Any, ...]] = {}
     if isinstance(raw, dict):
         for name, entry in raw.items():
             if isinstance(entry, list) and len(entry) == 3:
-                out[name] = list(entry)
+                out[name] = tuple(entry)
     return out
 
 

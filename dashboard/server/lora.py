@@ -45,7 +45,7 @@ class LoraService:
             for name, value in frame.channels.items():
                 old = live.latest.get(name)
                 if value is not None and (old is None or old[2] is None or frame.seq > old[2]):
-                    live.latest[name] = [value, frame.t, frame.seq]
+                    live.latest[name] = (value, frame.t, frame.seq)
                     newer[name] = value
             if live.status == "active":
                 self.lifecycle.touch(live)

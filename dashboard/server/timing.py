@@ -24,7 +24,6 @@ from dashboard.server.store import Store
 from dashboard.server.views import laps_out
 from dashboard.server.writer import Writer
 from dashboard.telemetry.alerts import DEFAULT_RULES, AlertEngine, AlertRule
-from dashboard.telemetry.frames import Frame
 from dashboard.telemetry.laps import LAP_COMPLETED, LAP_DELTA, SECTOR_COMPLETED, LapTimer, Track
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,33 @@ class SessionTiming:
 
         ``alerts=False`` replays history into the lap timer only (alerts are about now).
         """
+        return self.feed_batch([frame], alerts, laps)
+
+    def feed_batch(self, frames: list[dict[str, Any]], alerts: bool = True, laps: bool = True) -> Output:
+        """Frames in seq order; for each frame its alerts, then its laps and sectors (as if fed one by one).
+
+        An alert carries the lap it fired in (``lap``), as the lap timer had it at that frame.
+        """
+        by_seq: dict[int, list[dict[str, Any]]] = {}
+        if alerts and frames:
+            for event in self.alerts.feed_batch(frames, frames[-1].get("received_at")):
+                by_seq.setdefault(event.seq, []).append(event.model_dump())
+        timing_laps = laps and self.timer is not None and not self.timer.finished
+        if not by_seq and not timing_laps:
+            return []
         out: Output = []
-        if alerts:
-            model = Frame.model_construct(seq=frame["seq"], t=frame["t"], channels=frame["channels"])
-            out += [("alert", e.model_dump()) for e in self.alerts.feed(model, frame.get("received_at"))]
-        if not laps or self.timer is None or self.timer.finished:
+        for frame in frames:
+            fired = by_seq.get(frame["seq"])
+            if fired:
+                lap = self.timer.current_lap if self.timer is not None else None
+                out += [("alert", {**payload, "lap": lap}) for payload in fired]
+            if timing_laps:
+                out += self._lap_events(frame)
+        return out
+
+    def _lap_events(self, frame: dict[str, Any]) -> Output:
+        out: Output = []
+        if self.timer is None or self.timer.finished:
             return out
         while self._next_setup < len(self._setups) and self._setups[self._next_setup][0] <= frame["t"]:
             self.timer.setup_version = self._setups[self._next_setup][1]
@@ -80,11 +101,15 @@ class SessionTiming:
 
     def tick(self, now: float) -> Output:
         """Time passes with no frame: the link-silence rule may fire."""
-        return [("alert", e.model_dump()) for e in self.alerts.tick(now)]
+        return self._alerts(self.alerts.tick(now))
 
     def set_rules(self, rules: Iterable[AlertRule], now: float) -> Output:
         """Replace the alert rules; alerts of changed or dropped rules are cleared."""
-        return [("alert", e.model_dump()) for e in self.alerts.set_rules(rules, now)]
+        return self._alerts(self.alerts.set_rules(rules, now))
+
+    def _alerts(self, events: Iterable[Any]) -> Output:
+        lap = self.timer.current_lap if self.timer is not None else None
+        return [("alert", {**e.model_dump(), "lap": lap}) for e in events]
 
     def finish(self) -> Output:
         """The session ended: close the in-lap."""
@@ -129,8 +154,7 @@ class TimingService:
         replaying = timing.replaying
         if replaying:
             timing.backlog.extend(rows)
-        for row in rows:
-            self._handle(live, timing.feed(row, laps=not replaying))
+        self._handle(live, timing.feed_batch(rows, laps=not replaying))
         if timing.delta is not None and timing.delta is not before:
             self.bus.tell(Change.TIMING, {"session_id": live.id, **timing.delta})
 

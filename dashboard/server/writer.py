@@ -8,8 +8,9 @@ database refuses (a record_id seen before, a second active session for a car) fa
 job's :class:`Ticket` is settled with its result or error and its callbacks run, in queue order, so
 what one session wrote is told in the order it was written.
 
-Under gevent the loop is a greenlet and the transaction runs in the writer's own native thread: a
-commit never holds the event loop the cars share. Without gevent the loop is a plain thread.
+The writer is its own native thread, blocking on a C-level queue: a commit never holds the event loop
+the cars share, and while it commits, the loop goes on queueing the next batch (under gevent the
+outcomes come back through a loop watcher to a settler greenlet). Without gevent it is a plain thread.
 
 When the transaction fails as a whole: a database that is locked, full or unreachable
 (``OperationalError``) fails every job of the batch with :class:`Unavailable` (a REST 503 with
@@ -18,6 +19,7 @@ running each job alone, so one bad job never costs the others.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -28,7 +30,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from dashboard.errors import DashboardError, Unavailable
-from dashboard.server.blocking import Offload
+from dashboard.server.blocking import gevent_patched, native_queue
 from dashboard.server.store import FrameWrite, Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class Ticket:
 
 
 class Writer:
-    """One loop writing queued jobs in batched transactions on one connection."""
+    """One native thread writing queued jobs in batched transactions on one connection."""
 
     def __init__(self, store: Store, batch_max: int = 2000,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
@@ -89,29 +91,27 @@ class Writer:
         self.on_batch = on_batch  # called with (frames written, seconds taken), for metrics
         self.commits = 0
         self.failures = 0
-        self._queue: queue.Queue[Ticket | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[Ticket | None] = native_queue()  # the writer's native thread blocks on it
         self._lock = threading.Lock()
-        self._native = Offload(1, "writer")  # the writer's own native thread under gevent
+        self._handoff = _Handoff()
+        self._running = False
         self._conn: Connection | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the writer loop (safe to call twice)."""
+        """Start the writer thread (safe to call twice)."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-                self._thread.start()
+            if not self._running:
+                self._running = True
+                self._handoff.start(self._write_forever)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop (safe to call twice)."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
-        self._native(self._close_connection)
-        self._native.close()
+            running, self._running = self._running, False
+        if running:
+            self._jobs.put(None)
+            self._handoff.join(timeout)
 
     # -------------------------------------------------------------- queueing
     def frames(self, write: FrameWrite, on_settled: Callable[[Ticket], None] | None = None) -> Ticket:
@@ -133,20 +133,34 @@ class Writer:
     def _put(self, ticket: Ticket, on_settled: Callable[[Ticket], None] | None) -> Ticket:
         if on_settled is not None:
             ticket.on_settled.append(on_settled)
-        self._queue.put(ticket)
+        self._jobs.put(ticket)
         return ticket
 
     @property
     def backlog(self) -> int:
         """Jobs waiting to be written."""
-        return self._queue.qsize()
+        return self._jobs.qsize()
 
-    # ------------------------------------------------------------- the loop
+    # ------------------------------------------------ the writer's own thread
+    def _write_forever(self) -> None:
+        """Take everything queued (up to batch_max frames), commit it, hand the outcomes over; until stopped."""
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    return
+                batch, stopping = self._take_batch(first)
+                self._handoff.settle(batch, self._commit(batch))
+                if stopping:
+                    return
+        finally:
+            self._close_connection()
+
     def _take_batch(self, first: Ticket) -> tuple[list[Ticket], bool]:
         batch, count, stopping = [first], _frames(first), False
         while count < self.batch_max:
             try:
-                item = self._queue.get_nowait()
+                item = self._jobs.get_nowait()
             except queue.Empty:
                 break
             if item is None:
@@ -156,51 +170,35 @@ class Writer:
             count += _frames(item)
         return batch, stopping
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stopping = self._take_batch(first)
-            self._commit(batch)
-            if stopping:
-                return
-
-    def _commit(self, batch: list[Ticket]) -> None:
+    def _commit(self, batch: list[Ticket]) -> list[tuple[Any, BaseException | None]]:
         started = time.perf_counter()
         try:
-            outcomes = self._native(self._transaction, batch)
+            outcomes = self._transaction(batch)
         except (OperationalError, Unavailable) as exc:  # locked, full or unreachable: all try again later
             self.failures += 1
             error = unavailable(exc)
             log.warning("write of %d jobs failed: %s", len(batch), error.message)
-            for ticket in batch:
-                ticket.settle(error=error)
-            return
+            return [(None, error)] * len(batch)
         except Exception as exc:  # noqa: BLE001 - one bad job: isolate it, the others still commit
             self.failures += 1
             log.warning("write of %d jobs failed (%s); writing each alone", len(batch), exc)
-            for ticket in batch:
-                self._commit_alone(ticket)
-            return
+            return [self._commit_alone(ticket) for ticket in batch]
         self.commits += 1
         if self.on_batch is not None:
             self.on_batch(sum(_frames(t) for t in batch), time.perf_counter() - started)
-        for ticket, (result, error) in zip(batch, outcomes, strict=True):
-            ticket.settle(result, error)
+        return outcomes
 
-    def _commit_alone(self, ticket: Ticket) -> None:
+    def _commit_alone(self, ticket: Ticket) -> tuple[Any, BaseException | None]:
         try:
-            result, error = self._native(self._transaction, [ticket])[0]
+            result, error = self._transaction([ticket])[0]
         except (OperationalError, Unavailable) as exc:
             result, error = None, unavailable(exc)
         except Exception as exc:  # noqa: BLE001 - reported on the ticket, never kills the writer
             result, error = None, exc
         if error is not None and isinstance(ticket.job, FrameWrite):
             log.error("frames of session %s not written: %s", ticket.job.session_id, error)
-        ticket.settle(result, error)
+        return result, error
 
-    # --------------------------------------------- in the writer's native thread
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.store.engine.connect()
@@ -241,6 +239,78 @@ class Writer:
                 self._conn = None
             raise
         return outcomes
+
+
+class _Handoff:
+    """The writer's native thread, and the way its outcomes reach the tickets in the loop's thread.
+
+    Under gevent the thread is the one thread of a gevent ThreadPool and outcomes cross over through
+    a loop async watcher: a settler greenlet settles them (callbacks run in a greenlet, never in the
+    hub). Without gevent it is a plain thread that settles as it goes.
+    """
+
+    def __init__(self) -> None:
+        self._gevent = gevent_patched()
+        self._done: collections.deque[tuple[list[Ticket], list[tuple[Any, BaseException | None]]]] = \
+            collections.deque()
+        self._thread: Any = None
+        self._pool: Any = None
+        self._settler: Any = None
+        self._wake: Any = None
+        self._ready: Any = None
+
+    def start(self, target: Callable[[], None]) -> None:
+        if not self._gevent:
+            self._thread = threading.Thread(target=target, name="writer", daemon=True)
+            self._thread.start()
+            return
+        import gevent
+        from gevent.event import Event
+        from gevent.threadpool import ThreadPool
+
+        self._ready = Event()
+        self._wake = gevent.get_hub().loop.async_()
+        self._wake.start(self._ready.set)
+        self._settler = gevent.spawn(self._settle_forever)
+        self._pool = ThreadPool(1)
+        self._thread = self._pool.spawn(target)
+
+    def settle(self, batch: list[Ticket], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """In the writer's thread: the outcomes of a batch, settled now or handed to the loop."""
+        if not self._gevent:
+            _settle(batch, outcomes)
+            return
+        self._done.append((batch, outcomes))
+        self._wake.send()
+
+    def _settle_forever(self) -> None:
+        import gevent
+
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            while self._done:
+                batch, outcomes = self._done.popleft()
+                for ticket, (result, error) in zip(batch, outcomes, strict=True):
+                    ticket.settle(result, error)
+                    gevent.sleep(0)  # the ticket's waiter (a monitor's ack) goes out before the next is worked on
+
+    def join(self, timeout: float) -> None:
+        if not self._gevent:
+            self._thread.join(timeout)
+            return
+        self._thread.get(timeout=timeout)
+        while self._done:
+            _settle(*self._done.popleft())
+        self._settler.kill()
+        self._wake.stop()
+        self._wake.close()
+        self._pool.kill()
+
+
+def _settle(batch: list[Ticket], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    for ticket, (result, error) in zip(batch, outcomes, strict=True):
+        ticket.settle(result, error)
 
 
 def _nothing(_conn: Connection) -> None:

@@ -41,7 +41,9 @@ Semantics, decided here once:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import operator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -88,14 +90,11 @@ Severity = Literal["info", "warning", "critical"]
 RuleStatus = Literal["normal", "pending", "raised"]
 
 
+_OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
 def _compare(value: float, comparison: str, threshold: float) -> bool:
-    if comparison == ">":
-        return value > threshold
-    if comparison == ">=":
-        return value >= threshold
-    if comparison == "<":
-        return value < threshold
-    return value <= threshold
+    return _OPERATORS[comparison](value, threshold)
 
 
 class AlertRule(BaseModel):
@@ -154,13 +153,18 @@ class AlertRule(BaseModel):
 
     def condition(self, value: float) -> bool:
         """True when ``value`` meets the raise condition (ignoring the hold)."""
-        return _compare(value, self.comparison, self.threshold)
+        return _OPERATORS[self.comparison](value, self.threshold)
 
     def clears(self, value: float) -> bool:
         """True when ``value`` is back past the threshold by the hysteresis, so a raised alert clears."""
+        return not _OPERATORS[self.comparison](value, self.clear_threshold)
+
+    @functools.cached_property
+    def clear_threshold(self) -> float:
+        """Where a raised alert clears: the threshold moved back by the hysteresis."""
         if self.comparison in (">", ">="):
-            return not _compare(value, self.comparison, self.threshold - self.hysteresis)
-        return not _compare(value, self.comparison, self.threshold + self.hysteresis)
+            return self.threshold - self.hysteresis
+        return self.threshold + self.hysteresis
 
 
 def parse_rule(raw: Any) -> AlertRule:
@@ -270,28 +274,54 @@ class AlertEngine:
         :meth:`tick`; it defaults to ``frame.t``. Frames not newer (by seq)
         than the newest seen change nothing.
         """
-        if self._last_seq is not None and frame.seq <= self._last_seq:
+        return self.feed_batch([{"seq": frame.seq, "t": frame.t, "channels": frame.channels}], received_at)
+
+    def feed_values(self, seq: int, t: float, channels: Mapping[str, float | None],
+                    received_at: float | None = None) -> list[AlertEvent]:
+        """:meth:`feed` for a frame given as its parts."""
+        return self.feed_batch([{"seq": seq, "t": t, "channels": channels}], received_at)
+
+    def feed_batch(self, frames: list[Mapping[str, Any]], received_at: float | None = None) -> list[AlertEvent]:
+        """Frames (dicts with seq, t, channels; in seq order) as if fed one by one: the same events, same order.
+
+        Rule by rule over the batch (each rule's state machine sees its values in order), then the events
+        sorted by frame and rule: the server feeds whole batches, and the per-frame, per-rule overhead
+        was a third of its ingest.
+        """
+        last = self._last_seq
+        if last is not None:
+            frames = [f for f in frames if f["seq"] > last]
+        if not frames:
             return []
-        arrived = frame.t if received_at is None else received_at
         previous_arrival = self._last_seen
-        self._last_seq, self._last_t, self._last_seen = frame.seq, frame.t, arrived
-        events: list[AlertEvent] = []
-        for rule in self._rules.values():
+        found: list[tuple[int, int, AlertEvent]] = []
+        states = self._states
+        for order, rule in enumerate(self._rules.values()):
             if not rule.enabled:
                 continue
-            state = self._states[rule.id]
-            if rule.channel == LINK_SILENCE:
+            state = states[rule.id]
+            if rule.channel == LINK_SILENCE:  # any frame ends a silence: only the first one can clear it
+                first = frames[0]
                 if state.raised is not None:
+                    arrived = first["t"] if received_at is None else received_at
                     gap = arrived - (previous_arrival if previous_arrival is not None else arrived)
-                    events.append(_event(ALERT_CLEARED, rule, gap, arrived, frame.seq))
-                self._states[rule.id] = _RuleState()
+                    found.append((0, order, _event(ALERT_CLEARED, rule, gap, arrived, first["seq"])))
+                if state.status != "normal":
+                    states[rule.id] = _RuleState()
                 continue
-            value = frame.channels.get(rule.channel)
-            if value is not None:
-                event = self._step(rule, state, value, frame.t, frame.seq)
-                if event is not None:
-                    events.append(event)
-        return events
+            channel, step = rule.channel, self._step
+            for index, frame in enumerate(frames):
+                value = frame["channels"].get(channel)
+                if value is not None:
+                    event = step(rule, state, value, frame["t"], frame["seq"])
+                    if event is not None:
+                        found.append((index, order, event))
+        newest = frames[-1]
+        self._last_seq, self._last_t = newest["seq"], newest["t"]
+        self._last_seen = newest["t"] if received_at is None else received_at
+        if len(found) > 1:
+            found.sort(key=lambda item: (item[0], item[1]))
+        return [event for _index, _order, event in found]
 
     def tick(self, now: float) -> list[AlertEvent]:
         """Evaluate ``link.silence`` rules at ``now`` (the clock of ``received_at``); the alerts raised."""

@@ -6,7 +6,7 @@ the sessions list and the API (laps and best lap come from the lap timer).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 GAP_S = 1.0  # frames further apart than this (by sample time) are a gap in the data: a dropped link or a stop
@@ -47,10 +47,11 @@ class FrameStats:
             self.gap_s += t - self.last_t
         if self.last_t is None or t > self.last_t:
             self.last_t = t
-        for name, attr in (("speed", "max_speed"), ("rpm", "max_rpm")):
-            value = channels.get(name)
-            if value is not None and (getattr(self, attr) is None or value > getattr(self, attr)):
-                setattr(self, attr, value)
+        speed, rpm = channels.get("speed"), channels.get("rpm")
+        if speed is not None and (self.max_speed is None or speed > self.max_speed):
+            self.max_speed = speed
+        if rpm is not None and (self.max_rpm is None or rpm > self.max_rpm):
+            self.max_rpm = rpm
         lat, lon = channels.get("lat"), channels.get("lon")
         if lat is None or lon is None:
             return
@@ -61,8 +62,8 @@ class FrameStats:
         self.last_lat, self.last_lon, self.last_fix_t = lat, lon, t
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, for storage."""
-        return asdict(self)
+        """JSON-ready form, for storage (a copy of the fields: dataclasses.asdict deep-copies, 10x slower)."""
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "FrameStats":

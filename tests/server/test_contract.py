@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from dashboard import schemas
 from dashboard.server.changes import Change
 from dashboard.server.openapi import ROUTES, openapi_document
+from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import read_log
 from dashboard.telemetry.lora import car_hash
 from tests.clients import CALL_TIMEOUT_S, Viewer
@@ -155,7 +156,8 @@ def test_a_whole_session_every_message_matches_its_model(live_server):
     api = Api(live_server)
     frames = okc_frames()
     car = f"KART-{uuid.uuid4().hex[:6]}"
-    track = api("get", "/api/v1/tracks")["items"][0]
+    assert api("get", "/api/v1/tracks")["items"]
+    track = api("get", f"/api/v1/tracks/{ORLANDO_TRACK_ID}")
     body = {k: track[k] for k in ("name", "a", "b", "direction", "min_lap_time_s", "max_speed_kmh")}
     sectors = api("post", "/api/v1/tracks", {**body, "name": f"OKC sectors {car}",
                                              "sectors": [sector_line(frames, 1000)]})
