@@ -76,6 +76,8 @@ def scenarios(quick: bool, soak: bool, chosen: set[str], viewers: set[int] | Non
         points.append(Point("1", "1 car x 50 Hz -> 500 viewers, no deflate offered", 1, 50.0, 50, 500, d1,
                             deflate=False))
     points.append(Point("2", "20 cars x 20 Hz x 10 viewers", 20, 20.0, 50, 10, d2))
+    points.append(Point("2", "200 cars x 10 Hz x 2 viewers (a whole series on one process)", 200, 10.0, 50, 2, d2,
+                        monitor_procs=2))
     for b in (1, 10, 50):
         points.append(Point("3", f"max ingest, 8 monitors, {b} frame(s)/emit", 8, None, b, 0, d3, monitor_procs=2))
     if soak:

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         client_manager=client_manager(settings, fanout),
         async_handlers=False,  # each connection's events in order: frames stored and broadcast in seq order
         json=wirejson,  # orjson: see dashboard/server/wirejson.py
+        serializer=wirejson.TextPacket,
         max_http_buffer_size=settings.max_body_bytes,
         cors_allowed_origins=None,
     )

@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, gt=0, description="largest accepted HTTP body")
     max_setup_bytes: int = Field(65_536, gt=0, description="largest accepted car setup, as JSON")
     max_frames_per_batch: int = Field(1000, gt=0, description="most frames accepted in one telemetry event")
-    broadcast_interval_s: float = Field(0.05, ge=0, description="frames to viewers are coalesced over this interval")
+    broadcast_interval_s: float = Field(0.05, ge=0, description="longest frames to viewers are held to be sent "
+                                        "together (only rooms whose fan-out would take more than fanout_share)")
+    fanout_share: float = Field(0.2, gt=0, le=1, description="part of the event loop one session's fan-out may "
+                                "take before its frames are coalesced")
     slow_viewer_s: float = Field(10.0, gt=0, description="a viewer that cannot take a message this long is dropped")
     recent_window_s: float = Field(60.0, ge=0, description="history sent to a viewer on join")
     writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")

@@ -93,10 +93,18 @@ class Viewer:
 
 def metric(url: str, name: str) -> float:
     """One unlabelled series of the server's ``/metrics``."""
+    return metrics(url, name)[0]
+
+
+def metrics(url: str, *names: str) -> list[float]:
+    """Several unlabelled series of the server's ``/metrics``, from one scrape (consistent with each other)."""
     text = requests.get(url + "/metrics", timeout=5).text
-    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
+    values = []
+    for name in names:
+        found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+        assert found, f"{name} not in /metrics"
+        values.append(float(found.group(1)))
+    return values
 
 
 def stored_frames(url: str, session_id: str) -> list[dict[str, Any]]:

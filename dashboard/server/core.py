@@ -68,10 +68,15 @@ class Core:
                    max_setup_bytes=settings.max_setup_bytes)
 
     def start(self) -> "Core":
-        """Start the writer and load the active sessions (frames may arrive for them at once)."""
+        """Start the writer and load the active sessions (frames may arrive for them at once).
+
+        Their lap timers are rebuilt from the stored frames now, in the background (timing.py).
+        """
         self.writer.start()
         for row in self.store.sessions_with_status("active"):
-            self.cache.get(row["id"])
+            live = self.cache.get(row["id"])
+            with live.lock:
+                self.timing.processors(live)
         return self
 
     def housekeeping(self) -> list[str]:

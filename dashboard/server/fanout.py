@@ -6,9 +6,10 @@ switch to that viewer's writer greenlet, and wsproto framing the same payload ag
 server's time went there, and a 500-viewer round took ~40 ms, during which acks and ingest
 waited. This module keeps python-socketio's rooms and packets and replaces only the last hop:
 
-* :class:`DirectWebSocket` is Engine.IO's gevent WebSocket wrapper with whole frames written
-  under a per-connection lock (the Engine.IO writer greenlet, simple-websocket's own control
-  frames and the direct path below all go through it), so frames never interleave.
+* :class:`DirectWebSocket` is Engine.IO's gevent WebSocket wrapper, reading with our own
+  :class:`dashboard.server.websocket.ServerWebSocket` (no reader greenlet, no wsproto) and writing
+  whole frames under a per-connection lock (the Engine.IO writer greenlet, the reader's pongs and
+  close frames, and the direct path below all go through it), so frames never interleave.
 * :class:`Fanout` keeps the open WebSockets by Engine.IO sid. For a viewer whose writer is idle
   (nothing queued, lock free) the pre-built frame is written with one non-blocking ``send``;
   otherwise the packet goes through Engine.IO's queue as before, so order is kept. A partial
@@ -19,8 +20,8 @@ waited. This module keeps python-socketio's rooms and packets and replaces only 
 * Packets to one client (a monitor's acks, commands) take the same direct path: the Engine.IO
   queue and writer greenlet cost a queue put, a timed get and two switches per ack.
 
-Only the gevent driver with simple-websocket is supported (``async_mode`` is set explicitly);
-``Fanout.install`` refuses anything else rather than silently running the slow path.
+Only engineio's gevent driver is supported (``async_mode`` is set explicitly); ``Fanout.install``
+refuses anything else rather than silently running the slow path.
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ from typing import Any
 
 import gevent
 import gevent.lock
-import simple_websocket
 import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers.gevent import WebSocketWSGI
 from socketio import packet as sio_packet
+
+from dashboard.server.websocket import HandshakeError, ServerWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -56,49 +58,51 @@ def text_frame(payload: str | bytes) -> bytes:
     return header + data
 
 
-class _FrameAtomicSocket:
-    """The connection's socket as simple-websocket sees it (control frames): each ``send`` is whole, under the lock."""
-
-    def __init__(self, owner: "DirectWebSocket") -> None:
-        self._owner = owner
-
-    def send(self, data: bytes) -> int:
-        with self._owner.lock:
-            self._owner._write_or_drop(data)
-        return len(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._owner.raw, name)
-
-
 class DirectWebSocket(WebSocketWSGI):
-    """Engine.IO's gevent/simple-websocket wrapper, registered with a :class:`Fanout` while open."""
+    """Engine.IO's gevent WebSocket wrapper on our own reader (ServerWebSocket), registered with a Fanout while open."""
 
     fanout: "Fanout"  # set on the subclass that Fanout.install builds
 
     def __init__(self, handler: Any, server: Any) -> None:
         super().__init__(handler, server)
         self.eio_socket = getattr(handler, "__self__", None)  # handler is Socket._websocket_handler
+        self.max_message_size = server.max_http_buffer_size
         self.lock = gevent.lock.Semaphore()
         self.raw: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.ws = simple_websocket.Server(environ, **self.server_args)
+        try:
+            self.ws = ServerWebSocket(environ, self._write_locked, self.max_message_size)
+        except HandshakeError as exc:
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [str(exc).encode()]
         self.raw = self.ws.sock
-        self.ws.sock = _FrameAtomicSocket(self)
         sid = getattr(self.eio_socket, "sid", None)
         if sid is not None:
             self.fanout.sockets[sid] = self
         try:
-            ret = self.app(self)
+            return self.app(self)
         finally:
             if sid is not None and self.fanout.sockets.get(sid) is self:
                 del self.fanout.sockets[sid]
-        if self.ws.mode == "gunicorn":  # as engineio's SimpleWebSocketWSGI ends the request on these servers
-            raise StopIteration()
-        if self.ws.mode == "werkzeug":
-            raise ConnectionError()
-        return ret
+            try:  # the WSGI server must not read what follows (the client's close frame) as a next request
+                self.raw.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def wait(self) -> str | bytes | None:
+        """Engine.IO's handler greenlet: the next message, read from the socket in this greenlet."""
+        return self.ws.receive()
+
+    def close(self) -> None:
+        """Engine.IO closes the connection: a close frame, if it is still open."""
+        self.ws.close()
+
+    def _write_locked(self, data: bytes) -> None:
+        """The reader's own frames (pong, close): whole, under the connection's lock."""
+        with self.lock:
+            if not self._write_or_drop(data):
+                raise OSError("websocket closed")
 
     def send(self, message: str | bytes) -> None:
         """Engine.IO's writer greenlet: frame the packet and write it whole."""

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MONITOR_NS = "/monitor"
 DASHBOARD_NS = "/dashboard"
 COMMIT_TIMEOUT_S = 30.0  # a batch not committed by then is nacked; the monitor resends it
+LAG_PROBE_S = 0.02  # the lag probe sleeps this long and measures how late it wakes
+LAG_WEIGHT = 0.1  # exponential average of the lag over the last ~10 probes (~0.2 s)
+LAG_LOADED_S = 0.005  # the loop is falling behind past this average lag: costly rooms are coalesced
 
 
 def car_room(car_id: str) -> str:
@@ -240,7 +243,7 @@ class Hub:
         self.core = core
         self.settings = settings
         self.metrics = metrics
-        self._coalescer = Coalescer(settings.broadcast_interval_s)
+        self._coalescer = Coalescer(settings.broadcast_interval_s, share=settings.fanout_share)
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()  # taking due frames and emitting them is one step: rooms stay in order
         self._wake = threading.Event()  # a room became due sooner than the broadcaster planned
@@ -264,7 +267,8 @@ class Hub:
         """Start the broadcaster and the housekeeping loop (safe to call twice)."""
         if self._threads:
             return
-        for target, name in ((self._broadcast_loop, "broadcaster"), (self._housekeeping_loop, "housekeeping")):
+        for target, name in ((self._broadcast_loop, "broadcaster"), (self._housekeeping_loop, "housekeeping"),
+                             (self._lag_loop, "loop-lag")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -293,6 +297,8 @@ class Hub:
 
     def _deleted(self, payload: dict[str, Any]) -> None:
         """To every viewer: the session's own viewers and the sessions lists."""
+        with self._lock:
+            self._coalescer.forget(payload["session_id"])
         self.socketio.emit("deleted", payload, namespace=DASHBOARD_NS)
 
     def _command(self, payload: dict[str, Any]) -> None:
@@ -344,14 +350,18 @@ class Hub:
             self._emit_frames(rooms)
 
     def _emit_frames(self, rooms: dict[str, Pending]) -> None:
-        """One ``telemetry`` message per room, its frames in seq order."""
+        """One ``telemetry`` message per room, its frames in seq order; what each emit cost is recorded."""
         for session_id, pending in rooms.items():
             frames = sorted(pending.frames, key=lambda f: f["seq"])
             out = [{"seq": f["seq"], "t": f["t"], "channels": f["channels"]} for f in frames]
+            started = time.perf_counter()
             self.socketio.emit("telemetry", {"session_id": session_id, "frames": out},
                                to=session_id, namespace=DASHBOARD_NS)
+            done = time.perf_counter()
+            with self._lock:
+                self._coalescer.record(session_id, done - started, done)
             self.metrics.frames_broadcast.inc(len(out))
-            self.metrics.broadcast_latency.observe(time.perf_counter() - pending.since)
+            self.metrics.broadcast_latency.observe(done - pending.since)
 
     def _broadcast_loop(self) -> None:
         """Send each room's frames when the Coalescer says they are due; sleep until the next is."""
@@ -368,6 +378,22 @@ class Hub:
                 self.send_due()
             except Exception:  # noqa: BLE001 - the broadcaster must outlive one bad emit
                 log.exception("broadcast failed")
+
+    def _lag_loop(self) -> None:
+        """Measure how late the event loop runs a timer: rooms are coalesced only while it falls behind."""
+        lag = 0.0
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            time.sleep(LAG_PROBE_S)
+            late = max(0.0, time.perf_counter() - started - LAG_PROBE_S)
+            lag += LAG_WEIGHT * (late - lag)
+            loaded = lag > (LAG_LOADED_S if not self._coalescer.loaded else LAG_LOADED_S / 2)  # hysteresis
+            if loaded != self._coalescer.loaded:
+                with self._lock:
+                    self._coalescer.loaded = loaded
+                log.debug("event loop %s (lag %.1f ms): costly rooms are %s", "behind" if loaded else "keeping up",
+                         lag * 1000, "coalesced" if loaded else "sent frame by frame")
+            self.metrics.loop_lag.set(lag)
 
     def _housekeeping_loop(self) -> None:
         while not self._stop.wait(self.settings.expiry_check_s):

@@ -175,6 +175,15 @@ class LifecycleService:
     def attach_car(self, car_id: str, record_id: str | None = None, session_id: str | None = None,
                    name: str = "", driver: str | None = None, track: str | None = None,
                    track_id: str | None = None) -> LiveSession:
+        """The session a car's monitor streams to; its processors are made ready now, not on its first frame."""
+        live = self._attach_car(car_id, record_id, session_id, name, driver, track, track_id)
+        with live.lock:
+            self.timing.processors(live)
+        return live
+
+    def _attach_car(self, car_id: str, record_id: str | None = None, session_id: str | None = None,
+                    name: str = "", driver: str | None = None, track: str | None = None,
+                    track_id: str | None = None) -> LiveSession:
         """The session a car's monitor streams to (its ``session.start``), as the lifecycle has it.
 
         The record_id's session, or the given one, or the car's active one, or its stopped one, else

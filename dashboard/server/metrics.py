@@ -27,6 +27,8 @@ class Metrics:
                                         registry=self.registry)
         self.monitors = Gauge("dashboard_monitors_connected", "Connected in-car monitors", registry=self.registry)
         self.viewers = Gauge("dashboard_viewers_connected", "Connected dashboard viewers", registry=self.registry)
+        self.loop_lag = Gauge("dashboard_loop_lag_seconds", "How late the event loop runs timers (average)",
+                              registry=self.registry)
         self.broadcast_latency = Histogram(
             "dashboard_ingest_to_broadcast_seconds", "From a frame's receipt to its emit to the room",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5), registry=self.registry)

@@ -227,13 +227,13 @@ class TimingService:
                 if live.status in FINAL_STATUSES:
                     laps += [p for _kind, p in timing.finish()]
                 timing.replaying = False
-                self.replays += 1
             self.writer.call(lambda conn: self.store.replace_laps(live.id, laps, conn=conn))
             timed = [lap["lap_time"] for lap in laps if not (lap["out_lap"] or lap["in_lap"])]
             with live.lock:
                 live.row["laps"], live.row["best_lap_s"] = len(timed), min(timed, default=None)
             self.bus.tell(Change.LAPS, {"session_id": live.id, "track_id": live.row.get("track_id"),
                                         **self.laps_of(live)})
+            self.replays += 1  # counted once its laps are stored and told
         except Exception:  # noqa: BLE001 - a failed replay leaves the session untimed, never the server down
             log.exception("timing session %s again failed", live.id)
             with live.lock:

@@ -284,8 +284,6 @@ class _Handoff:
         self._wake.send()
 
     def _settle_forever(self) -> None:
-        import gevent
-
         while True:
             self._ready.wait()
             self._ready.clear()
@@ -293,7 +291,6 @@ class _Handoff:
                 batch, outcomes = self._done.popleft()
                 for ticket, (result, error) in zip(batch, outcomes, strict=True):
                     ticket.settle(result, error)
-                    gevent.sleep(0)  # the ticket's waiter (a monitor's ack) goes out before the next is worked on
 
     def join(self, timeout: float) -> None:
         if not self._gevent:

@@ -78,3 +78,26 @@ def test_rooms_quiet_for_an_interval_are_forgotten():
     c.add("x", frames(1), 11.0)
     c.take_due(11.0)
     assert set(c._buckets) == {"x"}
+
+
+def test_with_a_share_a_room_is_held_only_when_its_fan_out_would_take_more_than_its_share():
+    c = Coalescer(0.05, share=0.2)
+    c.record("costly", 0.006, 9.0)
+    assert c.interval("costly") == 0.0  # the loop keeps up: nothing is held, however costly the room
+    c.loaded = True
+    for i in range(20):  # a car at 50 Hz, a cheap room (20 viewers: 0.2 ms an emit): every frame at once
+        now = 10.0 + i * 0.02
+        assert c.add("cheap", frames(i), now) and c.next_due() == now
+        c.take_due(now)
+        c.record("cheap", 0.0002, now)
+    assert c.interval("cheap") == 0.0002 / 0.2
+    for i in range(20):  # the same car, a room whose emit takes 6 ms: held to one message per 30 ms
+        now = 20.0 + i * 0.02
+        c.add("costly", frames(i), now)
+        for room in c.take_due(now):
+            c.record(room, 0.006, now)
+    assert abs(c.interval("costly") - 0.03) < 1e-9
+    c.record("huge", 1.0, 30.0)
+    assert c.interval("huge") == 0.05  # never more than the configured interval
+    c.forget("costly")
+    assert c.interval("costly") == 0.0

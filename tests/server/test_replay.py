@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.tracks import ORLANDO_TRACK_ID
-from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames, metric
+from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames, metric, metrics
 from tests.server.test_laps import recorded_frames
 from tests.servers import ServerProcess
 from tests.waiting import wait_for
@@ -52,14 +52,19 @@ def test_the_lap_timer_is_rebuilt_off_the_hot_path_after_a_restart(tmp_path):
                          timeout=CALL_TIMEOUT_S)["session"]["status"] == "active"
         other_sid = other.call("session.start", {}, namespace="/monitor", timeout=CALL_TIMEOUT_S)["session"][
             "session_id"]
-        # the kart's first frame after the restart: its lap timer must be rebuilt from ~190,000 stored frames
+        # after the restart the kart's lap timer is rebuilt from ~190,000 stored frames, in the background
+        wait_for(lambda: metric(server.url, "dashboard_lap_replays_running") == 1, 10, "the replay under way")
         ack = kart.call("telemetry", {"session_id": sid, "frames": [
             {"seq": last_seq + 1, "t": last_t + 0.1, "channels": {"lat": 28.41, "lon": -81.38}}]},
             namespace="/monitor", timeout=CALL_TIMEOUT_S)
         assert ack["ok"] and ack["acked_seq"] == last_seq + 1  # acked at once, not after the replay
+        assert metric(server.url, "dashboard_lap_replays_total") == 0
         acks_during_replay, seq = 0, 0
-        while metric(server.url, "dashboard_lap_replays_total") == 0:
-            assert metric(server.url, "dashboard_lap_replays_running") == 1
+        while True:
+            done, running = metrics(server.url, "dashboard_lap_replays_total", "dashboard_lap_replays_running")
+            if done:
+                break
+            assert running == 1
             ack = other.call("telemetry", {"session_id": other_sid, "frames": make_frames(seq, 10)},
                              namespace="/monitor", timeout=CALL_TIMEOUT_S)
             assert ack["ok"] and ack["acked_seq"] == seq + 9
