@@ -170,7 +170,6 @@ class MonitorNamespace(_AckingNamespace):
                 error = result.ticket.error
                 raise error if isinstance(error, Unavailable) else Unavailable(
                     "frames could not be stored; send them again", retry_after=RETRY_AFTER_S)
-            self.hub.send_due()  # frames that find their room's token leave now, not at the broadcaster's turn
             metrics.frames_received.inc(len(result.accepted))
             if msg.backfill:
                 metrics.frames_backfilled.inc(len(result.accepted))
@@ -284,10 +283,15 @@ class Hub:
         self.routes[kind](payload)
 
     def _frames(self, payload: dict[str, Any]) -> None:
+        """Stored frames: sent now if their room may be sent to now, else when the Coalescer says (broadcaster)."""
+        now = time.perf_counter()
         with self._lock:
-            sooner = self._coalescer.add(payload["session_id"], payload["frames"], time.perf_counter())
+            sooner = self._coalescer.add(payload["session_id"], payload["frames"], now)
+            due = self._coalescer.next_due()
         if self.settings.broadcast_interval_s <= 0:
             self.flush()
+        elif due is not None and due <= now:
+            self.send_due()  # as they are published: no wait for the broadcaster's turn, no switch to it
         elif sooner:
             self._wake.set()
 
@@ -335,10 +339,9 @@ class Hub:
     def send_due(self) -> None:
         """Emit the rooms whose frames are due.
 
-        The monitor's handler calls this right after ingest, so a frame that finds its room's token
-        leaves at once instead of waiting for the broadcaster's turn on the loop (measured with
-        ``python -m bench.run --scenario 2``, where 20 cars' events arrive together: the broadcaster
-        ran only after all of them).
+        Called as frames are published, so a frame that finds its room's token leaves at once instead of
+        waiting for the broadcaster's turn on the loop (measured with ``python -m bench.run --scenario 2``,
+        where 20 cars' events arrive together: the broadcaster ran only after all of them).
         """
         self._send(self._coalescer.take_due)
 
