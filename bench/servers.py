@@ -357,17 +357,8 @@ class Cluster:
         return [s.cpu_seconds() for s in self.servers]
 
     def frames_per_commit(self) -> float | None:
-        """Mean frames per database transaction of ours (from /metrics); None for the relay."""
-        if self.kind != "ours":
-            return None
-        try:
-            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return None
-        found = {name: float(value) for name, value in re.findall(
-            r"^dashboard_db_write_batch_frames_(sum|count) ([0-9.e+]+)$", text, re.M)}
-        return round(found["sum"] / found["count"], 2) if found.get("count") else None
+        """Mean frames per transaction of the first process (the monitors' one)."""
+        return self.servers[0].frames_per_commit()
 
     def frames_stored(self) -> int | None:
         return int(self.db.query_one("SELECT COUNT(*) FROM frames"))
