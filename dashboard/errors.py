@@ -88,6 +88,13 @@ class PayloadTooLarge(DashboardError):
     code = "too_large"
 
 
+class TooManyRequests(DashboardError):
+    """Too many of these at once (exports running); try again shortly (429)."""
+
+    status = 429
+    code = "too_many"
+
+
 class Unavailable(DashboardError):
     """The server cannot do it right now (the database is locked or unreachable): try again later (503).
 

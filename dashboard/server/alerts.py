@@ -7,15 +7,14 @@ single writer without waiting for it, and tells viewers once stored.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from dashboard.errors import NotFound
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
-from dashboard.server.live import LiveCache, LiveSession
-from dashboard.server.store import Store
+from dashboard.server.changes import Change
+from dashboard.server.live import LiveSession
+from dashboard.server.service import Service, Shared
 from dashboard.server.views import public_alert, public_event
-from dashboard.server.writer import Ticket, Writer
+from dashboard.server.writer import Ticket
 from dashboard.telemetry.alerts import ALERT_CLEARED, ALERT_RAISED, DEFAULT_RULES, AlertRule, parse_rule
 
 SCOPE_RANK = {"all": 0, "car": 1, "session": 2}
@@ -27,17 +26,11 @@ def rule_key(rule_id: str, car_id: str | None, session_id: str | None = None) ->
     return f"{scope}/{rule_id}"
 
 
-class AlertService:
+class AlertService(Service):
     """Rules in force per car and session; alerts stored, told and acknowledged."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
-                 clock: Callable[[], float]) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
-        self.events = events
-        self.clock = clock
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
         self.timing: Any = None  # the TimingService, set once both exist (each needs the other)
 
     # --------------------------------------------------------------- rules

@@ -24,10 +24,8 @@ from dashboard.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthorized,
-    Unavailable,
 )
 from dashboard.server.core import Core
-from dashboard.server.exporting import open_export
 from dashboard.server.openapi import openapi_document
 from dashboard.telemetry.alerts import parse_rule
 from dashboard.telemetry.export import FORMATS
@@ -47,8 +45,9 @@ def core() -> Core:
 def error_response(error: DashboardError) -> tuple[Response, int]:
     """The one JSON error answer (503 says when to try again)."""
     response = jsonify({"error": error.to_dict()})
-    if isinstance(error, Unavailable):
-        response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    retry_after = error.extra.get("retry_after")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(retry_after)))
     return response, error.status
 
 
@@ -222,7 +221,7 @@ def export_csv(session_id: str) -> Response:
 
 def _export(session_id: str, fmt: str, lap: int | None) -> Response:
     sid = core().sessions.require(session_id).id
-    export = open_export(core().store, sid, fmt, lap)
+    export = core().exports.open(sid, fmt, lap)
     return Response(export.chunks, mimetype=export.media_type,
                     headers={"Content-Disposition": f'attachment; filename="{export.filename}"'})
 
@@ -351,10 +350,7 @@ def legacy_heartbeat() -> Response:
 # ------------------------------------------------------ health, metrics, docs
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    try:
-        ok = core().store.ping()
-    except Unavailable:
-        ok = False
+    ok = core().healthy()
     return jsonify({"ok": ok, "database": ok}), 200 if ok else 503
 
 

@@ -15,14 +15,17 @@ import time
 from typing import Callable
 
 from dashboard.config import Settings
+from dashboard.errors import Unavailable
 from dashboard.server.alerts import AlertService
 from dashboard.server.changes import Bus
 from dashboard.server.eventlog import EventLog
+from dashboard.server.exporting import ExportService
 from dashboard.server.ingest import Ingest
 from dashboard.server.lifecycle import LifecycleService
 from dashboard.server.live import LiveCache
 from dashboard.server.lora import LoraService
 from dashboard.server.monitors import MonitorService
+from dashboard.server.service import Shared
 from dashboard.server.sessions import SessionService
 from dashboard.server.store import Store
 from dashboard.server.timing import TimingService
@@ -44,20 +47,17 @@ class Core:
         self.writer = Writer(store, writer_batch_max)
         self.cache = LiveCache(store, recent_window_s, shared)
         self.events = EventLog(store, self.writer, self.bus, clock)
-        self.alerts = AlertService(self.cache, store, self.writer, self.bus, self.events, clock)
-        self.timing = TimingService(self.cache, store, self.writer, self.bus, self.events, self.alerts.rules,
-                                    self.alerts.on_alert, clock)
+        parts = Shared(self.cache, store, self.writer, self.bus, self.events, clock)
+        self.alerts = AlertService(parts)
+        self.timing = TimingService(parts, self.alerts.rules, self.alerts.on_alert)
         self.alerts.timing = self.timing
-        self.sessions = SessionService(self.cache, store, self.writer, self.bus, self.events, self.timing, clock,
-                                       max_setup_bytes)
-        self.lifecycle = LifecycleService(self.cache, store, self.writer, self.bus, self.events, self.timing,
-                                          self.sessions.describe, clock, idle_s)
-        self.tracks = TrackService(self.cache, store, self.writer, self.bus, self.events, self.timing, clock,
-                                   self.sessions.describe)
-        self.monitors = MonitorService(self.cache, self.bus, self.events, self.lifecycle)
-        self.lora = LoraService(self.cache, store, self.bus, self.events, self.lifecycle, clock)
-        self.ingest = Ingest(self.cache, store, self.writer, self.bus, self.lifecycle, self.timing, clock,
-                             max_ahead_s)
+        self.sessions = SessionService(parts, self.timing, max_setup_bytes)
+        self.lifecycle = LifecycleService(parts, self.timing, self.sessions.describe, idle_s)
+        self.tracks = TrackService(parts, self.timing, self.sessions.describe)
+        self.monitors = MonitorService(parts, self.lifecycle)
+        self.lora = LoraService(parts, self.lifecycle)
+        self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s)
+        self.exports = ExportService(store)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Core":
@@ -85,6 +85,13 @@ class Core:
         self.alerts.tick()
         self.cache.evict()
         return expired
+
+    def healthy(self) -> bool:
+        """True when the database answers."""
+        try:
+            return self.store.ping()
+        except Unavailable:
+            return False
 
     def close(self) -> None:
         """Write what is queued and stop the writer (safe to call twice)."""

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from dashboard.errors import FrameError, SeqConflict, SessionNotActive, Unauthorized
-from dashboard.server.changes import Bus, Change
+from dashboard.server.changes import Change
 from dashboard.server.lifecycle import LifecycleService
-from dashboard.server.live import LiveCache, LiveSession
-from dashboard.server.store import FrameWrite, Store
+from dashboard.server.live import LiveSession
+from dashboard.server.service import Service, Shared
+from dashboard.server.store import FrameWrite
 from dashboard.server.timing import TimingService
-from dashboard.server.writer import Ticket, Writer
+from dashboard.server.writer import Ticket
 from dashboard.telemetry.frames import frame_seq, parse_frames
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,14 @@ class IngestResult:
     session_status: str = "active"
 
 
-class Ingest:
+class Ingest(Service):
     """Runs a batch through the stages (see the module docstring)."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, lifecycle: LifecycleService,
-                 timing: TimingService, clock: Callable[[], float], max_ahead_s: float = 300.0) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
+    def __init__(self, shared: Shared, lifecycle: LifecycleService, timing: TimingService,
+                 max_ahead_s: float = 300.0) -> None:
+        super().__init__(shared)
         self.lifecycle = lifecycle
         self.timing = timing
-        self.clock = clock
         self.max_ahead_s = max_ahead_s  # a frame stamped further ahead of the server's clock is refused
 
     def __call__(self, session_id: str, raw_frames: list[Any], backfill: bool = False,

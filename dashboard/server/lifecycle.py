@@ -19,12 +19,10 @@ from typing import Any, Callable
 from sqlalchemy import Connection
 
 from dashboard.errors import Conflict, NotFound, Unauthorized
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
-from dashboard.server.live import FINAL_STATUSES, LiveCache, LiveSession
-from dashboard.server.store import Store
+from dashboard.server.changes import Change
+from dashboard.server.live import FINAL_STATUSES, LiveSession
+from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
-from dashboard.server.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +74,14 @@ def changed_fields(transition: Transition, row: dict[str, Any], now: float, reas
     return fields
 
 
-class LifecycleService:
+class LifecycleService(Service):
     """Creates sessions, moves them through the table above, keeps them alive, expires the idle ones."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
-                 timing: TimingService, describe: Callable[..., dict[str, Any]], clock: Callable[[], float],
+    def __init__(self, shared: Shared, timing: TimingService, describe: Callable[..., dict[str, Any]],
                  idle_s: float = 300.0) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
-        self.events = events
+        super().__init__(shared)
         self.timing = timing
         self.describe = describe  # (live, row=None) -> SessionOut
-        self.clock = clock
         self.idle_s = idle_s
 
     # ---------------------------------------------------------------- create

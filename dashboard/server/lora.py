@@ -6,29 +6,22 @@ never touched. The summary is kept in the event log, and viewers get it with its
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from dashboard.errors import NotFound
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
+from dashboard.server.changes import Change
 from dashboard.server.lifecycle import LifecycleService
-from dashboard.server.live import LiveCache
-from dashboard.server.store import Store
+from dashboard.server.service import Service, Shared
 from dashboard.telemetry.frames import parse_frame
 from dashboard.telemetry.lora import car_hash as hash_of
 
 
-class LoraService:
+class LoraService(Service):
     """Merges summaries relayed by pit gateways."""
 
-    def __init__(self, cache: LiveCache, store: Store, bus: Bus, events: EventLog, lifecycle: LifecycleService,
-                 clock: Callable[[], float]) -> None:
-        self.cache = cache
-        self.store = store
-        self.bus = bus
-        self.events = events
+    def __init__(self, shared: Shared, lifecycle: LifecycleService) -> None:
+        super().__init__(shared)
         self.lifecycle = lifecycle
-        self.clock = clock
 
     def merge(self, car_id: str | None, car_hash: int | None, prefix: str, raw_frame: Any, received_at: float,
               status: dict[str, bool] | None = None) -> dict[str, Any]:

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
+from dashboard.server.changes import Change
 from dashboard.server.lifecycle import LifecycleService
-from dashboard.server.live import LiveCache
+from dashboard.server.service import Service, Shared
 from dashboard.server.views import presence
 
 
-class MonitorService:
+class MonitorService(Service):
     """Presence, heartbeats and events of the in-car monitors."""
 
-    def __init__(self, cache: LiveCache, bus: Bus, events: EventLog, lifecycle: LifecycleService) -> None:
-        self.cache = cache
-        self.bus = bus
-        self.events = events
+    def __init__(self, shared: Shared, lifecycle: LifecycleService) -> None:
+        super().__init__(shared)
         self.lifecycle = lifecycle
 
     def set_online(self, session_id: str, online: bool) -> None:

@@ -9,18 +9,16 @@ import json
 import logging
 import math
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Connection
 
 from dashboard.errors import InvalidInput, NotFound
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
-from dashboard.server.live import FINAL_STATUSES, LiveCache, LiveSession, latest_from_row, stats_from_row
-from dashboard.server.store import Store
+from dashboard.server.changes import Change
+from dashboard.server.live import FINAL_STATUSES, LiveSession, latest_from_row, stats_from_row
+from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
 from dashboard.server.views import decimate, public_setup, session_out, telemetry_out
-from dashboard.server.writer import Writer
 from dashboard.telemetry.frames import MAX_T, MIN_T
 
 log = logging.getLogger(__name__)
@@ -51,18 +49,12 @@ def setup_timestamp(value: Any, now: float) -> float:
     return float(value)
 
 
-class SessionService:
+class SessionService(Service):
     """One session, pages of sessions, deletion, setups, latest values, stored frames, the join snapshot."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
-                 timing: TimingService, clock: Callable[[], float], max_setup_bytes: int = 65_536) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
-        self.events = events
+    def __init__(self, shared: Shared, timing: TimingService, max_setup_bytes: int = 65_536) -> None:
+        super().__init__(shared)
         self.timing = timing
-        self.clock = clock
         self.max_setup_bytes = max_setup_bytes
 
     def describe(self, live: LiveSession, row: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -17,12 +17,10 @@ import time
 from typing import Any, Callable, Iterable
 
 from dashboard.errors import NotFound
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
-from dashboard.server.live import FINAL_STATUSES, LiveCache, LiveSession
-from dashboard.server.store import Store
+from dashboard.server.changes import Change
+from dashboard.server.live import FINAL_STATUSES, LiveSession
+from dashboard.server.service import Service, Shared
 from dashboard.server.views import laps_out
-from dashboard.server.writer import Writer
 from dashboard.telemetry.alerts import DEFAULT_RULES, AlertEngine, AlertRule
 from dashboard.telemetry.laps import LAP_COMPLETED, LAP_DELTA, SECTOR_COMPLETED, LapTimer, Track
 
@@ -118,20 +116,14 @@ class SessionTiming:
         return [("lap", e.payload) for e in self.timer.finish() if e.type == LAP_COMPLETED]
 
 
-class TimingService:
+class TimingService(Service):
     """Each session's processors: fed live frames, rebuilt from stored frames, their laps stored and told."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
-                 rules: Callable[[str | None, str], list[AlertRule]], on_alert: Callable[[LiveSession, dict], None],
-                 clock: Callable[[], float]) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
-        self.events = events
+    def __init__(self, shared: Shared, rules: Callable[[str | None, str], list[AlertRule]],
+                 on_alert: Callable[[LiveSession, dict], None]) -> None:
+        super().__init__(shared)
         self.rules = rules  # (car_id, session_id) -> the alert rules in force
         self.on_alert = on_alert
-        self.clock = clock
         self.replays = 0  # sessions timed again from their stored frames (restart or track change)
         self.replaying = 0  # replays running now
 

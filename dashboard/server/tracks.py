@@ -14,13 +14,10 @@ from typing import Any, Callable
 from sqlalchemy import Connection
 
 from dashboard.errors import Conflict, InvalidInput, NotFound
-from dashboard.server.changes import Bus, Change
-from dashboard.server.eventlog import EventLog
-from dashboard.server.live import LiveCache
-from dashboard.server.store import Store
+from dashboard.server.changes import Change
+from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
 from dashboard.server.views import public_track
-from dashboard.server.writer import Writer
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
 
 # Tracks every installation has: the circuit of the bundled recordings (the demo laps it).
@@ -29,18 +26,12 @@ BUILTIN_TRACKS = {ORLANDO_TRACK_ID: ORLANDO_KART_CENTER}
 IN_USE_LISTED = 20  # sessions named in a 409 for a track in use
 
 
-class TrackService:
+class TrackService(Service):
     """Create, change, list and delete tracks; set a session's track."""
 
-    def __init__(self, cache: LiveCache, store: Store, writer: Writer, bus: Bus, events: EventLog,
-                 timing: TimingService, clock: Callable[[], float], describe: Callable[[Any], dict[str, Any]]) -> None:
-        self.cache = cache
-        self.store = store
-        self.writer = writer
-        self.bus = bus
-        self.events = events
+    def __init__(self, shared: Shared, timing: TimingService, describe: Callable[[Any], dict[str, Any]]) -> None:
+        super().__init__(shared)
         self.timing = timing
-        self.clock = clock
         self.describe = describe  # a live session as SessionOut
 
     def ensure_builtin(self) -> None:

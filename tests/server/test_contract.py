@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import socketio
 from pydantic import BaseModel
@@ -252,3 +253,17 @@ def test_viewers_of_a_session_are_told_when_it_is_deleted(live_server):
         assert viewer.of("deleted") == [{"session_id": sid}]
     finally:
         viewer.close()
+
+
+def test_the_hub_has_a_route_for_every_kind_of_change(tmp_path):
+    from dashboard.app import create_app
+    from dashboard.config import Settings
+
+    app = create_app(Settings(instance_path=tmp_path, async_mode="threading"))
+    try:
+        hub = app.extensions["dashboard"].hub
+        assert set(hub.routes) == set(Change)
+        with pytest.raises(TypeError):
+            hub.core.bus.tell("frames", {})  # a bare string is not a Change
+    finally:
+        app.extensions["dashboard"].core.close()
