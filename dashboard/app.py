@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    from dashboard.server.wirejson import FlaskJSON
+
+    app.json = FlaskJSON(app)
     settings.instance_path.mkdir(parents=True, exist_ok=True)
 
     core = Core.from_settings(settings)
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         async_handlers=False,  # each connection's events in order: frames stored and broadcast in seq order
         json=wirejson,  # orjson: see dashboard/server/wirejson.py
         serializer=wirejson.TextPacket,
-        max_http_buffer_size=settings.max_body_bytes,
+        max_http_buffer_size=settings.max_message_bytes,
         cors_allowed_origins=None,
     )
     if fanout is not None:

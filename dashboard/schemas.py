@@ -12,16 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dashboard.telemetry.frames import Frame
 
+NO_NUL = r"^[^\x00]*$"  # text a database can store: PostgreSQL refuses the NUL character in text
 CarId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Text = Annotated[str, StringConstraints(max_length=200)]
-RecordId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)]
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+SessionId = Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
 SessionStatus = Literal["created", "active", "stopped", "ended", "expired"]
 
 
 class Strict(BaseModel):
-    """An input: unknown fields are an error."""
+    """An input: unknown fields are an error, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Out(BaseModel):
@@ -38,7 +40,7 @@ class SessionCreate(Strict):
     car_id: CarId
     driver: Text | None = None
     track: Text | None = None
-    track_id: str | None = Field(None, description="a stored track: laps are timed on it")
+    track_id: SessionId | None = Field(None, description="a stored track: laps are timed on it")
 
 
 class RecordRequest(Strict):
@@ -206,7 +208,7 @@ class TimingLine(Strict):
 class TrackIn(Strict):
     """POST/PUT /api/v1/tracks: a circuit's start/finish line A–B and optional sector lines in driving order."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
     a: Point
     b: Point
     direction: Direction = "auto"
@@ -229,7 +231,7 @@ class TrackList(Out):
 class SessionTrack(Strict):
     """PUT /api/v1/sessions/{id}/track: name the session's track (laps are recomputed)."""
 
-    track_id: str | None
+    track_id: SessionId | None
 
 
 class LapOut(Out):
@@ -303,13 +305,13 @@ class AlertList(Out):
 class AlertAck(Strict):
     """POST /api/v1/sessions/{id}/alerts/{alert_id}/ack: who saw it (a crew role or initials, not a full name)."""
 
-    by: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    by: Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=NO_NUL)]
 
 
 class AlertRuleBody(BaseModel):
     """PUT /api/v1/alert-rules/{rule_id}[?car_id=]: the rule (see dashboard.telemetry.alerts.AlertRule)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class AlertRuleOut(Out):
@@ -326,7 +328,7 @@ class AlertRuleList(Out):
 class LegacyStart(BaseModel):
     """POST /session_manager/sessions.start (continuity alias)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     car_id: CarId | None = None
     user_id: CarId | None = None
     record_id: RecordId | None = None
@@ -336,12 +338,12 @@ class LegacyStart(BaseModel):
 
 
 class LegacyEnd(Strict):
-    session_id: str
+    session_id: SessionId
     record_id: RecordId | None = None
 
 
 class LegacyHeartbeat(Strict):
-    session_id: str
+    session_id: SessionId
 
 
 # ------------------------------------------------------- Socket.IO /monitor
@@ -356,7 +358,7 @@ class MonitorSessionStart(Strict):
     """/monitor `session.start`: resume the car's active session or create one."""
 
     record_id: RecordId | None = None
-    session_id: str | None = None
+    session_id: SessionId | None = None
     name: Text = ""
     driver: Text | None = None
     track: Text | None = None
@@ -365,7 +367,7 @@ class MonitorSessionStart(Strict):
 class TelemetryBatch(Strict):
     """/monitor `telemetry`: frames are validated one by one (see Frame)."""
 
-    session_id: str
+    session_id: SessionId
     frames: list[Any] = Field(description="each item a Frame; bad ones are rejected individually")
     backfill: bool = Field(False, description="these frames come from the monitor's backlog, not live")
 
@@ -387,7 +389,7 @@ class TelemetryAck(Out):
 
 
 class MonitorHeartbeat(Strict):
-    session_id: str
+    session_id: SessionId
     backlog: int | None = Field(None, ge=0, description="frames waiting in the monitor's outbox")
     rtt_ms: float | None = Field(None, ge=0, description="monitor's last measured ack round trip")
     sources: dict[str, str] | None = Field(None, description="status of each in-car source")
@@ -397,14 +399,14 @@ class MonitorHeartbeat(Strict):
 class MonitorEvent(Strict):
     """/monitor `event`: something the car noticed (a trouble code set or cleared...), logged once per record_id."""
 
-    session_id: str
+    session_id: SessionId
     record_id: RecordId
     event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
 class MonitorSessionEnd(Strict):
-    session_id: str
+    session_id: SessionId
     record_id: RecordId | None = None
 
 
@@ -414,7 +416,7 @@ class LoraMessage(BaseModel):
     The radio format is in RACE_DASHBOARD_PLAN.md ("LoRa link").
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     car_id: CarId | None = None
     car_hash: int | None = Field(None, ge=0, le=0xFFFF)
     session_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}$")]
@@ -455,7 +457,7 @@ class ViewerAuth(BaseModel):
 
 
 class Join(Strict):
-    session_id: str
+    session_id: SessionId
 
 
 class Snapshot(Out):

@@ -1,6 +1,7 @@
 """Real python-socketio clients for tests: a scripted monitor and a recording viewer."""
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -120,3 +121,51 @@ def stored_frames(url: str, session_id: str) -> list[dict[str, Any]]:
         if not body["items"] or body["next_after_seq"] is None:
             return out
         after = body["next_after_seq"]
+
+
+class RawSocketIO:
+    """A Socket.IO client that writes the wire protocol itself (Engine.IO 4 over websocket, Socket.IO 5 packets).
+
+    For what a well-behaved library never sends: broken JSON, events named like the protocol's own.
+    """
+
+    def __init__(self, url: str, namespace: str, auth: dict[str, Any] | None = None) -> None:
+        self.namespace = namespace
+        self.ws = websocket.create_connection(url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket",
+                                              timeout=CALL_TIMEOUT_S)
+        opened = self.ws.recv()
+        assert opened.startswith("0{"), opened
+        self.ws.send(f"40{namespace}," + json.dumps(auth or {}))
+        connected = self.packet()
+        assert connected.startswith(f"0{namespace},"), connected
+
+    def packet(self) -> str:
+        """The next Socket.IO packet (Engine.IO pings answered on the way)."""
+        while True:
+            message = self.ws.recv()
+            if message == "2":
+                self.ws.send("3")
+                continue
+            assert message.startswith("4"), message
+            return message[1:]
+
+    def send(self, packet: str) -> None:
+        """Send one Socket.IO packet as written (the Engine.IO message prefix is added)."""
+        self.ws.send("4" + packet)
+
+    def ack(self, packet_id: int) -> Any:
+        """Wait for the ack of ``packet_id`` and return its payload (other packets are skipped)."""
+        prefix = f"3{self.namespace},{packet_id}"
+        while True:
+            packet = self.packet()
+            if packet.startswith(prefix) and packet[len(prefix):len(prefix) + 1] == "[":
+                return json.loads(packet[len(prefix):])[0]
+
+    def call(self, packet_id: int, event_json: str) -> Any:
+        """Send ``42<namespace>,<id><event_json>`` and return its ack."""
+        self.send(f"2{self.namespace},{packet_id}{event_json}")
+        return self.ack(packet_id)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.ws.close()

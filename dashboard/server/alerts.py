@@ -52,6 +52,7 @@ class AlertService(Service):
         """Store a rule for one session, one car or every car, and apply it to the live sessions concerned."""
         if session_id is not None:
             session_id = self.cache.get(session_id).id
+            car_id = None
         key = rule_key(rule.id, car_id, session_id)
         self.writer.call(lambda conn: self.store.save_alert_rule(key, None if session_id else car_id,
                                                                  rule.model_dump(), session_id, conn=conn))
@@ -62,6 +63,8 @@ class AlertService(Service):
 
     def delete_rule(self, rule_id: str, car_id: str | None, session_id: str | None = None) -> bool:
         """Forget a stored rule (the one of the wider scope, or the default, applies again)."""
+        if session_id is not None:
+            session_id = self.cache.get(session_id).id
         key = rule_key(rule_id, car_id, session_id)
         deleted = self.writer.call(lambda conn: self.store.delete_alert_rule(key, conn=conn))
         if deleted:

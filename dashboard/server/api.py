@@ -7,11 +7,12 @@ parsed into the Pydantic models of ``dashboard.schemas``. Routes call the core's
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import re
 from functools import wraps
 from typing import Any, Callable, TypeVar
 
+import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
@@ -27,13 +28,14 @@ from dashboard.errors import (
 )
 from dashboard.server.core import Core
 from dashboard.server.openapi import openapi_document
-from dashboard.telemetry.alerts import parse_rule
+from dashboard.telemetry.alerts import RULE_ID_RE, parse_rule
 from dashboard.telemetry.export import FORMATS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 M = TypeVar("M", bound=BaseModel)
 MAX_PAGE = 100
+INT64_MAX = 2**63 - 1  # the largest integer every database here stores
 STATUSES = ("created", "active", "stopped", "ended", "expired")
 
 
@@ -58,16 +60,34 @@ def validation_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput(err["msg"], field=field)
 
 
+def request_body() -> bytes:
+    """The request's body, at most ``max_body_bytes``: 413 beyond, also for a chunked body (no Content-Length)."""
+    limit = current_app.extensions["dashboard"].settings.max_body_bytes
+    if request.content_length is not None:
+        return request.get_data(cache=True)  # Flask refuses a declared length over MAX_CONTENT_LENGTH with 413
+    parts, size = [], 0
+    while chunk := request.stream.read(limit + 1 - size):  # a chunked stream gives a chunk per read
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over {limit} bytes", field="body")
+    return b"".join(parts)
+
+
 def json_object(optional: bool = False) -> dict[str, Any]:
-    """The request's body as a JSON object; 400 if it is not one (empty is ``{}`` when ``optional``)."""
-    raw = request.get_data(cache=True)
+    """The request's body as a JSON object; 400 if it is not one (empty is ``{}`` when ``optional``).
+
+    Parsed as JSON is: NaN and Infinity are not JSON, numbers beyond 64 bits and nesting deeper than
+    1,024 are refused (orjson), instead of reaching a model or the database.
+    """
+    raw = request_body()
     if not raw.strip():
         if optional:
             return {}
         raise MalformedRequest("a JSON body is required", field="body")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}", field="body") from None
     if not isinstance(data, dict):
         raise MalformedRequest("body must be a JSON object", field="body")
@@ -102,19 +122,38 @@ def require_key(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
-    """An integer query argument within bounds, else 422 naming it."""
+def int_arg(name: str, default: int, low: int, high: int = INT64_MAX) -> int:
+    """An integer query argument within bounds (never beyond a database's 64-bit integer), else 422 naming it."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
+    if len(raw) > 20:
+        raise InvalidInput(f"{name} must be {low}..{high}", field=name)
     try:
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", field=name) from None
-    if value < low or (high is not None and value > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise InvalidInput(f"{name} must be {bounds}", field=name)
+    if value < low or value > high:
+        raise InvalidInput(f"{name} must be {low}..{high}", field=name)
     return value
+
+
+CAR_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # as schemas.CarId
+
+
+def car_id_arg() -> str | None:
+    """The ``car_id`` query argument, if given; 422 naming it when it is not a car id."""
+    car_id = request.args.get("car_id") or None
+    if car_id is not None and not CAR_ID_RE.fullmatch(car_id):
+        raise InvalidInput("car_id must be 1-64 letters, digits or _.:-", field="car_id")
+    return car_id
+
+
+def rule_id_arg(rule_id: str) -> str:
+    """A rule id from the path; 422 naming it when it is not one."""
+    if not re.fullmatch(RULE_ID_RE, rule_id):
+        raise InvalidInput("rule_id must be a slug of up to 64 characters", field="rule_id")
+    return rule_id
 
 
 # ------------------------------------------------------------------ sessions
@@ -134,7 +173,7 @@ def list_sessions() -> Response:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
-    car_id = request.args.get("car_id") or None
+    car_id = car_id_arg()
     items, total = core().sessions.page(limit, offset, status, car_id)
     return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
 
@@ -254,7 +293,7 @@ def get_track(track_id: str) -> Response:
 @bp.put("/api/v1/tracks/<track_id>")
 @require_key
 def update_track(track_id: str) -> Response:
-    core().tracks.get(track_id)  # 404 before the body is looked at
+    track_id = core().tracks.get(track_id)["track_id"]  # 404 before the body is looked at
     body = parse_body(schemas.TrackIn)
     return jsonify(core().tracks.save(body.model_dump(), track_id))
 
@@ -281,7 +320,7 @@ def laps(session_id: str) -> Response:
 # ------------------------------------------------------------------ alerts
 @bp.get("/api/v1/alert-rules")
 def list_alert_rules() -> Response:
-    car_id, session_id = request.args.get("car_id") or None, request.args.get("session_id") or None
+    car_id, session_id = car_id_arg(), request.args.get("session_id") or None
     if session_id is not None:
         live = core().sessions.require(session_id)
         car_id, session_id = live.row["car_id"], live.id
@@ -296,15 +335,13 @@ def list_alert_rules() -> Response:
 def put_alert_rule(rule_id: str) -> Response:
     raw = parse_body(schemas.AlertRuleBody)
     rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
-    return jsonify(core().alerts.save_rule(rule, request.args.get("car_id") or None,
-                                           request.args.get("session_id") or None))
+    return jsonify(core().alerts.save_rule(rule, car_id_arg(), request.args.get("session_id") or None))
 
 
 @bp.delete("/api/v1/alert-rules/<rule_id>")
 @require_key
 def delete_alert_rule(rule_id: str) -> tuple[str, int]:
-    if not core().alerts.delete_rule(rule_id, request.args.get("car_id") or None,
-                                     request.args.get("session_id") or None):
+    if not core().alerts.delete_rule(rule_id_arg(rule_id), car_id_arg(), request.args.get("session_id") or None):
         raise NotFound(f"no stored rule {rule_id}", field="rule_id")
     return "", 204
 
@@ -317,6 +354,8 @@ def session_alerts(session_id: str) -> Response:
 @bp.post("/api/v1/sessions/<session_id>/alerts/<int:alert_id>/ack")
 @require_key
 def ack_alert(session_id: str, alert_id: int) -> Response:
+    if alert_id > INT64_MAX:
+        raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
     body = parse_body(schemas.AlertAck)
     return jsonify(core().alerts.ack(session_id, alert_id, body.by))
 
@@ -380,7 +419,11 @@ def register_error_handlers(app: Any) -> None:
         if request.path.startswith(("/api/", "/session_manager/")) or request.is_json:
             err = DashboardError(error.description or error.name)
             err.status, err.code = error.code or 500, error.name.lower().replace(" ", "_")
-            return error_response(err)
+            response, status = error_response(err)
+            for name, value in error.get_headers():  # e.g. Allow on a 405
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+            return response, status
         return error
 
     @app.errorhandler(Exception)

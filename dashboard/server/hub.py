@@ -31,6 +31,7 @@ from dashboard.server.changes import Change
 from dashboard.server.coalesce import Coalescer, Pending
 from dashboard.server.core import Core
 from dashboard.server.metrics import Metrics
+from dashboard.server.wirejson import MALFORMED_EVENT
 from dashboard.server.writer import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,10 @@ class _AckingNamespace(Namespace):
     direct_events: frozenset[str] = frozenset()
 
     def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
+        if event in ("connect", "disconnect"):  # the protocol's own packets only (wirejson.TextPacket)
             return super().trigger_event(event, *args)
+        if event == MALFORMED_EVENT:
+            return error_ack(MalformedRequest(str(args[-1]) if args else "malformed event", field="data"))
         handler: Callable[..., Any] | None = getattr(self, "on_" + event.replace(".", "_"), None)
         if handler is None:
             return error_ack(InvalidInput(f"unknown event {event!r}", field="event"))

@@ -23,6 +23,7 @@ from dashboard.server.changes import Change
 from dashboard.server.live import FINAL_STATUSES, LiveSession
 from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
+from dashboard.server.tracks import check_track_id
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ class LifecycleService(Service):
     def create(self, car_id: str | None = None, name: str = "", driver: str | None = None,
                track: str | None = None, track_id: str | None = None) -> LiveSession:
         """A new session in status ``created``."""
-        if track_id is not None and self.store.get_track(track_id) is None:
-            raise NotFound(f"no track {track_id}", field="track_id")
+        if track_id is not None:
+            track_id = check_track_id(track_id)
+            if self.store.get_track(track_id) is None:
+                raise NotFound(f"no track {track_id}", field="track_id")
         now = self.clock()
         row = {"id": str(uuid.uuid4()), "car_id": car_id, "name": name, "driver": driver, "track": track,
                "status": "created", "created_at": now, "started_at": None, "ended_at": None,

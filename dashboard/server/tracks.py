@@ -26,6 +26,16 @@ BUILTIN_TRACKS = {ORLANDO_TRACK_ID: ORLANDO_KART_CENTER}
 IN_USE_LISTED = 20  # sessions named in a 409 for a track in use
 
 
+def check_track_id(track_id: Any) -> str:
+    """A track id (a UUID), or NotFound naming track_id: no such track can exist."""
+    if isinstance(track_id, str) and len(track_id) <= 64:
+        try:
+            return str(uuid.UUID(track_id))
+        except ValueError:
+            pass
+    raise NotFound(f"no track {str(track_id)[:64]!r}", field="track_id")
+
+
 class TrackService(Service):
     """Create, change, list and delete tracks; set a session's track."""
 
@@ -46,7 +56,7 @@ class TrackService(Service):
 
     def get(self, track_id: str) -> dict[str, Any]:
         """One track (TrackOut); NotFound naming track_id."""
-        row = self.store.get_track(track_id)
+        row = self.store.get_track(check_track_id(track_id))
         if row is None:
             raise NotFound(f"no track {track_id}", field="track_id")
         return public_track(row)
@@ -70,6 +80,8 @@ class TrackService(Service):
     def delete(self, track_id: str) -> None:
         """Delete a track no session names; NotFound if unknown, Conflict naming the sessions if in use."""
 
+        track_id = check_track_id(track_id)
+
         def delete_unused(conn: Connection) -> None:
             users = self.store.session_ids_on_track(track_id, conn=conn)
             if users:
@@ -83,8 +95,10 @@ class TrackService(Service):
     def set_session_track(self, session_id: str, track_id: str | None) -> dict[str, Any]:
         """Name the session's track (or none) and time every lap again from the stored frames (LapList)."""
         live = self.cache.get(session_id)
-        if track_id is not None and self.store.get_track(track_id) is None:
-            raise NotFound(f"no track {track_id}", field="track_id")
+        if track_id is not None:
+            track_id = check_track_id(track_id)
+            if self.store.get_track(track_id) is None:
+                raise NotFound(f"no track {track_id}", field="track_id")
         self.writer.call(lambda conn: self.store.update_session(live.id, track_id=track_id, conn=conn))
         with live.lock:
             live.row["track_id"] = track_id
