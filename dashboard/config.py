@@ -38,6 +38,8 @@ class Settings(BaseSettings):
                                 "take before its frames are coalesced")
     slow_viewer_s: float = Field(10.0, gt=0, description="a viewer that cannot take a message this long is dropped")
     recent_window_s: float = Field(60.0, ge=0, description="history sent to a viewer on join")
+    max_exports: int = Field(4, gt=0, description="exports streaming at once (each a native thread and a database "
+                             "connection); more answer 429")
     writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")
     max_clock_ahead_s: float = Field(300.0, gt=0, description="frames stamped further ahead of the server's "
                                      "clock are refused (a car clock set wrong must not pin the latest values)")

@@ -187,8 +187,12 @@ class ErrorBody(Out):
 
 
 class Health(Out):
+    """GET /healthz: 200 when the database takes a write through the single writer in time, else 503."""
+
     ok: bool
-    database: bool
+    database: bool = Field(description="a write was committed within 2 s")
+    writer_backlog: int = Field(description="writes waiting for the single writer")
+    write_ms: float = Field(description="how long the check's write took")
 
 
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]

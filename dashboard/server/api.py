@@ -389,8 +389,8 @@ def legacy_heartbeat() -> Response:
 # ------------------------------------------------------ health, metrics, docs
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    ok = core().healthy()
-    return jsonify({"ok": ok, "database": ok}), 200 if ok else 503
+    health = core().health()
+    return jsonify(health), 200 if health["ok"] else 503
 
 
 @bp.get("/metrics")

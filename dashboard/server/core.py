@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from dashboard.config import Settings
-from dashboard.errors import Unavailable
 from dashboard.server.alerts import AlertService
 from dashboard.server.changes import Bus
 from dashboard.server.eventlog import EventLog
-from dashboard.server.exporting import ExportService
+from dashboard.server.exporting import EXPORTS_MAX, ExportService
 from dashboard.server.ingest import Ingest
 from dashboard.server.lifecycle import LifecycleService
 from dashboard.server.live import LiveCache
@@ -33,6 +32,8 @@ from dashboard.server.tracks import TrackService
 from dashboard.server.writer import Writer
 
 log = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 2.0  # a write the writer has not committed by then: unhealthy
+HEALTH_FAILURE_S = 5.0  # a write that failed this recently: unhealthy
 
 
 class Core:
@@ -40,7 +41,7 @@ class Core:
 
     def __init__(self, store: Store, *, idle_s: float = 300.0, recent_window_s: float = 60.0,
                  writer_batch_max: int = 2000, clock: Callable[[], float] = time.time, shared: bool = False,
-                 max_ahead_s: float = 300.0, max_setup_bytes: int = 65_536) -> None:
+                 max_ahead_s: float = 300.0, max_setup_bytes: int = 65_536, max_exports: int = EXPORTS_MAX) -> None:
         self.store = store
         self.clock = clock
         self.bus = Bus()
@@ -57,7 +58,7 @@ class Core:
         self.monitors = MonitorService(parts, self.lifecycle)
         self.lora = LoraService(parts, self.lifecycle)
         self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s)
-        self.exports = ExportService(store)
+        self.exports = ExportService(store, max_exports)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Core":
@@ -65,7 +66,7 @@ class Core:
         return cls(Store.from_url(settings.resolved_database_url()), idle_s=settings.session_idle_s,
                    recent_window_s=settings.recent_window_s, writer_batch_max=settings.writer_batch_max,
                    shared=settings.message_queue is not None, max_ahead_s=settings.max_clock_ahead_s,
-                   max_setup_bytes=settings.max_setup_bytes)
+                   max_setup_bytes=settings.max_setup_bytes, max_exports=settings.max_exports)
 
     def start(self) -> "Core":
         """Start the writer and load the active sessions (frames may arrive for them at once).
@@ -86,12 +87,23 @@ class Core:
         self.cache.evict()
         return expired
 
-    def healthy(self) -> bool:
-        """True when the database answers."""
+    def health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
+        """Whether the database takes a write through the single writer within ``timeout_s``, and no write
+        failed in the last ``HEALTH_FAILURE_S`` (Health).
+
+        A full disk (a tiny write may still fit where a batch of frames does not), a database locked past
+        its busy timeout, or a writer that does not keep up all fail it.
+        """
+        started = time.monotonic()
         try:
-            return self.store.ping()
-        except Unavailable:
-            return False
+            self.writer.call(self.store.write_check, timeout=timeout_s)
+            failed_at = self.writer.failed_at
+            database = failed_at is None or time.monotonic() - failed_at > HEALTH_FAILURE_S
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            log.warning("health check: the database did not take a write: %s", exc)
+            database = False
+        return {"ok": database, "database": database, "writer_backlog": self.writer.backlog,
+                "write_ms": round((time.monotonic() - started) * 1000, 1)}
 
     def close(self) -> None:
         """Write what is queued and stop the writer (safe to call twice)."""

@@ -84,7 +84,7 @@ def open_export(store: Store, session_id: str, fmt: str, lap: int | None = None,
     return export
 
 
-EXPORTS_MAX = 2  # exports streaming at once; each holds a native thread and a database connection
+EXPORTS_MAX = 4  # exports streaming at once by default; each holds a native thread and a database connection
 EXPORT_RETRY_AFTER_S = 5  # what a refused export is told to wait
 
 

@@ -331,7 +331,7 @@ class Hub:
         stored = None if live.recent_complete else core.cache.recent(live, raw=True)
         with live.lock, self._lock:
             waiting = self._coalescer.waiting_seqs(live.id)
-            snapshot = core.sessions.snapshot(live, alerts, waiting, stored)
+            snapshot = core.sessions.join_snapshot(live, alerts, waiting, stored)
             join_room(live.id)
         return snapshot
 

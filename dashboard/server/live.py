@@ -50,6 +50,7 @@ class LiveSession:
     open_alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule id -> {"id": alert id once stored}
     activity_saved_at: float = 0.0
     stale: bool = False  # a frame write failed: counters are reloaded from the store before the next batch
+    history: Any = None  # the join snapshot's older history, encoded once (sessions.py: JoinHistory)
     touched: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)  # the session's state; never held over a write
     changing: threading.RLock = field(default_factory=threading.RLock)  # one status change at a time

@@ -110,8 +110,11 @@ def openapi_document() -> dict[str, Any]:
                 "$ref": REF.format(model=model.__name__)}}}},
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                 "$ref": REF.format(model="SessionOut")}}}}, **ERRORS}}}
-    paths["/healthz"] = {"get": {"summary": "Database reachable", "responses": {"200": {
-        "description": "OK", "content": {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}}}}}
+    health = {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}
+    paths["/healthz"] = {"get": {"summary": "The database takes a write through the single writer in time",
+                                 "responses": {"200": {"description": "OK", "content": health},
+                                               "503": {"description": "the database did not take a write in time",
+                                                       "content": health}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Race telemetry dashboard API", "version": "1"},

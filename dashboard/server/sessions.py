@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from dashboard.errors import InvalidInput, NotFound
@@ -18,7 +21,7 @@ from dashboard.server.changes import Change
 from dashboard.server.live import FINAL_STATUSES, LiveSession, latest_from_row, stats_from_row
 from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
-from dashboard.server.views import decimate, public_setup, session_out, telemetry_out
+from dashboard.server.views import decimate, public_setup, session_out, stored_frame, telemetry_out
 from dashboard.telemetry.frames import MAX_T, MIN_T
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,19 @@ def setup_timestamp(value: Any, now: float) -> float:
         raise InvalidInput("timestamp must be epoch seconds between 2000 and 2100 (not milliseconds)",
                            field="timestamp")
     return float(value)
+
+
+HISTORY_REUSE_S = 1.0  # a join snapshot's older history is encoded again after this long
+SNAPSHOT_OLDER_FRAMES = 1000  # frames of that older part (decimated); the frames sent since come whole
+
+
+@dataclass
+class JoinHistory:
+    """A session's history as joining viewers get it: decimated, encoded, up to a seq already sent to the room."""
+
+    built_at: float
+    upto: int
+    encoded: bytes  # the JSON array's items, without the brackets
 
 
 class SessionService(Service):
@@ -156,6 +172,38 @@ class SessionService(Service):
         return {"session": self.describe(live), "setup": public_setup(live.setup) if live.setup else None,
                 "telemetry": telemetry_out(live.id, live.latest, self.clock(), live.last_update),
                 "recent": decimate([f for f in recent if f["seq"] not in exclude]), "alerts": alerts}
+
+    def join_snapshot(self, live: LiveSession, alerts: list[dict[str, Any]], waiting: set[int],
+                      stored: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The snapshot for a viewer joining now (caller holds the session's lock): its history encoded once.
+
+        200 viewers joining a busy session at once (a Wi-Fi blip in the pit) each had their history
+        filtered, decimated and encoded: seconds of the loop, every car's acks waiting. Here the decimated
+        older part is kept, encoded, for ``HISTORY_REUSE_S``; a join adds only the frames sent since.
+        Frames waiting for the room's next message are left out: that message delivers them.
+        """
+        snapshot = self.snapshot(live, alerts, waiting, [] if stored is None else stored)
+        if stored is None:
+            snapshot["recent"] = self._history(live, waiting)
+        return snapshot
+
+    def _history(self, live: LiveSession, waiting: set[int]) -> orjson.Fragment:
+        now = time.monotonic()
+        history = live.history
+        if history is None or now - history.built_at > HISTORY_REUSE_S:
+            frames = self.cache.recent(live, waiting)
+            older = decimate(frames, SNAPSHOT_OLDER_FRAMES)
+            history = live.history = JoinHistory(now, frames[-1]["seq"] if frames else -1,
+                                                 orjson.dumps([stored_frame(f) for f in older])[1:-1])
+        tail = []
+        for frame in reversed(live.recent):  # what was sent since: a few frames, newest first
+            if frame["seq"] <= history.upto:
+                break
+            if frame["seq"] not in waiting and frame["seq"] not in live.pending:
+                tail.append(stored_frame(frame))
+        tail.reverse()
+        items = [part for part in (history.encoded, orjson.dumps(tail)[1:-1] if tail else b"") if part]
+        return orjson.Fragment(b"[" + b",".join(items) + b"]")
 
     def is_final(self, live: LiveSession) -> bool:
         """True for an ended or expired session."""

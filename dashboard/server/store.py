@@ -193,6 +193,17 @@ class Store:
             with self.engine.connect() as own:
                 yield own
 
+    def write_check(self, conn: Connection) -> None:
+        """A real, tiny write (the writer runs it): SQLite's header version; PostgreSQL takes a transaction id.
+
+        Fails like any write would on a full disk or a database locked past its busy timeout.
+        """
+        if self.engine.dialect.name == "sqlite":
+            version = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
+            conn.exec_driver_sql(f"PRAGMA user_version = {(int(version) + 1) % 2**31}")
+        else:
+            conn.execute(text("SELECT txid_current()"))
+
     @_io
     def ping(self) -> bool:
         """True when the database answers a read."""

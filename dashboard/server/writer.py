@@ -91,6 +91,7 @@ class Writer:
         self.on_batch = on_batch  # called with (frames written, seconds taken), for metrics
         self.commits = 0
         self.failures = 0
+        self.failed_at: float | None = None  # monotonic time of the latest failed transaction
         self._jobs: queue.SimpleQueue[Ticket | None] = native_queue()  # the writer's native thread blocks on it
         self._lock = threading.Lock()
         self._handoff = _Handoff()
@@ -176,11 +177,13 @@ class Writer:
             outcomes = self._transaction(batch)
         except (OperationalError, Unavailable) as exc:  # locked, full or unreachable: all try again later
             self.failures += 1
+            self.failed_at = time.monotonic()
             error = unavailable(exc)
             log.warning("write of %d jobs failed: %s", len(batch), error.message)
             return [(None, error)] * len(batch)
         except Exception as exc:  # noqa: BLE001 - one bad job: isolate it, the others still commit
             self.failures += 1
+            self.failed_at = time.monotonic()
             log.warning("write of %d jobs failed (%s); writing each alone", len(batch), exc)
             return [self._commit_alone(ticket) for ticket in batch]
         self.commits += 1
