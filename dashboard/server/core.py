@@ -34,6 +34,7 @@ from dashboard.server.writer import Writer
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 2.0  # a write the writer has not committed by then: unhealthy
 HEALTH_FAILURE_S = 5.0  # a write that failed this recently: unhealthy
+HEALTH_STALLED_S = 1.0  # a transaction under way this long (a lock held elsewhere): unhealthy at once
 
 
 class Core:
@@ -92,16 +93,24 @@ class Core:
         failed in the last ``HEALTH_FAILURE_S`` (Health).
 
         A full disk (a tiny write may still fit where a batch of frames does not), a database locked past
-        its busy timeout, or a writer that does not keep up all fail it.
+        its busy timeout, or a writer that does not keep up all fail it. A write that failed lately, or a
+        transaction under way for longer than ``HEALTH_STALLED_S`` (a lock held elsewhere), fails it at once
+        without queueing a check behind it.
         """
         started = time.monotonic()
-        try:
-            self.writer.call(self.store.write_check, timeout=timeout_s)
-            failed_at = self.writer.failed_at
-            database = failed_at is None or time.monotonic() - failed_at > HEALTH_FAILURE_S
-        except Exception as exc:  # noqa: BLE001 - health reports, never raises
-            log.warning("health check: the database did not take a write: %s", exc)
+        failed_at, busy_s = self.writer.failed_at, self.writer.busy_s
+        if failed_at is not None and started - failed_at <= HEALTH_FAILURE_S:
             database = False
+        elif busy_s > HEALTH_STALLED_S:
+            database = False
+        else:
+            try:
+                self.writer.call(self.store.write_check, timeout=timeout_s)
+                failed_at = self.writer.failed_at
+                database = failed_at is None or time.monotonic() - failed_at > HEALTH_FAILURE_S
+            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+                log.warning("health check: the database did not take a write: %s", exc)
+                database = False
         return {"ok": database, "database": database, "writer_backlog": self.writer.backlog,
                 "write_ms": round((time.monotonic() - started) * 1000, 1)}
 

@@ -99,10 +99,16 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # The writer's transactions take the write lock at BEGIN, waiting up to the busy timeout for it;
+            # a deferred one that reads first could not upgrade while another process holds the lock and
+            # would fail at once, without waiting.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(WRITER_BEGIN, 'DEFERRED')}")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+WRITER_BEGIN = "dashboard_sqlite_begin"  # execution option: how the writer's SQLite transactions begin
 
 
 def upgrade(engine: Engine) -> None:
@@ -192,6 +198,10 @@ class Store:
         else:
             with self.engine.connect() as own:
                 yield own
+
+    def writer_connection(self) -> Connection:
+        """The single writer's connection: its transactions take the write lock when they begin."""
+        return self.engine.connect().execution_options(**{WRITER_BEGIN: "IMMEDIATE"})
 
     def write_check(self, conn: Connection) -> None:
         """A real, tiny write (the writer runs it): SQLite's header version; PostgreSQL takes a transaction id.

@@ -92,6 +92,7 @@ class Writer:
         self.commits = 0
         self.failures = 0
         self.failed_at: float | None = None  # monotonic time of the latest failed transaction
+        self.busy_since: float | None = None  # monotonic start of the transaction under way, None when idle
         self._jobs: queue.SimpleQueue[Ticket | None] = native_queue()  # the writer's native thread blocks on it
         self._lock = threading.Lock()
         self._handoff = _Handoff()
@@ -142,6 +143,12 @@ class Writer:
         """Jobs waiting to be written."""
         return self._jobs.qsize()
 
+    @property
+    def busy_s(self) -> float:
+        """How long the transaction under way has taken so far (0 when idle): long means locked or stuck."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     # ------------------------------------------------ the writer's own thread
     def _write_forever(self) -> None:
         """Take everything queued (up to batch_max frames), commit it, hand the outcomes over; until stopped."""
@@ -173,6 +180,7 @@ class Writer:
 
     def _commit(self, batch: list[Ticket]) -> list[tuple[Any, BaseException | None]]:
         started = time.perf_counter()
+        self.busy_since = time.monotonic()
         try:
             outcomes = self._transaction(batch)
         except (OperationalError, Unavailable) as exc:  # locked, full or unreachable: all try again later
@@ -186,6 +194,8 @@ class Writer:
             self.failed_at = time.monotonic()
             log.warning("write of %d jobs failed (%s); writing each alone", len(batch), exc)
             return [self._commit_alone(ticket) for ticket in batch]
+        finally:
+            self.busy_since = None
         self.commits += 1
         if self.on_batch is not None:
             self.on_batch(sum(_frames(t) for t in batch), time.perf_counter() - started)
@@ -204,7 +214,7 @@ class Writer:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.store.engine.connect()
+            self._conn = self.store.writer_connection()
         return self._conn
 
     def _close_connection(self) -> None:

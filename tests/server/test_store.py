@@ -47,3 +47,31 @@ def test_database_allows_one_active_session_per_car(db_url):
     assert store.transition("a", {"status": "stopped"}, event) is not None
     assert store.transition("b", {"status": "active"}, event) is not None
     store.engine.dispose()
+
+
+def test_writer_says_how_long_it_has_been_stuck_and_when_it_last_failed(tmp_path):
+    """What /healthz reads to answer at once while another process holds the database's write lock."""
+    import sqlite3
+
+    from dashboard.errors import Unavailable
+    from tests.waiting import wait_for
+
+    store = Store.from_url(f"sqlite:///{tmp_path}/test.db")
+    writer = Writer(store)
+    writer.start()
+    lock = sqlite3.connect(tmp_path / "test.db", isolation_level=None)
+    try:
+        assert writer.busy_s == 0.0 and writer.failed_at is None
+        writer.call(store.write_check)
+        lock.execute("BEGIN EXCLUSIVE")
+        ticket = writer.submit(store.write_check)
+        wait_for(lambda: writer.busy_s > 0.5, 5, "the writer waiting on the lock")
+        assert not ticket.done
+        assert not ticket.wait(30) and isinstance(ticket.error, Unavailable)  # past the busy timeout
+        assert writer.failed_at is not None and writer.busy_s == 0.0
+        lock.execute("COMMIT")
+        writer.call(store.write_check)
+    finally:
+        lock.close()
+        writer.stop()
+        store.engine.dispose()
