@@ -28,6 +28,7 @@ class Runtime:
     core: "Core"  # noqa: F821
     hub: "Hub"  # noqa: F821
     metrics: "Metrics"  # noqa: F821
+    limiter: "Limiter"  # noqa: F821 - failed authentications per address (dashboard/server/throttle.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from dashboard.server.fanout import Fanout
     from dashboard.server.hub import Hub
     from dashboard.server.metrics import Metrics
+    from dashboard.server.throttle import AuthThrottle, build_limiter
     from dashboard.server.websocket import DeclineCompression
 
     settings = settings or Settings()
@@ -70,13 +72,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     if fanout is not None:
         fanout.install(socketio.server.eio)
     app.wsgi_app = DeclineCompression(app.wsgi_app)  # see dashboard/server/websocket.py for the measurement
-    hub = Hub(socketio, core, settings, metrics)
-    app.extensions["dashboard"] = Runtime(settings, core, hub, metrics)
+    if settings.proxy_hops:  # behind Caddy or nginx: the client's address (per-address limits) from X-Forwarded-For
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+                                x_host=settings.proxy_hops)
+    limiter = build_limiter(app, settings)
+    hub = Hub(socketio, core, settings, metrics, AuthThrottle(limiter, settings.auth_failures_per_minute))
+    app.extensions["dashboard"] = Runtime(settings, core, hub, metrics, limiter)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     api.register_error_handlers(app)
-    if not settings.api_key:
-        log.warning("DASHBOARD_API_KEY is not set: ANYONE can create sessions, post setups and push telemetry")
+    if not core.access.closed():
+        log.warning("DASHBOARD_API_KEY is not set and no key exists: ANYONE can create sessions, post setups "
+                    "and push telemetry")
     return app
 
 

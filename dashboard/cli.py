@@ -1,4 +1,4 @@
-"""The ``dashboard`` command line: serve, db upgrade, schemas, demo, and the car's commands."""
+"""The ``dashboard`` command line: serve, db upgrade, schemas, demo, keys, and the car's commands."""
 from __future__ import annotations
 
 import argparse
@@ -35,12 +35,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("--collect needs --obd PORT and/or --gps PORT", file=sys.stderr)
             return 2
         companion = ["monitor", "--server", f"http://127.0.0.1:{settings.port}", "--car-id", args.car_id]
-        for flag, value in (("--api-key", settings.api_key), ("--obd", args.obd), ("--gps", args.gps),
-                            ("--mesh", args.mesh), ("--rate", args.rate), ("--outbox", args.outbox)):
+        for flag, value in (("--obd", args.obd), ("--gps", args.gps), ("--mesh", args.mesh), ("--rate", args.rate),
+                            ("--outbox", args.outbox), ("--config", args.config)):
             if value is not None:
                 companion += [flag, str(value)]
     banner = f"Race dashboard serving on http://{settings.host}:{settings.port}/"
-    return serve_with_companion(app, settings, companion, banner)
+    # the monitor's key travels in its environment, never on its command line (any user can read that)
+    env = {"DASHBOARD_API_KEY": settings.api_key} if settings.api_key else None
+    return serve_with_companion(app, settings, companion, banner, env=env)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--mesh", metavar="PORT", help="Meshtastic radio for LoRa summaries")
     collect.add_argument("--rate", type=float, help="frames per second")
     collect.add_argument("--outbox", metavar="PATH", help="the monitor's outbox file")
+    collect.add_argument("--config", metavar="FILE", help="the monitor's TOML settings file (its car key...)")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database tasks")
@@ -102,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--out", default=str(SCHEMAS_DIR))
     schemas.set_defaults(func=cmd_schemas)
 
-    for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo", "dashboard.export_cli"):
+    for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo", "dashboard.export_cli",
+                   "dashboard.keys_cli"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError as exc:

@@ -6,6 +6,7 @@ loop. It starts once the server listens and stops with it, even when the server 
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import socket
 import subprocess
@@ -51,8 +52,10 @@ def _server_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
-                         banner: str = "") -> int:
+                         banner: str = "", env: dict[str, str] | None = None) -> int:
     """Run the server; once it listens, start ``companion`` (a ``dashboard`` command) as a child process.
+
+    ``env`` is added to the child's environment: the way its key reaches it (never its command line).
 
     The companion (a simulated car, or the car's own monitor with ``serve --collect``) runs in its own process:
     its serial reads and threads would otherwise block the server's gevent loop.
@@ -68,6 +71,7 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
             print("server did not start listening; companion not started", file=sys.stderr, flush=True)
             return
         child["proc"] = subprocess.Popen([sys.executable, "-m", "dashboard", *companion],
+                                         env={**os.environ, **(env or {})},
                                          preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     if companion:

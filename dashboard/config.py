@@ -19,8 +19,18 @@ class Settings(BaseSettings):
 
     instance_path: Path = Field(Path("instance"), description="folder of the SQLite database")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in the instance folder")
-    api_key: str | None = Field(None, description="key for mutating REST calls and monitors; unset = open server")
-    viewer_token: str | None = Field(None, description="token viewers must give to join; unset = open to viewers")
+    api_key: str | None = Field(None, description="the admin bootstrap key (every right, key management "
+                                "included); unset and no key created = open server")
+    viewer_token: str | None = Field(None, description="token every read needs (REST and viewers); unset = "
+                                     "reads open")
+    metrics_token: str | None = Field(None, description="token /metrics needs (Authorization: Bearer); unset = "
+                                      "/metrics follows the viewer rule")
+    keys_ttl_s: float = Field(5.0, gt=0, description="a key read from the database is trusted this long: a revoke "
+                              "made elsewhere (another process, the command line) takes effect within it")
+    auth_failures_per_minute: int = Field(10, gt=0, description="failed authentications one address may make in "
+                                          "a minute; past it, its attempts are refused (429) until the minute moves")
+    proxy_hops: int = Field(0, ge=0, le=5, description="reverse proxies in front (Caddy, nginx) whose "
+                            "X-Forwarded-For is trusted for the client's address")
     session_idle_s: float = Field(300.0, gt=0, description="an active session silent this long expires")
     message_queue: str | None = Field(None, pattern=r"^rediss?://",
                                       description="redis:// URL of the Socket.IO queue for several processes")

@@ -30,11 +30,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     session = app.extensions["dashboard"].core.lifecycle.attach_car(
         DEMO_CAR, name="Demo: kart at Orlando Kart Center", track="Orlando Kart Center", track_id=ORLANDO_TRACK_ID)
     url = f"http://{settings.host}:{settings.port}"
-    car = ["simulate", "--server", url, "--car-id", DEMO_CAR, "--api-key", settings.api_key,
-           "--speedup", str(args.speedup)]
+    car = ["simulate", "--server", url, "--car-id", DEMO_CAR, "--speedup", str(args.speedup)]
     banner = (f"\nRace dashboard demo: open {url}/sessions/{session.id}\n"
               f"(all sessions: {url}/ ; API key for setups and controls: {settings.api_key})\n")
-    return serve_with_companion(app, settings, car, banner)
+    # the simulated car's key travels in its environment, never on its command line (any user can read that)
+    return serve_with_companion(app, settings, car, banner, env={"DASHBOARD_API_KEY": settings.api_key})
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

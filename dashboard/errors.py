@@ -46,10 +46,17 @@ class MalformedRequest(DashboardError):
 
 
 class Unauthorized(DashboardError):
-    """Missing or wrong API key / viewer token (401)."""
+    """No credential where one is needed, or one that is not a valid key or token (revoked, mistyped) (401)."""
 
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(DashboardError):
+    """A valid key whose role may not do this: a viewer changing a setup, a car using another car's id (403)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(DashboardError):

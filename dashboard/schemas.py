@@ -350,9 +350,47 @@ class LegacyHeartbeat(Strict):
     session_id: SessionId
 
 
+# --------------------------------------------------------------- access keys
+Role = Literal["admin", "engineer", "viewer", "car", "gateway"]
+
+
+class KeyCreate(Strict):
+    """POST /api/v1/keys (admins): a key for a person, a car or a pit gateway."""
+
+    role: Role = Field(description="admin: everything; engineer: sessions, setups, tracks, alerts; viewer: reads; "
+                                   "car: its own car's monitor; gateway: LoRa relay")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="who or what holds it, shown in lists")
+    car_id: CarId | None = Field(None, description="a car key's car (required for one): the only car id it may "
+                                                   "connect as")
+
+
+class KeyOut(Out):
+    """A key as admins see it: never the key itself, nor its hash."""
+
+    key_id: str = Field(description="the public part of the key (rdk_...), named in lists and logs")
+    role: Role
+    name: str
+    car_id: str | None
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class KeyCreated(KeyOut):
+    """The answer to POST /api/v1/keys: the only time the key is shown."""
+
+    key: str = Field(description="the secret: give it as X-API-Key (or Authorization: Bearer), or as a "
+                                 "monitor's api_key; shown once, stored only as its SHA-256")
+
+
+class KeyList(Out):
+    items: list[KeyOut]
+
+
 # ------------------------------------------------------- Socket.IO /monitor
 class MonitorAuth(BaseModel):
-    """auth of a /monitor connection."""
+    """auth of a /monitor connection: a car key connects only as its own car_id; a gateway key sends lora."""
 
     car_id: CarId
     api_key: str | None = None
@@ -457,7 +495,8 @@ class Command(Out):
 
 # ----------------------------------------------------- Socket.IO /dashboard
 class ViewerAuth(BaseModel):
-    token: str | None = None
+    token: str | None = Field(None, description="the viewer token, or a key of any role; needed when the server "
+                                                "has a viewer token")
 
 
 class Join(Strict):

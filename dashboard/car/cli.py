@@ -8,9 +8,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
+NO_KEY_ON_COMMAND_LINE = ("keys are not taken on the command line (every user of the machine can read it, and "
+                          "shell histories keep it): put api_key in the TOML file given with --config, or set "
+                          "DASHBOARD_API_KEY in the environment")
+
+
+class _RefuseKey(argparse.Action):
+    """``--api-key`` is refused with the reason and where a key goes instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> NoReturn:
+        parser.error(NO_KEY_ON_COMMAND_LINE)
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--ca-cert``, and a refusal of ``--api-key`` (monitor, simulate, mesh-gateway)."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file ([monitor] table or top level): "
+                        "api_key goes here, or in DASHBOARD_API_KEY")
+    parser.add_argument("--ca-cert", metavar="FILE", help="PEM bundle of a private CA that signed the server's "
+                        "certificate (an https:// server is always verified; without this, against the system's CAs)")
+    parser.add_argument("--api-key", nargs="?", action=_RefuseKey, help=argparse.SUPPRESS)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -21,7 +40,6 @@ def add_commands(subparsers: Any) -> None:
                     "and push it to the server. PORT is a device/pty path or socket://host:port.")
     monitor.add_argument("--server", dest="server_url", metavar="URL", help="server URL, e.g. http://pit:5000")
     monitor.add_argument("--car-id", metavar="ID", help="this car's id")
-    monitor.add_argument("--api-key", metavar="KEY", help="the server's API key")
     monitor.add_argument("--obd", dest="obd_port", metavar="PORT", help="ELM327 adapter port")
     monitor.add_argument("--obd-protocol", metavar="ID", help='ELM327 protocol "1".."A" (faster connect)')
     monitor.add_argument("--gps", dest="gps_port", metavar="PORT", help="NMEA GPS port")
@@ -30,7 +48,7 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
-    monitor.add_argument("--config", metavar="FILE", help="TOML settings file ([monitor] table)")
+    add_key_options(monitor)
     monitor.set_defaults(func=cmd_monitor)
 
     simulate = subparsers.add_parser(
@@ -39,11 +57,11 @@ def add_commands(subparsers: Any) -> None:
                     "and derive engine channels from it, through the same pipeline as `monitor`.")
     simulate.add_argument("--server", dest="server_url", metavar="URL", required=True, help="server URL")
     simulate.add_argument("--car-id", metavar="ID", default="sim-1", help="car id (default sim-1)")
-    simulate.add_argument("--api-key", metavar="KEY", help="the server's API key (default: DASHBOARD_API_KEY)")
     simulate.add_argument("--speedup", type=float, default=1.0, metavar="N", help="replay N times faster")
     simulate.add_argument("--log", dest="log_path", metavar="FILE", help="NMEA log to replay")
     simulate.add_argument("--once", action="store_true", help="play the log once, send everything, exit")
     simulate.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
+    add_key_options(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
 
@@ -57,8 +75,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from dashboard.car.monitor import run_monitor
 
     overrides = {k: getattr(args, k, None) for k in (
-        "server_url", "car_id", "api_key", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
-        "rate_hz", "outbox_path")}
+        "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
+        "rate_hz", "outbox_path", "ca_cert")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 
     settings = load_settings(getattr(args, "config", None), **overrides)
@@ -75,11 +93,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from dashboard.car.settings import load_settings
     from dashboard.car.simulate import run_simulation
 
-    settings = load_settings(None, api_key=args.api_key)
+    settings = load_settings(args.config, ca_cert=args.ca_cert)
     _setup_logging(settings.log_level)
     summary = run_simulation(
         args.server_url, car_id=args.car_id, api_key=settings.api_key, speedup=args.speedup,
-        log_path=args.log_path, loop=not args.once, outbox_path=args.outbox_path,
+        log_path=args.log_path, loop=not args.once, outbox_path=args.outbox_path, ca_cert=settings.ca_cert,
     )
     print(f"session {summary['session_id']}: {summary['frames']} frames made, {summary['backlog']} unsent")
     return 0 if not summary["backlog"] else 1

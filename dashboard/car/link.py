@@ -19,8 +19,10 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import requests
 import socketio
 
 MONITOR_NS = "/monitor"
@@ -63,9 +65,18 @@ class ServerError(Exception):
         return min(RETRY_AFTER_MAX_S, max(RETRY_AFTER_MIN_S, seconds))
 
 
-def default_client() -> Any:
-    """A python-socketio client that leaves reconnecting to its owner."""
-    return socketio.Client(reconnection=False)
+def default_client(ca_cert: str | Path | None = None) -> Any:
+    """A python-socketio client that leaves reconnecting to its owner.
+
+    An ``https://`` server's certificate is always verified (python-socketio's default, never turned off
+    here): against the system's trusted CAs, or only against ``ca_cert`` (a PEM bundle) for a server whose
+    certificate a private CA signed.
+    """
+    if ca_cert is None:
+        return socketio.Client(reconnection=False)
+    http = requests.Session()
+    http.verify = str(ca_cert)  # Engine.IO hands it to the WebSocket transport as its CA bundle
+    return socketio.Client(reconnection=False, http_session=http)
 
 
 def close_client(client: Any, wait: float = CLOSE_WAIT_S) -> None:
@@ -94,9 +105,10 @@ class ServerLink:
         connect_timeout: float = CONNECT_TIMEOUT_S,
         ack_timeout: float = ACK_TIMEOUT_S,
         close_wait: float = CLOSE_WAIT_S,
+        ca_cert: str | Path | None = None,
     ) -> None:
         self.url = url
-        self.client_factory = client_factory or default_client
+        self.client_factory = client_factory or (lambda: default_client(ca_cert))
         self.handlers = dict(handlers or {})
         self.connect_timeout = connect_timeout
         self.ack_timeout = ack_timeout

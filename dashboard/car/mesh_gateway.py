@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from pubsub import pub
@@ -169,12 +170,13 @@ class SocketIOForwarder:
         client_factory: ClientFactory | None = None,
         queue_max: int = QUEUE_MAX,
         ack_timeout: float = ACK_TIMEOUT_S,
+        ca_cert: str | Path | None = None,
     ) -> None:
         self.server_url = server_url
         self.auth = {"car_id": gateway_id, "api_key": api_key, "role": "mesh-gateway"}
         self.ack_timeout = ack_timeout
         self._link = ServerLink(server_url, client_factory=client_factory, connect_timeout=ack_timeout,
-                                ack_timeout=ack_timeout)
+                                ack_timeout=ack_timeout, ca_cert=ca_cert)
         self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=queue_max)
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -264,6 +266,7 @@ def run_gateway(
     interface_factory: Callable[[str], Any] = open_interface,
     client_factory: ClientFactory | None = None,
     stop_event: threading.Event | None = None,
+    ca_cert: str | Path | None = None,
 ) -> dict[str, int]:
     """Receive summaries from the radio at ``device`` and forward them to the server until stopped.
 
@@ -271,7 +274,7 @@ def run_gateway(
     radio is (re)opened with backoff; the server link is retried by the forwarder.
     """
     stop = stop_event or threading.Event()
-    forwarder = SocketIOForwarder(server_url, api_key, gateway_id, client_factory=client_factory)
+    forwarder = SocketIOForwarder(server_url, api_key, gateway_id, client_factory=client_factory, ca_cert=ca_cert)
     gateway = MeshGateway(None, forwarder, cars=cars)
     forwarder.start()
     gateway.start()

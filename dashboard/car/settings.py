@@ -32,7 +32,10 @@ class MonitorSettings(BaseSettings):
 
     server_url: str = Field("http://127.0.0.1:5000", description="the dashboard server")
     car_id: str = Field("car-1", description="this car's id (letters, digits, _.:-)")
-    api_key: str | None = Field(None, description="the server's API key")
+    api_key: str | None = Field(None, description="this car's key (a car key, `dashboard keys create --role car`); "
+                                "from the TOML file or DASHBOARD_API_KEY, never the command line")
+    ca_cert: Path | None = Field(None, description="PEM bundle of a private CA that signed the server's "
+                                 "certificate (https:// servers are always verified)")
     session_name: str = Field("", description="name of a session the monitor creates")
     track: str | None = Field(None, description="track of a session the monitor creates")
     obd_port: str | None = Field(None, description="ELM327 adapter: device path, or socket://host:port")

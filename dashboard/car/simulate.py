@@ -64,6 +64,7 @@ def build_simulation(
     rate_hz: float = 10.0,
     session_name: str = "Simulated car",
     heartbeat_s: float = 3.0,
+    ca_cert: str | Path | None = None,
 ) -> ServiceManager:
     """A ServiceManager fed by the replay source (no uplink when ``server_url`` is None)."""
     store = ChannelStore()
@@ -71,7 +72,7 @@ def build_simulation(
     uplink = None
     if server_url:
         uplink = Uplink(server_url, car_id, outbox, api_key=api_key, session_name=session_name,
-                        heartbeat_s=heartbeat_s)
+                        heartbeat_s=heartbeat_s, ca_cert=ca_cert)
     model = EngineModel()
     replay = ReplaySource(store, log_path or BUNDLED_LOG, speedup=speedup, loop=loop,
                           processors=[engine_processor(model)], on_loop=model.reset_motion)
@@ -94,6 +95,7 @@ def run_simulation(
     rate_hz: float = 10.0,
     session_name: str = "Simulated car",
     ready: threading.Event | None = None,
+    ca_cert: str | Path | None = None,
 ) -> dict[str, Any]:
     """Replay a log as a car feeding ``server_url`` until stopped (or, with loop=False, until sent).
 
@@ -101,7 +103,8 @@ def run_simulation(
     """
     stop_event = stop_event or threading.Event()
     manager = build_simulation(server_url, car_id, api_key, speedup=speedup, log_path=log_path, loop=loop,
-                               outbox_path=outbox_path, rate_hz=rate_hz, session_name=session_name)
+                               outbox_path=outbox_path, rate_hz=rate_hz, session_name=session_name,
+                               ca_cert=ca_cert)
     replay = manager.sources[0]
     assert isinstance(replay, ReplaySource)
     log.info("simulating car %s from %s at %.1fx", car_id, replay.path.name, speedup)

@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import socketio
@@ -98,6 +99,7 @@ class Uplink(Worker):
         backlog_fps: float = BACKLOG_FPS,
         sources_status: Callable[[], dict[str, str]] | None = None,
         client_factory: ClientFactory | None = None,
+        ca_cert: str | Path | None = None,
     ) -> None:
         super().__init__("uplink")
         self.server_url = server_url
@@ -112,7 +114,8 @@ class Uplink(Worker):
         self.backlog_fps = backlog_fps
         self.sources_status = sources_status or dict
         self.link = ServerLink(server_url, client_factory=client_factory, ack_timeout=ack_timeout_s,
-                               handlers={"command": self._on_command, "disconnect": self._on_disconnect})
+                               handlers={"command": self._on_command, "disconnect": self._on_disconnect},
+                               ca_cert=ca_cert)
         self.commands: queue.Queue[Command] = queue.Queue()  # for the ServiceManager
         self._inbox: queue.Queue[Command] = queue.Queue()
         self.state = LinkState.STOPPED

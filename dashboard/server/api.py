@@ -1,12 +1,12 @@
-"""REST API v1: sessions, lifecycle, setups, telemetry, frames, events, tracks, laps, alerts; health, metrics.
+"""REST API v1: sessions, lifecycle, setups, telemetry, frames, events, tracks, laps, alerts, keys; health, metrics.
 
 Every error answers ``{"error": {"code", "message", "field"?}}`` from one helper; bodies are
 parsed into the Pydantic models of ``dashboard.schemas``. Routes call the core's services
-(``dashboard/server/core.py``), never the store.
+(``dashboard/server/core.py``), never the store. Every route but /healthz and the OpenAPI document says
+what it needs with ``@require`` (who may: ``dashboard/server/access.py``).
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from functools import wraps
@@ -24,10 +24,11 @@ from dashboard.errors import (
     MalformedRequest,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
 )
+from dashboard.server.access import KEYS, METRICS, READ, WRITE, Principal, rest_credential, rest_field
 from dashboard.server.core import Core
 from dashboard.server.openapi import openapi_document
+from dashboard.server.views import public_key
 from dashboard.telemetry.alerts import RULE_ID_RE, parse_rule
 from dashboard.telemetry.export import FORMATS
 
@@ -107,19 +108,30 @@ def parse_body(model: type[M], optional: bool = False) -> M:
     return validate(model, json_object(optional))
 
 
-def require_key(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Mutating calls need X-API-Key equal to the configured key (constant-time compare)."""
+def require(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The route needs ``permission`` (dashboard/server/access.py): 401 without a valid key or token, 403 when
+    the key's role may not. The credential comes from X-API-Key or ``Authorization: Bearer``, never the URL."""
 
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        expected = current_app.extensions["dashboard"].settings.api_key
-        if expected:
-            given = request.headers.get("X-API-Key", "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise Unauthorized("missing or wrong X-API-Key", field="X-API-Key")
-        return view(*args, **kwargs)
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            authorize(permission)
+            return view(*args, **kwargs)
 
-    return wrapper
+        wrapper.permission = permission  # type: ignore[attr-defined] - read by the OpenAPI test
+        return wrapper
+
+    return decorate
+
+
+def authorize(permission: str) -> Principal:
+    """The caller's principal, when it may do ``permission``; else Unauthorized or Forbidden naming the header."""
+    credential, header = rest_credential()
+    field = header or rest_field(permission)
+    access = core().access
+    principal = access.resolve(credential, field)
+    access.require(principal, permission, field)
+    return principal
 
 
 def int_arg(name: str, default: int, low: int, high: int = INT64_MAX) -> int:
@@ -158,7 +170,7 @@ def rule_id_arg(rule_id: str) -> str:
 
 # ------------------------------------------------------------------ sessions
 @bp.post("/api/v1/sessions")
-@require_key
+@require(WRITE)
 def create_session() -> tuple[Response, int]:
     body = parse_body(schemas.SessionCreate)
     live = core().lifecycle.create(car_id=body.car_id, name=body.name, driver=body.driver, track=body.track,
@@ -167,6 +179,7 @@ def create_session() -> tuple[Response, int]:
 
 
 @bp.get("/api/v1/sessions")
+@require(READ)
 def list_sessions() -> Response:
     limit = int_arg("limit", 20, 1, MAX_PAGE)
     offset = int_arg("offset", 0, 0)
@@ -179,12 +192,13 @@ def list_sessions() -> Response:
 
 
 @bp.get("/api/v1/sessions/<session_id>")
+@require(READ)
 def get_session(session_id: str) -> Response:
     return jsonify(core().sessions.view(session_id))
 
 
 @bp.delete("/api/v1/sessions/<session_id>")
-@require_key
+@require(WRITE)
 def delete_session(session_id: str) -> tuple[str, int]:
     if not core().sessions.delete(core().sessions.require(session_id).id):
         raise NotFound(f"no session {session_id}", field="session_id")
@@ -192,7 +206,7 @@ def delete_session(session_id: str) -> tuple[str, int]:
 
 
 @bp.post("/api/v1/sessions/<session_id>/<action>")
-@require_key
+@require(WRITE)
 def lifecycle(session_id: str, action: str) -> Response:
     if action not in ("start", "stop", "end", "heartbeat"):
         raise NotFound(f"no action {action}", field="action")
@@ -203,7 +217,7 @@ def lifecycle(session_id: str, action: str) -> Response:
 
 
 @bp.post("/api/v1/sessions/<session_id>/setup")
-@require_key
+@require(WRITE)
 def post_setup(session_id: str) -> tuple[Response, int]:
     """The body is the setup itself; a body whose only keys are ``setup`` and, optionally, ``timestamp`` is the
     wrapped form ``{"setup": {...}, "timestamp": ...}`` (see schemas.SetupIn)."""
@@ -217,6 +231,7 @@ def post_setup(session_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/api/v1/sessions/<session_id>/setup")
+@require(READ)
 def current_setup(session_id: str) -> Response:
     setup = core().sessions.current_setup(session_id)
     if setup is None:
@@ -225,16 +240,19 @@ def current_setup(session_id: str) -> Response:
 
 
 @bp.get("/api/v1/sessions/<session_id>/setups")
+@require(READ)
 def setup_history(session_id: str) -> Response:
     return jsonify({"items": core().sessions.setups(session_id)})
 
 
 @bp.get("/api/v1/sessions/<session_id>/telemetry")
+@require(READ)
 def telemetry(session_id: str) -> Response:
     return jsonify(core().sessions.telemetry(session_id))
 
 
 @bp.get("/api/v1/sessions/<session_id>/frames")
+@require(READ)
 def frames(session_id: str) -> Response:
     after_seq = int_arg("after_seq", -1, -1)
     limit = int_arg("limit", 1000, 1, 10000)
@@ -243,6 +261,7 @@ def frames(session_id: str) -> Response:
 
 
 @bp.get("/api/v1/sessions/<session_id>/export")
+@require(READ)
 def export_session(session_id: str) -> Response:
     """The session's frames streamed as CSV (one column per channel, units in the header), JSON Lines or GPX."""
     fmt = request.args.get("format", "csv")
@@ -253,6 +272,7 @@ def export_session(session_id: str) -> Response:
 
 
 @bp.get("/api/v1/sessions/<session_id>/export.csv")
+@require(READ)
 def export_csv(session_id: str) -> Response:
     """Every stored frame as CSV (the same as ``export?format=csv``)."""
     return _export(session_id, "csv", None)
@@ -266,6 +286,7 @@ def _export(session_id: str, fmt: str, lap: int | None) -> Response:
 
 
 @bp.get("/api/v1/sessions/<session_id>/events")
+@require(READ)
 def events(session_id: str) -> Response:
     after_id = int_arg("after_id", 0, 0)
     limit = int_arg("limit", 1000, 1, 10000)
@@ -274,24 +295,26 @@ def events(session_id: str) -> Response:
 
 # -------------------------------------------------------- tracks and laps
 @bp.post("/api/v1/tracks")
-@require_key
+@require(WRITE)
 def create_track() -> tuple[Response, int]:
     body = parse_body(schemas.TrackIn)
     return jsonify(core().tracks.save(body.model_dump())), 201
 
 
 @bp.get("/api/v1/tracks")
+@require(READ)
 def list_tracks() -> Response:
     return jsonify({"items": core().tracks.list()})
 
 
 @bp.get("/api/v1/tracks/<track_id>")
+@require(READ)
 def get_track(track_id: str) -> Response:
     return jsonify(core().tracks.get(track_id))
 
 
 @bp.put("/api/v1/tracks/<track_id>")
-@require_key
+@require(WRITE)
 def update_track(track_id: str) -> Response:
     track_id = core().tracks.get(track_id)["track_id"]  # 404 before the body is looked at
     body = parse_body(schemas.TrackIn)
@@ -299,26 +322,28 @@ def update_track(track_id: str) -> Response:
 
 
 @bp.delete("/api/v1/tracks/<track_id>")
-@require_key
+@require(WRITE)
 def delete_track(track_id: str) -> tuple[str, int]:
     core().tracks.delete(track_id)
     return "", 204
 
 
 @bp.put("/api/v1/sessions/<session_id>/track")
-@require_key
+@require(WRITE)
 def set_session_track(session_id: str) -> Response:
     body = parse_body(schemas.SessionTrack)
     return jsonify(core().tracks.set_session_track(session_id, body.track_id))
 
 
 @bp.get("/api/v1/sessions/<session_id>/laps")
+@require(READ)
 def laps(session_id: str) -> Response:
     return jsonify(core().timing.laps(session_id))
 
 
 # ------------------------------------------------------------------ alerts
 @bp.get("/api/v1/alert-rules")
+@require(READ)
 def list_alert_rules() -> Response:
     car_id, session_id = car_id_arg(), request.args.get("session_id") or None
     if session_id is not None:
@@ -331,7 +356,7 @@ def list_alert_rules() -> Response:
 
 
 @bp.put("/api/v1/alert-rules/<rule_id>")
-@require_key
+@require(WRITE)
 def put_alert_rule(rule_id: str) -> Response:
     raw = parse_body(schemas.AlertRuleBody)
     rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
@@ -339,7 +364,7 @@ def put_alert_rule(rule_id: str) -> Response:
 
 
 @bp.delete("/api/v1/alert-rules/<rule_id>")
-@require_key
+@require(WRITE)
 def delete_alert_rule(rule_id: str) -> tuple[str, int]:
     if not core().alerts.delete_rule(rule_id_arg(rule_id), car_id_arg(), request.args.get("session_id") or None):
         raise NotFound(f"no stored rule {rule_id}", field="rule_id")
@@ -347,12 +372,13 @@ def delete_alert_rule(rule_id: str) -> tuple[str, int]:
 
 
 @bp.get("/api/v1/sessions/<session_id>/alerts")
+@require(READ)
 def session_alerts(session_id: str) -> Response:
     return jsonify({"items": core().alerts.alerts(session_id)})
 
 
 @bp.post("/api/v1/sessions/<session_id>/alerts/<int:alert_id>/ack")
-@require_key
+@require(WRITE)
 def ack_alert(session_id: str, alert_id: int) -> Response:
     if alert_id > INT64_MAX:
         raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
@@ -360,9 +386,32 @@ def ack_alert(session_id: str, alert_id: int) -> Response:
     return jsonify(core().alerts.ack(session_id, alert_id, body.by))
 
 
+# -------------------------------------------------------------------- keys
+@bp.post("/api/v1/keys")
+@require(KEYS)
+def create_key() -> tuple[Response, int]:
+    """A new key for a car, a pit gateway or a person; the answer is the only time the key is shown."""
+    body = parse_body(schemas.KeyCreate)
+    row, key = core().keys.create(body.role, body.name, body.car_id)
+    return jsonify({**public_key(row), "key": key}), 201
+
+
+@bp.get("/api/v1/keys")
+@require(KEYS)
+def list_keys() -> Response:
+    return jsonify({"items": [public_key(row) for row in core().keys.list()]})
+
+
+@bp.delete("/api/v1/keys/<key_id>")
+@require(KEYS)
+def revoke_key(key_id: str) -> tuple[str, int]:
+    core().keys.revoke(key_id)
+    return "", 204
+
+
 # ------------------------------------------------- continuity aliases
 @bp.post("/session_manager/sessions.start")
-@require_key
+@require(WRITE)
 def legacy_start() -> Response:
     body = parse_body(schemas.LegacyStart)
     car_id = body.car_id or body.user_id
@@ -373,14 +422,14 @@ def legacy_start() -> Response:
 
 
 @bp.post("/session_manager/sessions.end")
-@require_key
+@require(WRITE)
 def legacy_end() -> Response:
     body = parse_body(schemas.LegacyEnd)
     return jsonify(core().lifecycle.apply(body.session_id, "end", body.record_id))
 
 
 @bp.post("/session_manager/sessions.heartbeat")
-@require_key
+@require(WRITE)
 def legacy_heartbeat() -> Response:
     body = parse_body(schemas.LegacyHeartbeat)
     return jsonify(core().lifecycle.heartbeat(body.session_id))
@@ -395,7 +444,10 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus text; needs the metrics token when one is set, else what reads need."""
     from dashboard.server.metrics import CONTENT_TYPE
+
+    authorize(METRICS if core().access.metrics_token else READ)
 
     return Response(current_app.extensions["dashboard"].metrics.render(), content_type=CONTENT_TYPE)
 

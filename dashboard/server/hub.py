@@ -7,30 +7,33 @@ batches are validated, broadcast, written and acknowledged in the order sent.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
 from typing import Any, Callable
 
 from flask import request
-from flask_socketio import Namespace, SocketIO, join_room, leave_room
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, join_room, leave_room
 from pydantic import BaseModel, ValidationError
 
 from dashboard import schemas
 from dashboard.config import Settings
 from dashboard.errors import (
     DashboardError,
+    Forbidden,
     InvalidInput,
     MalformedRequest,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
+from dashboard.server.access import CAR, LORA, READ, Principal
 from dashboard.server.changes import Change
 from dashboard.server.coalesce import Coalescer, Pending
 from dashboard.server.core import Core
 from dashboard.server.metrics import Metrics
+from dashboard.server.throttle import AuthThrottle
 from dashboard.server.wirejson import MALFORMED_EVENT
 from dashboard.server.writer import RETRY_AFTER_S
 
@@ -47,6 +50,11 @@ LAG_LOADED_S = 0.005  # the loop is falling behind past this average lag: costly
 def car_room(car_id: str) -> str:
     """The /monitor room of every monitor connection of one car."""
     return f"car:{car_id}"
+
+
+def refusal(error: DashboardError) -> ConnectionRefusedError:
+    """A refused connect; the client's ``connect_error`` gets ``{message, data: {code, message, field?, ...}}``."""
+    return ConnectionRefusedError(error.message, error.to_dict())
 
 
 def error_ack(error: DashboardError) -> dict[str, Any]:
@@ -109,24 +117,36 @@ class MonitorNamespace(_AckingNamespace):
         self.core = hub.core
         self.cars: dict[str, str] = {}  # sid -> car_id
         self.sessions: dict[str, str] = {}  # sid -> session id it streams to
+        self.principals: dict[str, Principal] = {}  # sid -> who connected: what its events may do
 
     def on_connect(self, auth: Any = None) -> None:
+        """A car's key connects only as its own car id; a gateway's key only relays LoRa; an admin's may do both."""
+        car_id = None
         try:
             creds = parse(schemas.MonitorAuth, auth or {})
+            car_id = creds.car_id
+            principal = self.hub.authenticate(creds.api_key, "api_key")
+            if not (principal.may(CAR) or principal.may(LORA)):
+                if principal.anonymous:
+                    raise Unauthorized("a car's or a pit gateway's key is needed", field="api_key")
+                raise Forbidden(f"a {principal.role} key cannot connect to /monitor: cars and pit gateways have "
+                                "their own keys", field="api_key")
+            if principal.car_id is not None and principal.car_id != creds.car_id:
+                raise Forbidden("this car key is for another car id", field="car_id")
         except DashboardError as exc:
-            raise ConnectionRefusedError({"code": exc.code, "message": exc.message, "field": exc.field}) from None
-        expected = self.hub.settings.api_key
-        if expected and not hmac.compare_digest((creds.api_key or "").encode(), expected.encode()):
-            log.warning("monitor for car %s refused: wrong api key", creds.car_id)
-            raise ConnectionRefusedError(Unauthorized("wrong api_key", field="api_key").to_dict())
+            log.warning("monitor connect refused for car %s: %s", car_id, exc.code)
+            raise refusal(exc) from None
         self.cars[request.sid] = creds.car_id
-        join_room(car_room(creds.car_id))
+        self.principals[request.sid] = principal
+        if principal.may(CAR):  # commands for this car reach it; a gateway gets none
+            join_room(car_room(creds.car_id))
         self.hub.metrics.monitors.inc()
-        log.info("monitor connected for car %s", creds.car_id)
+        log.info("monitor connected for car %s (key %s)", creds.car_id, principal.key_id)
 
     def on_disconnect(self, reason: Any = None) -> None:
         car = self.cars.pop(request.sid, None)
         session_id = self.sessions.pop(request.sid, None)
+        self.principals.pop(request.sid, None)
         if car is None:
             return
         self.hub.metrics.monitors.dec()
@@ -143,15 +163,23 @@ class MonitorNamespace(_AckingNamespace):
             self.sessions[conn] = session_id
             self.core.monitors.set_online(session_id, True)
 
+    def _car(self, conn: str) -> None:
+        """Nothing when the connection may act as its car; Forbidden (a gateway's key) otherwise."""
+        principal = self.principals.get(conn)
+        if principal is None or not principal.may(CAR):
+            raise Forbidden("a gateway key only relays LoRa summaries", field="event")
+
     def _own(self, session_id: str, conn: str) -> str:
         """The session (canonical id), which must be this connection's car's; attached to the connection."""
+        self._car(conn)
         live = self.core.cache.get(session_id, fresh=False)
         if live.row["car_id"] not in (None, self.cars.get(conn)):
-            raise Unauthorized("that session belongs to another car", field="session_id")
+            raise Forbidden("that session belongs to another car", field="session_id")
         self._attach(live.id, conn)
         return live.id
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
+        self._car(request.sid)
         msg = parse(schemas.MonitorSessionStart, data or {})
         live = self.core.lifecycle.attach_car(self.cars[request.sid], msg.record_id, msg.session_id, msg.name,
                                               msg.driver, msg.track)
@@ -197,7 +225,10 @@ class MonitorNamespace(_AckingNamespace):
         return {"ok": True, "duplicate": not logged}
 
     def on_lora(self, data: Any = None) -> dict[str, Any]:
-        """A pit gateway relays a summary received over the LoRa radio."""
+        """A pit gateway relays a summary received over the LoRa radio (a gateway's key, or an admin's)."""
+        principal = self.principals.get(request.sid)
+        if principal is None or not principal.may(LORA):
+            raise Forbidden("only a pit gateway's key may relay LoRa summaries", field="event")
         msg = parse(schemas.LoraMessage, data)
         out = self.core.lora.merge(msg.car_id, msg.car_hash, msg.session_prefix, msg.frame, msg.received_at,
                                    msg.status)
@@ -215,16 +246,22 @@ class DashboardNamespace(_AckingNamespace):
     def __init__(self, hub: "Hub") -> None:
         super().__init__(DASHBOARD_NS)
         self.hub = hub
+        self.principals: dict[str, Principal] = {}  # sid -> who connected (a stored key is checked again)
 
     def on_connect(self, auth: Any = None) -> None:
-        token = self.hub.settings.viewer_token
-        if token:
-            given = auth.get("token") if isinstance(auth, dict) else None
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
-                raise ConnectionRefusedError(Unauthorized("wrong viewer token", field="token").to_dict())
+        """Viewers give the viewer token, or a key of any role, when the server has a viewer token."""
+        given = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = self.hub.authenticate(given if isinstance(given, str) else None, "token")
+            self.hub.core.access.require(principal, READ, "token")
+        except DashboardError as exc:
+            raise refusal(exc) from None
+        self.principals[request.sid] = principal
         self.hub.metrics.viewers.inc()
 
     def on_disconnect(self, reason: Any = None) -> None:
+        if self.principals.pop(request.sid, None) is None:
+            return
         self.hub.metrics.viewers.dec()
 
     def on_join(self, data: Any = None) -> dict[str, Any]:
@@ -240,11 +277,13 @@ class DashboardNamespace(_AckingNamespace):
 class Hub:
     """Binds the namespaces to the SocketIO server and sends what the services tell to the rooms."""
 
-    def __init__(self, socketio: SocketIO, core: Core, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, socketio: SocketIO, core: Core, settings: Settings, metrics: Metrics,
+                 throttle: AuthThrottle | None = None) -> None:
         self.socketio = socketio
         self.core = core
         self.settings = settings
         self.metrics = metrics
+        self.throttle = throttle
         self._coalescer = Coalescer(settings.broadcast_interval_s, share=settings.fanout_share)
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()  # taking due frames and emitting them is one step: rooms stay in order
@@ -261,9 +300,36 @@ class Hub:
                 Change.SETUP, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP, Change.SECTOR, Change.TIMING,
                 Change.LAPS, Change.ALERT)},
         }
-        socketio.on_namespace(MonitorNamespace(self))
-        socketio.on_namespace(DashboardNamespace(self))
+        self.monitor_ns = MonitorNamespace(self)
+        self.dashboard_ns = DashboardNamespace(self)
+        socketio.on_namespace(self.monitor_ns)
+        socketio.on_namespace(self.dashboard_ns)
         core.bus.listeners.append(self.on_change)
+
+    def authenticate(self, credential: str | None, field: str) -> Principal:
+        """Who a connect acts as. A presented credential that is refused counts against the address; an address
+        past its failures is refused outright (dashboard/server/throttle.py)."""
+        address = request.remote_addr or "unknown"
+        if credential and self.throttle is not None:
+            retry_after = self.throttle.retry_after(address)
+            if retry_after is not None:
+                raise TooManyRequests("too many failed authentications from this address: wait before trying "
+                                      "again", field=field, retry_after=retry_after)
+        try:
+            return self.core.access.resolve(credential, field)
+        except Unauthorized:
+            if self.throttle is not None:
+                self.throttle.failed(address)
+            raise
+
+    def drop_revoked(self) -> None:
+        """Disconnect the connections whose stored key was revoked (here at once, elsewhere within the key TTL)."""
+        access = self.core.access
+        for namespace in (self.monitor_ns, self.dashboard_ns):
+            for sid, principal in list(namespace.principals.items()):
+                if not access.still_valid(principal):
+                    log.info("key %s revoked: its %s connection is closed", principal.key_id, namespace.namespace)
+                    self.socketio.server.disconnect(sid, namespace=namespace.namespace)
 
     def start(self) -> None:
         """Start the broadcaster and the housekeeping loop (safe to call twice)."""
@@ -406,5 +472,6 @@ class Hub:
             try:
                 for session_id in self.core.housekeeping():
                     log.info("session %s expired after %.0f s idle", session_id, self.settings.session_idle_s)
+                self.drop_revoked()
             except Exception:  # noqa: BLE001 - the loop must outlive one failed round
                 log.exception("housekeeping failed")

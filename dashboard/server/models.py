@@ -148,3 +148,18 @@ class AlertRow(Base):
     cleared_t: Mapped[float | None] = mapped_column(Float)
     acked_by: Mapped[str | None] = mapped_column(String(200))
     acked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class KeyRow(Base):
+    """An access key of a car, a pit gateway or a person: its SHA-256 only, never the key (server/keys.py)."""
+
+    __tablename__ = "access_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public part: rdk_<12 hex>
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the whole key, hex
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # admin, engineer, viewer, car, gateway
+    car_id: Mapped[str | None] = mapped_column(String(64))  # a car key's car, the only one it connects as
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)  # saved at most once a minute
+    revoked_at: Mapped[float | None] = mapped_column(Float)

@@ -7,64 +7,92 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from dashboard import schemas
+from dashboard.server.access import KEYS, METRICS, READ, WRITE
 
 REF = "#/components/schemas/{model}"
 SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 ERROR_SCHEMA = {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}
 ERRORS = {str(code): {"description": text, "content": ERROR_SCHEMA}
-          for code, text in ((400, "malformed JSON"), (401, "missing or wrong X-API-Key"), (404, "unknown id"),
+          for code, text in ((400, "malformed JSON"), (401, "no credential, or not a valid key or token"),
+                             (403, "the key's role may not do this"), (404, "unknown id"),
                              (409, "conflicts with the current state"), (413, "body too large"),
-                             (422, "a field has a bad value"))}
+                             (422, "a field has a bad value"),
+                             (429, "too many failed authentications from this address: see Retry-After"))}
+# Who may call, per permission (dashboard/server/access.py): the OpenAPI security alternatives and the roles.
+SECURITY = {
+    READ: [{"Bearer": []}, {"ApiKey": []}],
+    WRITE: [{"ApiKey": []}, {"Bearer": []}],
+    KEYS: [{"ApiKey": []}, {"Bearer": []}],
+    METRICS: [{"Bearer": []}, {"ApiKey": []}],
+}
+WHO = {
+    READ: "Needs the viewer token or a key of any role when DASHBOARD_VIEWER_TOKEN is set; open otherwise.",
+    WRITE: "Needs an engineer or admin key (DASHBOARD_API_KEY is an admin's); open only on a server with no key.",
+    KEYS: "Needs an admin key.",
+    METRICS: "Needs the metrics token or an admin key when DASHBOARD_METRICS_TOKEN is set; else as reads.",
+}
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "a key (rdk_...) of any role, or DASHBOARD_API_KEY (admin)"},
+    "Bearer": {"type": "http", "scheme": "bearer",
+               "description": "Authorization: Bearer with the viewer token, the metrics token (/metrics) or a key"},
+}
 
-# (method, path, summary, request model, response status, response model, needs key, path params, query params)
-ROUTES: list[tuple[str, str, str, type | None, int, type | None, bool, bool, list[str]]] = [
-    ("post", "/sessions", "Create a session", schemas.SessionCreate, 201, schemas.SessionOut, True, False, []),
-    ("get", "/sessions", "List sessions", None, 200, schemas.SessionList, False, False,
+# (method, path, summary, request model, response status, response model, permission, session path param,
+# query params). The permission is what the route's @require enforces (dashboard/server/access.py); a test
+# holds the app's routes to this table.
+ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list[str]]] = [
+    ("post", "/sessions", "Create a session", schemas.SessionCreate, 201, schemas.SessionOut, WRITE, False, []),
+    ("get", "/sessions", "List sessions", None, 200, schemas.SessionList, READ, False,
      ["limit", "offset", "status", "car_id"]),
-    ("get", "/sessions/{session_id}", "Get a session", None, 200, schemas.SessionOut, False, True, []),
-    ("delete", "/sessions/{session_id}", "Delete a session and its data", None, 204, None, True, True, []),
+    ("get", "/sessions/{session_id}", "Get a session", None, 200, schemas.SessionOut, READ, True, []),
+    ("delete", "/sessions/{session_id}", "Delete a session and its data", None, 204, None, WRITE, True, []),
     ("post", "/sessions/{session_id}/start", "Start (or resume) collection", schemas.RecordRequest, 200,
-     schemas.SessionOut, True, True, []),
+     schemas.SessionOut, WRITE, True, []),
     ("post", "/sessions/{session_id}/stop", "Pause collection", schemas.RecordRequest, 200, schemas.SessionOut,
-     True, True, []),
+     WRITE, True, []),
     ("post", "/sessions/{session_id}/end", "End the session (idempotent)", schemas.RecordRequest, 200,
-     schemas.SessionOut, True, True, []),
+     schemas.SessionOut, WRITE, True, []),
     ("post", "/sessions/{session_id}/heartbeat", "Keep the session alive", schemas.RecordRequest, 200,
-     schemas.SessionOut, True, True, []),
+     schemas.SessionOut, WRITE, True, []),
     ("post", "/sessions/{session_id}/setup", "Post a new car setup version", schemas.SetupIn, 201,
-     schemas.SetupOut, True, True, []),
-    ("get", "/sessions/{session_id}/setup", "Current setup", None, 200, schemas.SetupOut, False, True, []),
-    ("get", "/sessions/{session_id}/setups", "Setup history", None, 200, schemas.SetupList, False, True, []),
+     schemas.SetupOut, WRITE, True, []),
+    ("get", "/sessions/{session_id}/setup", "Current setup", None, 200, schemas.SetupOut, READ, True, []),
+    ("get", "/sessions/{session_id}/setups", "Setup history", None, 200, schemas.SetupList, READ, True, []),
     ("get", "/sessions/{session_id}/telemetry", "Latest value of each channel", None, 200, schemas.TelemetryOut,
-     False, True, []),
-    ("get", "/sessions/{session_id}/frames", "Stored frames in seq order", None, 200, schemas.FrameList, False,
+     READ, True, []),
+    ("get", "/sessions/{session_id}/frames", "Stored frames in seq order", None, 200, schemas.FrameList, READ,
      True, ["after_seq", "limit"]),
-    ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, False, True,
+    ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, READ, True,
      ["after_id", "limit"]),
-    ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, False, True, []),
+    ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, READ, True, []),
     ("get", "/sessions/{session_id}/export", "Frames streamed as csv, jsonl or gpx, whole session or one lap", None,
-     200, None, False, True, ["format", "lap"]),
+     200, None, READ, True, ["format", "lap"]),
     ("put", "/sessions/{session_id}/track", "Name the session's track; laps are timed again", schemas.SessionTrack,
-     200, schemas.LapList, True, True, []),
+     200, schemas.LapList, WRITE, True, []),
     ("get", "/sessions/{session_id}/laps", "Laps, best lap, best sectors, live delta", None, 200, schemas.LapList,
-     False, True, []),
-    ("get", "/sessions/{session_id}/alerts", "Alerts of the session", None, 200, schemas.AlertList, False, True, []),
+     READ, True, []),
+    ("get", "/sessions/{session_id}/alerts", "Alerts of the session", None, 200, schemas.AlertList, READ, True, []),
     ("post", "/sessions/{session_id}/alerts/{alert_id}/ack", "Acknowledge an alert", schemas.AlertAck, 200,
-     schemas.AlertOut, True, True, []),
-    ("get", "/tracks", "List tracks", None, 200, schemas.TrackList, False, False, []),
-    ("post", "/tracks", "Create a track", schemas.TrackIn, 201, schemas.TrackOut, True, False, []),
-    ("get", "/tracks/{track_id}", "Get a track", None, 200, schemas.TrackOut, False, False, []),
+     schemas.AlertOut, WRITE, True, []),
+    ("get", "/tracks", "List tracks", None, 200, schemas.TrackList, READ, False, []),
+    ("post", "/tracks", "Create a track", schemas.TrackIn, 201, schemas.TrackOut, WRITE, False, []),
+    ("get", "/tracks/{track_id}", "Get a track", None, 200, schemas.TrackOut, READ, False, []),
     ("put", "/tracks/{track_id}", "Change a track; its sessions are timed again", schemas.TrackIn, 200,
-     schemas.TrackOut, True, False, []),
-    ("delete", "/tracks/{track_id}", "Delete a track", None, 204, None, True, False, []),
+     schemas.TrackOut, WRITE, False, []),
+    ("delete", "/tracks/{track_id}", "Delete a track", None, 204, None, WRITE, False, []),
     ("get", "/alert-rules", "Alert rules in force (for a car or a session)", None, 200, schemas.AlertRuleList,
-     False, False, ["car_id", "session_id"]),
+     READ, False, ["car_id", "session_id"]),
     ("put", "/alert-rules/{rule_id}", "Store a rule for every car, one car or one session", schemas.AlertRuleBody,
-     200, schemas.AlertRuleOut, True, False, ["car_id", "session_id"]),
-    ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, True, False,
+     200, schemas.AlertRuleOut, WRITE, False, ["car_id", "session_id"]),
+    ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, WRITE, False,
      ["car_id", "session_id"]),
+    ("post", "/keys", "Create a key (admins); the answer is the only time it is shown", schemas.KeyCreate, 201,
+     schemas.KeyCreated, KEYS, False, []),
+    ("get", "/keys", "Every key, without secrets (admins)", None, 200, schemas.KeyList, KEYS, False, []),
+    ("delete", "/keys/{key_id}", "Revoke a key (admins)", None, 204, None, KEYS, False, []),
 ]
-PATH_PARAMS = ("track_id", "rule_id", "alert_id")
+PATH_PARAMS = ("track_id", "rule_id", "alert_id", "key_id")
 ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.start", "Start (or resume) the car's session", schemas.LegacyStart),
     ("/session_manager/sessions.end", "End a session", schemas.LegacyEnd),
@@ -84,8 +112,9 @@ def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
                                  ref_template=REF)
     paths: dict[str, Any] = {}
-    for method, path, summary, req, status, resp, key, has_id, query in ROUTES:
-        op: dict[str, Any] = {"summary": summary, "responses": {}}
+    for method, path, summary, req, status, resp, permission, has_id, query in ROUTES:
+        op: dict[str, Any] = {"summary": summary, "description": WHO[permission], "responses": {},
+                              "security": SECURITY[permission]}
         params = [SESSION_ID] if has_id else []
         params += [{"name": p, "in": "path", "required": True, "schema": {"type": "integer" if p == "alert_id"
                     else "string"}} for p in PATH_PARAMS if "{" + p + "}" in path]
@@ -100,25 +129,29 @@ def openapi_document() -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": {"$ref": REF.format(model=resp.__name__)}}}
         op["responses"][str(status)] = ok
         op["responses"].update(ERRORS)
-        if key:
-            op["security"] = [{"ApiKey": []}]
         paths.setdefault("/api/v1" + path, {})[method] = op
     for path, summary, model in ALIASES:
         paths[path] = {"post": {
-            "summary": summary, "security": [{"ApiKey": []}],
+            "summary": summary, "description": WHO[WRITE], "security": SECURITY[WRITE],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": REF.format(model=model.__name__)}}}},
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                 "$ref": REF.format(model="SessionOut")}}}}, **ERRORS}}}
     health = {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}
-    paths["/healthz"] = {"get": {"summary": "The database takes a write through the single writer in time",
+    paths["/healthz"] = {"get": {"summary": "The database takes a write in time (always open)",
+                                 "security": [],
                                  "responses": {"200": {"description": "OK", "content": health},
                                                "503": {"description": "the database did not take a write in time",
                                                        "content": health}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "description": WHO[METRICS],
+                                 "security": SECURITY[METRICS], "responses": {
+                                     "200": {"description": "OK", "content": {"text/plain": {"schema": {
+                                         "type": "string"}}}},
+                                     **{code: ERRORS[code] for code in ("401", "403", "429")}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Race telemetry dashboard API", "version": "1"},
         "paths": paths,
         "components": {"schemas": defs["$defs"],
-                       "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+                       "securitySchemes": SECURITY_SCHEMES},
     }

@@ -45,6 +45,7 @@ from dashboard.server.models import (
     AlertRuleRow,
     EventRow,
     FrameRow,
+    KeyRow,
     LapRow,
     SessionRow,
     SetupRow,
@@ -61,6 +62,7 @@ RETRY_AFTER_S = 2.0  # what a client is told to wait when the database is locked
 F = TypeVar("F", bound=Callable[..., Any])
 SESSIONS, FRAMES, EVENTS, SETUPS = SessionRow.__table__, FrameRow.__table__, EventRow.__table__, SetupRow.__table__
 LAPS, TRACKS, RULES, ALERTS = LapRow.__table__, TrackRow.__table__, AlertRuleRow.__table__, AlertRow.__table__
+KEYS = KeyRow.__table__
 FRAME_COLUMNS = (FRAMES.c.seq, FRAMES.c.t, FRAMES.c.received_at, FRAMES.c.channels)
 SETUP_COLUMNS = (SETUPS.c.session_id, SETUPS.c.version, SETUPS.c.timestamp, SETUPS.c.received_at, SETUPS.c.setup)
 
@@ -78,7 +80,11 @@ class FrameWrite:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL, foreign keys and working SAVEPOINTs."""
+    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL, foreign keys and working SAVEPOINTs.
+
+    ``hide_parameters``: a failed statement's error (which the writer logs) never shows its values, so no
+    driver's name or key hash reaches a log.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if not path or path == ":memory:" or url == "sqlite://":
@@ -86,7 +92,7 @@ def make_engine(url: str) -> Engine:
                              "give a file (SessionManager() makes a temporary one)")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -105,7 +111,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(WRITER_BEGIN, 'DEFERRED')}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 WRITER_BEGIN = "dashboard_sqlite_begin"  # execution option: how the writer's SQLite transactions begin
@@ -582,3 +588,43 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(ALERTS).where(ALERTS.c.session_id == session_id).order_by(ALERTS.c.id))
             return [dict(r) for r in rows.mappings()]
+
+    # ---------------------------------------------------------- access keys
+    @_io
+    def insert_key(self, row: dict[str, Any], conn: Connection | None = None) -> None:
+        """Store a new key's row (its hash, never the key)."""
+        with self._tx(conn) as c:
+            c.execute(KEYS.insert().values(**row))
+
+    @_io
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        """One key's row by its public id, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(KEYS).where(KEYS.c.id == key_id)).mappings().first()
+        return dict(row) if row else None
+
+    @_io
+    def keys(self) -> list[dict[str, Any]]:
+        """Every key's row, oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(KEYS).order_by(KEYS.c.created_at, KEYS.c.id)).mappings()]
+
+    @_io
+    def count_keys(self) -> int:
+        """How many keys were ever created (revoked ones too)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(KEYS)).scalar_one()
+
+    @_io
+    def revoke_key(self, key_id: str, at: float, conn: Connection | None = None) -> dict[str, Any] | None:
+        """Mark a key revoked at ``at`` (a second revoke keeps the first time); its row, or None if unknown."""
+        with self._tx(conn) as c:
+            c.execute(update(KEYS).where(KEYS.c.id == key_id, KEYS.c.revoked_at.is_(None)).values(revoked_at=at))
+            row = c.execute(select(KEYS).where(KEYS.c.id == key_id)).mappings().first()
+        return dict(row) if row else None
+
+    @_io
+    def update_key(self, key_id: str, conn: Connection | None = None, **fields: Any) -> None:
+        """Update columns of one key (its last use)."""
+        with self._tx(conn) as c:
+            c.execute(update(KEYS).where(KEYS.c.id == key_id).values(**fields))

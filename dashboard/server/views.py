@@ -170,3 +170,10 @@ def window(frames: Iterable[dict[str, Any]], seconds: float) -> list[dict[str, A
         return []
     newest = max(f["t"] for f in frames)
     return [f for f in frames if f["t"] >= newest - seconds]
+
+
+def public_key(row: dict[str, Any]) -> dict[str, Any]:
+    """An access key as admins see it, never its hash nor the key (KeyOut)."""
+    return {"key_id": row["id"], "role": row["role"], "name": row["name"], "car_id": row["car_id"],
+            "created_at": iso(row["created_at"]), "last_used_at": iso(row["last_used_at"]),
+            "revoked_at": iso(row["revoked_at"])}

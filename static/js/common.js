@@ -1,5 +1,11 @@
 // Shared by every page: safe DOM building, formatting, the REST client with its
-// API key, the /dashboard Socket.IO connection with its reconnect banner, theme.
+// viewer token and API key, the /dashboard Socket.IO connection with its
+// reconnect banner, theme.
+//
+// Credentials: the viewer token (or any key) is asked once, kept in localStorage
+// and sent as "Authorization: Bearer" on every REST call and in the Socket.IO
+// auth; a key for changes is kept only for the tab (sessionStorage) and sent as
+// X-API-Key. Neither ever goes into a URL. A 401 asks again.
 //
 // Rule of the house: text from users (names, setup keys and values, event
 // payloads) only ever reaches the page through textContent / text nodes.
@@ -7,7 +13,7 @@
 
 export const API = "/api/v1";
 const KEY_STORAGE = "dashboard.apiKey"; // sessionStorage: forgotten when the tab closes
-const TOKEN_STORAGE = "dashboard.viewerToken";
+const TOKEN_STORAGE = "dashboard.viewerToken"; // localStorage: asked once per browser
 const THEME_STORAGE = "dashboard.theme";
 
 /** The channel registry embedded by the page: name -> {unit, description, min, max, stale_after_s}. */
@@ -180,10 +186,41 @@ export class ApiError extends Error {
   }
 }
 
-async function send(method, path, body, key) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+/** Headers carrying the viewer token (reads) and the key (changes), as far as this browser has them. */
+export function authHeaders(key) {
+  const headers = {};
+  const token = localStorage.getItem(TOKEN_STORAGE);
+  if (token) headers.Authorization = `Bearer ${token}`;
   if (key) headers["X-API-Key"] = key;
+  return headers;
+}
+
+let tokenPrompt = null;
+
+/**
+ * Ask for the viewer token once, however many calls were refused at the same time;
+ * kept in localStorage. Resolves to the token, or null if cancelled.
+ */
+export function askViewerToken(refused = false) {
+  if (!tokenPrompt) {
+    localStorage.removeItem(TOKEN_STORAGE);
+    tokenPrompt = askSecret(
+      "Viewer token",
+      refused
+        ? "The server refused that viewer token. Enter the viewer token (or your key)."
+        : "This server needs a viewer token (or your key) to show its data. It is kept in this browser.",
+    ).then((token) => {
+      tokenPrompt = null;
+      if (token) localStorage.setItem(TOKEN_STORAGE, token);
+      return token;
+    });
+  }
+  return tokenPrompt;
+}
+
+async function send(method, path, body, key) {
+  const headers = { Accept: "application/json", ...authHeaders(key) };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(API + path, {
     method,
     headers,
@@ -203,30 +240,69 @@ async function send(method, path, body, key) {
   return data;
 }
 
-export function apiGet(path) {
-  return send("GET", path);
+/** A read. On 401 (the server needs the viewer token, or refused the one kept) asks for it once and retries. */
+export async function apiGet(path) {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  try {
+    return await send("GET", path, undefined, key);
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 401) throw err;
+    if (err.field === "X-API-Key") sessionStorage.removeItem(KEY_STORAGE); // a revoked key: forget it
+    const token = await askViewerToken(Boolean(localStorage.getItem(TOKEN_STORAGE)));
+    if (!token) throw err;
+    return send("GET", path, undefined, sessionStorage.getItem(KEY_STORAGE));
+  }
 }
 
 /**
  * A mutating call. Tries with the key kept for this tab (or none: an open
- * server needs none); on 401 asks for the key once, keeps it, and retries.
+ * server needs none); when refused (401: no key or not a valid one; 403: a key
+ * or token whose role may not) asks for a key once, keeps it, and retries.
  */
 export async function apiSend(method, path, body) {
   let key = sessionStorage.getItem(KEY_STORAGE);
   try {
     return await send(method, path, body, key);
   } catch (err) {
-    if (!(err instanceof ApiError) || err.status !== 401) throw err;
+    if (!(err instanceof ApiError) || (err.status !== 401 && err.status !== 403)) throw err;
     sessionStorage.removeItem(KEY_STORAGE);
     key = await askSecret(
       "API key",
-      key ? "That API key was refused. Enter the server's API key." : "This server needs its API key for changes. It is kept only in this browser tab.",
+      err.status === 403
+        ? `${err.message}. Enter a key that may.`
+        : key ? "That API key was refused. Enter your API key." : "This server needs a key for changes. It is kept only in this browser tab.",
     );
     if (!key) throw err;
     const answer = await send(method, path, body, key);
     sessionStorage.setItem(KEY_STORAGE, key);
     return answer;
   }
+}
+
+/**
+ * Let a download link carry the viewer token: a plain link cannot send a header,
+ * so while a token is kept the file is fetched with it and saved from memory.
+ */
+export function authorisedDownload(link) {
+  link.addEventListener("click", async (ev) => {
+    const headers = authHeaders(sessionStorage.getItem(KEY_STORAGE));
+    if (!Object.keys(headers).length) return; // nothing to send: the link works as it is
+    ev.preventDefault();
+    let res = await fetch(link.href, { headers, credentials: "same-origin", cache: "no-store" });
+    if (res.status === 401 && (await askViewerToken(true))) {
+      res = await fetch(link.href, { headers: authHeaders(sessionStorage.getItem(KEY_STORAGE)), cache: "no-store" });
+    }
+    if (!res.ok) {
+      showBanner(`Could not export: HTTP ${res.status}`, "error");
+      return;
+    }
+    const url = URL.createObjectURL(await res.blob());
+    const save = el("a", { attrs: { href: url, download: link.getAttribute("download") || "" } });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  });
 }
 
 export function apiPost(path, body = {}) {
@@ -247,14 +323,15 @@ const RETRY_AFTER_REFUSAL_MS = 3000;
 
 /**
  * Connect to /dashboard. Reconnects by itself (Socket.IO's backoff), shows the
- * banner while the link is down, asks for the viewer token when refused, and
- * calls onConnect on every (re)connection so the page can re-join.
+ * banner while the link is down, asks for the viewer token when refused (the
+ * same prompt as a refused REST call: one at a time), and calls onConnect on
+ * every (re)connection so the page can re-join.
  */
 export function connectDashboard({ onConnect, onDisconnect } = {}) {
   const socket = io("/dashboard", {
     transports: ["websocket"], // no long-polling: no sticky sessions needed behind a load balancer
     auth: (cb) => {
-      const token = sessionStorage.getItem(TOKEN_STORAGE);
+      const token = localStorage.getItem(TOKEN_STORAGE) || sessionStorage.getItem(KEY_STORAGE); // a key reads too
       cb(token ? { token } : {});
     },
     reconnectionDelay: 500,
@@ -295,20 +372,21 @@ export function connectDashboard({ onConnect, onDisconnect } = {}) {
       showBanner(`Cannot reach the server — retrying… (${message})`, "warn");
       return;
     }
-    // refused by the server (e.g. a viewer token is required)
-    const actions = [];
-    const needsToken = AUTH_HINT.test(message) || AUTH_HINT.test(JSON.stringify(err.data || ""));
-    if (needsToken) {
-      actions.push({
-        label: "Enter viewer token",
-        onClick: async () => {
-          const token = await askSecret("Viewer token", "This server needs a viewer token. It is kept only in this browser tab.");
-          if (token) sessionStorage.setItem(TOKEN_STORAGE, token);
-          socket.connect();
-        },
-      });
+    // refused by the server: a viewer token is required, or too many failed attempts from here
+    const data = (err && err.data) || {};
+    if (data.code === "too_many") {
+      showBanner(`Too many refused attempts from this address: trying again in ${Math.ceil(data.retry_after || 60)} s.`, "error");
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(() => socket.connect(), (data.retry_after || 60) * 1000);
+      return;
     }
-    const tokenKept = Boolean(sessionStorage.getItem(TOKEN_STORAGE));
+    const actions = [];
+    const needsToken = data.code === "unauthorized" || AUTH_HINT.test(message);
+    const tokenKept = Boolean(localStorage.getItem(TOKEN_STORAGE));
+    const ask = async () => {
+      if (await askViewerToken(tokenKept)) socket.connect();
+    };
+    if (needsToken) actions.push({ label: "Enter viewer token", onClick: ask });
     showBanner(
       needsToken
         ? tokenKept ? "The server refused the viewer token." : "This server needs a viewer token to show live data."
@@ -316,7 +394,9 @@ export function connectDashboard({ onConnect, onDisconnect } = {}) {
       "error",
       actions,
     );
-    if (!actions.length) {
+    if (needsToken) {
+      ask(); // asked at once; the banner's button asks again after a cancel
+    } else {
       clearTimeout(retryTimer);
       retryTimer = setTimeout(() => socket.connect(), RETRY_AFTER_REFUSAL_MS);
     }

@@ -4,8 +4,8 @@
 // flags; drawing happens once per animation frame, so a 50 Hz feed costs one
 // redraw per screen refresh at most, and memory stays flat for hours.
 import {
-  apiGet, apiPost, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtLapTime, fmtWhen, initTheme, parseIso, setText,
-  showBanner,
+  apiGet, apiPost, authorisedDownload, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtLapTime, fmtWhen, initTheme,
+  parseIso, setText, showBanner,
 } from "./common.js";
 import { AlertsPanel, RulesEditor, describeAlert } from "./live/alerts.js";
 import { FrameBuffer } from "./live/buffer.js";
@@ -33,6 +33,7 @@ const laps = new LapsPanel();
 const alerts = new AlertsPanel(SESSION_ID, document.getElementById("alerts"));
 const rules = new RulesEditor(document.getElementById("rules-table"));
 const FINAL_STATUSES = ["ended", "expired"];
+authorisedDownload(document.getElementById("export-csv")); // the export carries the viewer token like every read
 
 const state = {
   session: null,

@@ -285,19 +285,39 @@ def test_sessions_list_pages_through_the_api(live_server: Any, make_car: Any, op
     screenshot(phone, "sessions-list-phone")
 
 
-def test_viewer_token_is_asked_for_when_the_server_needs_one(server_factory: Any, open_page: Any) -> None:
+def test_viewer_token_is_asked_once_remembered_and_asked_again_when_refused(server_factory: Any,
+                                                                           open_page: Any) -> None:
     server = server_factory(viewer_token="crew-only")
     session = requests.post(f"{server.url}/api/v1/sessions", headers=server.headers, timeout=10,
                             json={"name": "Private", "car_id": "car-private"}).json()
     page = open_page(f"{server.url}/sessions/{session['session_id']}")
-    banner = page.locator("#banner")
-    expect(banner).to_contain_text("viewer token")
-    banner.get_by_role("button", name="Enter viewer token").click()
+    dialog = page.locator("#key-dialog")
+    expect(dialog).to_be_visible()  # asked once for the REST calls and the live link together
+    expect(page.locator("#key-dialog-title")).to_have_text("Viewer token")
     page.fill("#key-input", "crew-only")
     page.keyboard.press("Enter")
     expect(page.locator("body")).to_have_attribute("data-joined", "true")
-    expect(banner).to_be_hidden()
+    expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#session-name")).to_have_text("Private")
+    assert page.evaluate("() => localStorage.getItem('dashboard.viewerToken')") == "crew-only"
+    with page.expect_download() as download:  # the export carries the token too (a plain link could not)
+        page.click("#export-csv")
+    assert download.value.suggested_filename.endswith(".csv")
+
+    page.reload()  # remembered: not asked again
+    expect(page.locator("body")).to_have_attribute("data-joined", "true")
+    expect(dialog).to_be_hidden()
+    listing = page.context.new_page()
+    listing.goto(server.url + "/")
+    expect(listing.locator(f'tr[data-session-id="{session["session_id"]}"]')).to_be_visible()
+
+    page.evaluate("() => localStorage.setItem('dashboard.viewerToken', 'stale')")  # refused: asked again
+    page.reload()
+    expect(dialog).to_be_visible()
+    expect(page.locator("#key-dialog-text")).to_contain_text("refused")
+    page.fill("#key-input", "crew-only")
+    page.keyboard.press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-joined", "true")
 
 
 def test_a_deleted_session_says_so_on_its_page_and_leaves_the_list(live_server: Any, make_car: Any,

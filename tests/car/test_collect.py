@@ -55,7 +55,11 @@ def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
 
         session = wait_for(collected, 30, "frames from the collecting monitor")
         assert 28.40 < session["telemetry"]["lat"] < 28.42 and session["monitor_online"] is True
-        assert processes_mentioning(str(outbox)), "the monitor runs as the server's child"
+        monitors = processes_mentioning(str(outbox))
+        assert monitors, "the monitor runs as the server's child"
+        for pid in monitors:  # its key came in its environment: a command line is readable by every user
+            assert server.api_key.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert f"DASHBOARD_API_KEY={server.api_key}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
         server.kill()  # even killed outright, the server takes its monitor with it (it would hold the ports)
         wait_for(lambda: not processes_mentioning(str(outbox)), 15, "the monitor to stop with the server")
     finally:

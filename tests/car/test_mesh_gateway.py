@@ -256,12 +256,15 @@ def test_mesh_gateway_command_line(monkeypatch):
     monkeypatch.setattr(mesh_gateway, "run_gateway", lambda *a, **kw: calls.append((a, kw)) or {"forwarded": 0})
     parser = argparse.ArgumentParser(prog="dashboard")
     mesh_cli.add_commands(parser.add_subparsers(dest="command", required=True))
+    monkeypatch.setenv("DASHBOARD_API_KEY", "KEY")  # the gateway's key: its environment or its TOML file
     args = parser.parse_args(
-        ["mesh-gateway", "--device", "tcp://pitnode", "--server", "http://pit:5000", "--api-key", "KEY",
-         "--car", "car-7", "--car", "car-12"]
+        ["mesh-gateway", "--device", "tcp://pitnode", "--server", "http://pit:5000", "--car", "car-7",
+         "--car", "car-12"]
     )
     assert args.func(args) == 0
     assert calls == [(("tcp://pitnode", "http://pit:5000", "KEY"), {"gateway_id": "mesh-gateway",
-                                                                    "cars": ["car-7", "car-12"]})]
+                                                                    "cars": ["car-7", "car-12"], "ca_cert": None})]
     with pytest.raises(SystemExit):
         parser.parse_args(["mesh-gateway", "--server", "http://pit:5000"])  # --device is required
+    with pytest.raises(SystemExit):  # never a key on the command line
+        parser.parse_args(["mesh-gateway", "--device", "x", "--server", "http://pit:5000", "--api-key", "KEY"])

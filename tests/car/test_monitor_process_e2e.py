@@ -121,10 +121,11 @@ class MonitorProcess:
 
     def __init__(self, server: Any, car_id: str, obd: str, gps: Path, outbox: Path, log_path: Path) -> None:
         self.args = [sys.executable, "-m", "dashboard", "monitor", "--server", server.url, "--car-id", car_id,
-                     "--api-key", server.api_key, "--obd", obd, "--obd-protocol", CAN_11_500, "--gps", str(gps),
+                     "--obd", obd, "--obd-protocol", CAN_11_500, "--gps", str(gps),
                      "--outbox", str(outbox), "--rate", "10"]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
         self.env.update({"PYTHONUNBUFFERED": "1", "DASHBOARD_HEARTBEAT_S": HEARTBEAT_S,
+                         "DASHBOARD_API_KEY": server.api_key,  # a key never goes on a command line
                          "DASHBOARD_DTC_INTERVAL_S": "0",  # trouble codes are tested in test_obd_source
                          "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")})
         self.cwd = outbox.parent
