@@ -105,7 +105,7 @@ class AlertService(Service):
                 return (self.store.get_alert(sid, alert["id"], conn=conn),
                         self.store.add_event(sid, event, conn=conn))
 
-            self.writer.submit(store_raise, self._told)
+            self.writer.submit(store_raise, self._told, background=True)
             return
         alert = live.open_alerts.pop(rule_id, None)
         if alert is None:
@@ -119,7 +119,7 @@ class AlertService(Service):
             event = self.events.entry(ALERT_CLEARED, {**cleared, "alert_id": alert["id"]})
             return (self.store.get_alert(sid, alert["id"], conn=conn), self.store.add_event(sid, event, conn=conn))
 
-        self.writer.submit(store_clear, self._told)
+        self.writer.submit(store_clear, self._told, background=True)
 
     def _told(self, ticket: Ticket) -> None:
         if ticket.error is None and ticket.result is not None:

@@ -26,15 +26,17 @@ class EventLog:
                 "payload": payload, "received_at": now}
 
     def log(self, session_id: str, event_type: str, payload: dict[str, Any], record_id: str | None = None,
-            timestamp: float | None = None) -> Ticket:
+            timestamp: float | None = None, background: bool = True) -> Ticket:
         """Queue an entry; it is told to the session's viewers once stored. The ticket's result is the
-        stored entry, or None when its record_id was logged before."""
+        stored entry, or None when its record_id was logged before. ``background``: kept and retried while
+        the database refuses writes (the server's own entries); a car's entry is not (the car sends again)."""
         event = self.entry(event_type, payload, record_id, timestamp)
-        return self.writer.submit(lambda conn: self.store.add_event(session_id, event, conn=conn), self._stored)
+        return self.writer.submit(lambda conn: self.store.add_event(session_id, event, conn=conn), self._stored,
+                                  background=background)
 
     def record(self, session_id: str, record_id: str, event_type: str, payload: dict[str, Any]) -> bool:
         """Log an entry the car reported and wait for it; False (nothing logged) if its record_id was seen."""
-        return self.log(session_id, event_type, payload, record_id).get() is not None
+        return self.log(session_id, event_type, payload, record_id, background=False).get() is not None
 
     def tell(self, stored: dict[str, Any] | None) -> None:
         """Tell viewers about an entry stored by another job (a status change, a setup)."""

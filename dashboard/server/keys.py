@@ -162,4 +162,4 @@ class KeyService(Service):
             if now - last < LAST_USED_EVERY_S:
                 return
             self._used[key_id] = now
-        self.writer.submit(lambda conn: self.store.update_key(key_id, conn=conn, last_used_at=now))
+        self.writer.submit(lambda conn: self.store.update_key(key_id, conn=conn, last_used_at=now), background=True)

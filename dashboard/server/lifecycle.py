@@ -239,7 +239,8 @@ class LifecycleService(Service):
         if persist and now - live.activity_saved_at >= ACTIVITY_SAVE_S:
             live.activity_saved_at = now
             sid = live.id
-            self.writer.submit(lambda conn: self.store.update_session(sid, last_activity_at=now, conn=conn))
+            self.writer.submit(lambda conn: self.store.update_session(sid, last_activity_at=now, conn=conn),
+                               background=True)
 
     def heartbeat(self, session_id: str) -> dict[str, Any]:
         """``POST .../heartbeat``: the session is alive (keeps it from expiring); the session (SessionOut)."""

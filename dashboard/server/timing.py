@@ -187,7 +187,7 @@ class TimingService(Service):
             live.row["laps"] = (live.row.get("laps") or 0) + 1
             best = live.row.get("best_lap_s")
             live.row["best_lap_s"] = lap["lap_time"] if best is None else min(best, lap["lap_time"])
-        self.writer.submit(lambda conn: self.store.add_lap(sid, lap, conn=conn))
+        self.writer.submit(lambda conn: self.store.add_lap(sid, lap, conn=conn), background=True)
         self.events.log(sid, "lap.completed", lap)
         self.bus.tell(Change.LAP, {"session_id": sid, **lap})
 

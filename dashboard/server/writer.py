@@ -13,9 +13,13 @@ the cars share, and while it commits, the loop goes on queueing the next batch (
 outcomes come back through a loop watcher to a settler greenlet). Without gevent it is a plain thread.
 
 When the transaction fails as a whole: a database that is locked, full or unreachable
-(``OperationalError``) fails every job of the batch with :class:`Unavailable` (a REST 503 with
-``Retry-After``, a retryable ack to monitors: they send again); any other error is isolated by
-running each job alone, so one bad job never costs the others.
+(``OperationalError``) fails every job of the batch someone waits for with :class:`Unavailable` (a REST
+503 with ``Retry-After``, a retryable ack to monitors: they send again), and so are, at once, the jobs
+queued meanwhile: each would otherwise wait another whole busy timeout behind the first (a car's ack
+waited 10 s under a 10 s lock, the uplink's limit). Background jobs, which nobody waits for and nobody
+would send again (laps, alerts, the event log), are kept and retried in order, every ``KEPT_RETRY_S``,
+until the database takes them. Any other error is isolated by running each job alone, so one bad job
+never costs the others.
 """
 from __future__ import annotations
 
@@ -37,16 +41,19 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0  # a write someone waits for (a status change, a setup) fails with 503 after this
 RETRY_AFTER_S = 2.0  # what a client is told to wait when the database could not take a write
+KEPT_RETRY_S = 1.0  # background jobs the database refused are tried again this often (a full disk refuses at once)
+KEPT_MAX = 50_000  # background jobs kept while the database refuses them; beyond, the oldest fail (logged)
 Job = Callable[[Connection], Any]
 
 
 class Ticket:
     """Settled when the job it stands for is committed (or failed to be)."""
 
-    __slots__ = ("job", "result", "error", "on_settled", "queued_at", "_done")
+    __slots__ = ("job", "background", "result", "error", "on_settled", "queued_at", "_done")
 
-    def __init__(self, job: FrameWrite | Job) -> None:
+    def __init__(self, job: FrameWrite | Job, background: bool = False) -> None:
         self.job = job
+        self.background = background  # nobody waits for it: kept and retried while the database refuses it
         self.result: Any = None
         self.error: BaseException | None = None
         self.on_settled: list[Callable[["Ticket"], None]] = []
@@ -120,9 +127,14 @@ class Writer:
         """Queue a session's frames; wait on the ticket for the commit."""
         return self._put(Ticket(write), on_settled)
 
-    def submit(self, job: Job, on_settled: Callable[[Ticket], None] | None = None) -> Ticket:
-        """Queue ``job(connection)``; its return value is the ticket's result."""
-        return self._put(Ticket(job), on_settled)
+    def submit(self, job: Job, on_settled: Callable[[Ticket], None] | None = None, *,
+               background: bool = False) -> Ticket:
+        """Queue ``job(connection)``; its return value is the ticket's result.
+
+        ``background``: nobody waits for the job and nobody would send it again, so while the database
+        is locked, full or unreachable it is kept and retried rather than failed.
+        """
+        return self._put(Ticket(job, background), on_settled)
 
     def call(self, job: Job, timeout: float = CALL_TIMEOUT_S) -> Any:
         """Queue ``job`` and wait for its result (never call while holding a lock its callbacks need)."""
@@ -152,20 +164,76 @@ class Writer:
     # ------------------------------------------------ the writer's own thread
     def _write_forever(self) -> None:
         """Take everything queued (up to batch_max frames), commit it, hand the outcomes over; until stopped."""
+        ahead: collections.deque[Ticket] = collections.deque()  # taken from the queue, to write before it
+        stopping = False
         try:
             while True:
-                first = self._jobs.get()
-                if first is None:
+                if ahead:
+                    first = ahead.popleft()
+                elif stopping:
                     return
-                batch, stopping = self._take_batch(first)
-                self._handoff.settle(batch, self._commit(batch))
-                if stopping:
-                    return
+                else:
+                    first = self._jobs.get()
+                    if first is None:
+                        return
+                batch, stop_now = self._take_batch(first, ahead)
+                stopping = stopping or stop_now
+                outcomes = self._commit(batch)
+                error = _refused_whole(outcomes)
+                if error is None or stopping:
+                    self._handoff.settle(batch, outcomes)
+                    continue
+                stopping = self._refuse_waiting(batch, error, ahead)
+                if ahead and not stopping:
+                    stopping = self._pause(ahead)
         finally:
             self._close_connection()
 
-    def _take_batch(self, first: Ticket) -> tuple[list[Ticket], bool]:
+    def _refuse_waiting(self, batch: list[Ticket], error: Unavailable, ahead: collections.deque[Ticket]) -> bool:
+        """The database refused a whole batch: fail what someone waits for, now and queued; keep the background.
+
+        True when the stop sentinel was met in the queue.
+        """
+        stopping, queued = False, []
+        while True:  # the jobs queued while the batch waited would each wait as long again: fail them now
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stopping = True
+                break
+            queued.append(item)
+        batch = [*batch, *ahead, *queued]  # in queue order
+        ahead.clear()
+        failed = [t for t in batch if not t.background]
+        ahead.extend(t for t in batch if t.background)
+        while len(ahead) > KEPT_MAX:
+            failed.append(ahead.popleft())
+            log.error("background write dropped: %d kept while the database refuses writes", KEPT_MAX)
+        self._handoff.settle(failed, [(None, error)] * len(failed))
+        return stopping
+
+    def _pause(self, ahead: collections.deque[Ticket]) -> bool:
+        """Wait before retrying kept jobs (a full disk refuses at once); a job queued meanwhile ends the wait.
+
+        True when the stop sentinel came.
+        """
+        try:
+            item = self._jobs.get(timeout=KEPT_RETRY_S)
+        except queue.Empty:
+            return False
+        if item is None:
+            return True
+        ahead.append(item)
+        return False
+
+    def _take_batch(self, first: Ticket, ahead: collections.deque[Ticket] | None = None) -> tuple[list[Ticket], bool]:
         batch, count, stopping = [first], _frames(first), False
+        while ahead and count < self.batch_max:
+            item = ahead.popleft()
+            batch.append(item)
+            count += _frames(item)
         while count < self.batch_max:
             try:
                 item = self._jobs.get_nowait()
@@ -332,6 +400,13 @@ def unavailable(exc: BaseException) -> Unavailable:
     if isinstance(exc, Unavailable):
         return exc
     return Unavailable(f"the database cannot take writes now: {getattr(exc, 'orig', exc)}", retry_after=RETRY_AFTER_S)
+
+
+def _refused_whole(outcomes: list[tuple[Any, BaseException | None]]) -> Unavailable | None:
+    """The error when the database refused the whole batch (locked, full, unreachable), else None."""
+    if outcomes and isinstance(outcomes[0][1], Unavailable) and all(e is outcomes[0][1] for _r, e in outcomes):
+        return outcomes[0][1]
+    return None
 
 
 def _frames(ticket: Ticket) -> int:

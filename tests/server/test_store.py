@@ -75,3 +75,42 @@ def test_writer_says_how_long_it_has_been_stuck_and_when_it_last_failed(tmp_path
         lock.close()
         writer.stop()
         store.engine.dispose()
+
+
+def test_under_a_lock_queued_writes_fail_at_once_and_background_ones_are_kept_until_it_ends(tmp_path):
+    """A car's frames queued behind a batch waiting on the lock fail with it (they would wait a second busy
+    timeout, past the uplink's limit); a lap, alert or log entry nobody would send again is written once it ends."""
+    import sqlite3
+    import time
+
+    from dashboard.errors import Unavailable
+    from tests.waiting import wait_for
+
+    store = Store.from_url(f"sqlite:///{tmp_path}/test.db")
+    store.insert_session({"id": "s1", "car_id": "C", "name": "", "status": "active", "created_at": 1.0,
+                          "frame_count": 0})
+    event = {"record_id": None, "event_type": "lap.completed", "timestamp": 1.0, "payload": {}, "received_at": 1.0}
+    writer = Writer(store)
+    writer.start()
+    lock = sqlite3.connect(tmp_path / "test.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        first = writer.submit(store.write_check)
+        wait_for(lambda: writer.busy_s > 0.2, 5, "the writer waiting on the lock")
+        row = {"seq": 1, "t": 2.0, "received_at": 2.0, "channels": {"rpm": 1.0}}
+        frames = writer.frames(FrameWrite("s1", [row], 1, 2.0))
+        logged = writer.submit(lambda conn: store.add_event("s1", event, conn=conn), background=True)
+        assert not first.wait(30) and isinstance(first.error, Unavailable)
+        failed_at = time.monotonic()
+        assert not frames.wait(30) and isinstance(frames.error, Unavailable)
+        assert time.monotonic() - failed_at < 1.0  # with the first, not a busy timeout later
+        assert not logged.done  # kept, tried again while the lock lasts
+        wait_for(lambda: writer.failures >= 2, 30, "the kept entry tried again")
+        assert not logged.done
+        lock.execute("COMMIT")
+        assert logged.wait(30) and logged.error is None
+    finally:
+        lock.close()
+        writer.stop()
+    assert [e["event_type"] for e in store.events("s1")] == ["lap.completed"] and store.frames("s1") == []
+    store.engine.dispose()
