@@ -434,7 +434,7 @@ class MonitorAuth(BaseModel):
 
 
 class MonitorSessionStart(Strict):
-    """/monitor `session.start`: resume the car's active session or create one."""
+    """/monitor `session.start`: resume the car's active session or create one (no payload: the empty object)."""
 
     record_id: RecordId | None = None
     session_id: SessionId | None = None

@@ -133,12 +133,14 @@ def run_case(mode: str, case: Any, headers: dict[str, str]) -> Any:
     return response
 
 
+@pytest.mark.timeout(RUN_BUDGET_S)
 @admin.parametrize()
 @FUZZ_SETTINGS
 def test_every_generated_request_with_the_admin_key_is_answered_as_documented(case: Any) -> None:
     run_case("admin key", case, {"X-API-Key": ADMIN_KEY})
 
 
+@pytest.mark.timeout(RUN_BUDGET_S)
 @anonymous.parametrize()
 @FUZZ_SETTINGS
 def test_without_a_credential_everything_but_health_is_401_as_documented(case: Any) -> None:
