@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from dashboard.telemetry.alerts import LINK_SILENCE, AlertRule
+from dashboard.telemetry.channels import REGISTRY
 from dashboard.telemetry.frames import Frame
 
 NO_NUL = r"^[^\x00]*$"  # text a database can store: PostgreSQL refuses the NUL character in text
@@ -201,11 +203,14 @@ Point = tuple[Latitude, Longitude]
 Direction = Literal["auto", "a_left", "a_right"]
 
 
+DISTINCT = "B must differ from A: a line of zero length is never crossed (422 naming b)"
+
+
 class TimingLine(Strict):
     """A sector line: two [lat, lon] points; ``a_left``: driving forwards, A is on the driver's left."""
 
     a: Point
-    b: Point
+    b: Point = Field(description=DISTINCT)
     direction: Direction = "auto"
 
 
@@ -214,11 +219,20 @@ class TrackIn(Strict):
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
     a: Point
-    b: Point
+    b: Point = Field(description=DISTINCT)
     direction: Direction = "auto"
     sectors: list[TimingLine] = Field(default_factory=list, max_length=20)
     min_lap_time_s: float = Field(20.0, gt=0, le=3600, description="shorter laps are not laps (debounce)")
     max_speed_kmh: float = Field(350.0, gt=0, le=1000, description="a fix implying more is a GPS jump")
+
+    def zero_length_line(self) -> str | None:
+        """The field of a line whose B is its A (JSON Schema cannot say that two values differ), or None."""
+        if tuple(self.a) == tuple(self.b):
+            return "b"
+        for i, sector in enumerate(self.sectors):
+            if tuple(sector.a) == tuple(sector.b):
+                return f"sectors.{i}.b"
+        return None
 
 
 class TrackOut(TrackIn):
@@ -312,10 +326,26 @@ class AlertAck(Strict):
     by: Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=NO_NUL)]
 
 
-class AlertRuleBody(BaseModel):
-    """PUT /api/v1/alert-rules/{rule_id}[?car_id=]: the rule (see dashboard.telemetry.alerts.AlertRule)."""
+def _rule_limits(schema: dict[str, Any]) -> None:
+    """What AlertRule's validators check, said in the schema: a registered channel's threshold within its range,
+    link.silence compared with > or >= and a positive threshold (generated from the channel registry)."""
+    limits: list[dict[str, Any]] = [{
+        "if": {"properties": {"channel": {"const": LINK_SILENCE}}, "required": ["channel"]},
+        "then": {"properties": {"comparison": {"enum": [">", ">="]}, "threshold": {"exclusiveMinimum": 0}}}}]
+    for channel in REGISTRY.values():
+        bounds = {k: v for k, v in (("minimum", channel.minimum), ("maximum", channel.maximum)) if v is not None}
+        if bounds:
+            limits.append({"if": {"properties": {"channel": {"const": channel.name}}, "required": ["channel"]},
+                           "then": {"properties": {"threshold": bounds}}})
+    schema["allOf"] = limits
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+AlertRuleBody = create_model(  # AlertRule without its id: the path's
+    "AlertRuleBody",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_rule_limits),
+    __doc__="PUT /api/v1/alert-rules/{rule_id}[?car_id=|?session_id=]: the rule (dashboard.telemetry.alerts).",
+    **{name: (field.annotation, field) for name, field in AlertRule.model_fields.items() if name != "id"},
+)
 
 
 class AlertRuleOut(Out):
@@ -330,9 +360,11 @@ class AlertRuleList(Out):
 
 
 class LegacyStart(BaseModel):
-    """POST /session_manager/sessions.start (continuity alias)."""
+    """POST /session_manager/sessions.start (continuity alias): the car as ``car_id`` or, as of old, ``user_id``."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, json_schema_extra={"anyOf": [
+        {"required": ["car_id"], "properties": {"car_id": {"type": "string"}}},
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}}]})
     car_id: CarId | None = None
     user_id: CarId | None = None
     record_id: RecordId | None = None
@@ -357,9 +389,14 @@ Role = Literal["admin", "engineer", "viewer", "car", "gateway"]
 class KeyCreate(Strict):
     """POST /api/v1/keys (admins): a key for a person, a car or a pit gateway."""
 
+    model_config = ConfigDict(json_schema_extra={  # a car key names its car; no other key has one
+        "if": {"properties": {"role": {"const": "car"}}, "required": ["role"]},
+        "then": {"required": ["car_id"], "properties": {"car_id": {"type": "string"}}},
+        "else": {"properties": {"car_id": {"type": "null"}}}})
+
     role: Role = Field(description="admin: everything; engineer: sessions, setups, tracks, alerts; viewer: reads; "
                                    "car: its own car's monitor; gateway: LoRa relay")
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)] = Field(
         description="who or what holds it, shown in lists")
     car_id: CarId | None = Field(None, description="a car key's car (required for one): the only car id it may "
                                                    "connect as")
@@ -397,7 +434,7 @@ class MonitorAuth(BaseModel):
 
 
 class MonitorSessionStart(Strict):
-    """/monitor `session.start`: resume the car's active session or create one."""
+    """/monitor `session.start`: resume the car's active session or create one (no payload: the empty object)."""
 
     record_id: RecordId | None = None
     session_id: SessionId | None = None

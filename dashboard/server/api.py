@@ -25,19 +25,17 @@ from dashboard.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from dashboard.server import params
 from dashboard.server.access import KEYS, METRICS, READ, WRITE, Principal, rest_credential, rest_field
 from dashboard.server.core import Core
 from dashboard.server.openapi import openapi_document
+from dashboard.server.params import INT64_MAX
 from dashboard.server.views import public_key
 from dashboard.telemetry.alerts import RULE_ID_RE, parse_rule
-from dashboard.telemetry.export import FORMATS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 M = TypeVar("M", bound=BaseModel)
-MAX_PAGE = 100
-INT64_MAX = 2**63 - 1  # the largest integer every database here stores
-STATUSES = ("created", "active", "stopped", "ended", "expired")
 
 
 def core() -> Core:
@@ -134,33 +132,6 @@ def authorize(permission: str) -> Principal:
     return principal
 
 
-def int_arg(name: str, default: int, low: int, high: int = INT64_MAX) -> int:
-    """An integer query argument within bounds (never beyond a database's 64-bit integer), else 422 naming it."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if len(raw) > 20:
-        raise InvalidInput(f"{name} must be {low}..{high}", field=name)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer", field=name) from None
-    if value < low or value > high:
-        raise InvalidInput(f"{name} must be {low}..{high}", field=name)
-    return value
-
-
-CAR_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # as schemas.CarId
-
-
-def car_id_arg() -> str | None:
-    """The ``car_id`` query argument, if given; 422 naming it when it is not a car id."""
-    car_id = request.args.get("car_id") or None
-    if car_id is not None and not CAR_ID_RE.fullmatch(car_id):
-        raise InvalidInput("car_id must be 1-64 letters, digits or _.:-", field="car_id")
-    return car_id
-
-
 def rule_id_arg(rule_id: str) -> str:
     """A rule id from the path; 422 naming it when it is not one."""
     if not re.fullmatch(RULE_ID_RE, rule_id):
@@ -181,12 +152,8 @@ def create_session() -> tuple[Response, int]:
 @bp.get("/api/v1/sessions")
 @require(READ)
 def list_sessions() -> Response:
-    limit = int_arg("limit", 20, 1, MAX_PAGE)
-    offset = int_arg("offset", 0, 0)
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
-    car_id = car_id_arg()
+    limit, offset = params.SESSIONS_LIMIT.read(), params.OFFSET.read()
+    status, car_id = params.STATUS.read(), params.CAR_ID.read()
     items, total = core().sessions.page(limit, offset, status, car_id)
     return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
 
@@ -205,15 +172,20 @@ def delete_session(session_id: str) -> tuple[str, int]:
     return "", 204
 
 
-@bp.post("/api/v1/sessions/<session_id>/<action>")
+LIFECYCLE_ACTIONS = ("start", "stop", "end", "heartbeat")
+
+
 @require(WRITE)
 def lifecycle(session_id: str, action: str) -> Response:
-    if action not in ("start", "stop", "end", "heartbeat"):
-        raise NotFound(f"no action {action}", field="action")
     body = parse_body(schemas.RecordRequest, optional=True)
     if action == "heartbeat":
         return jsonify(core().lifecycle.heartbeat(session_id))
     return jsonify(core().lifecycle.apply(session_id, action, body.record_id))
+
+
+for _action in LIFECYCLE_ACTIONS:  # one route each: a path like /setups is no lifecycle action (Allow says GET)
+    bp.add_url_rule(f"/api/v1/sessions/<session_id>/{_action}", f"lifecycle_{_action}", lifecycle,
+                    methods=["POST"], defaults={"action": _action})
 
 
 @bp.post("/api/v1/sessions/<session_id>/setup")
@@ -254,8 +226,7 @@ def telemetry(session_id: str) -> Response:
 @bp.get("/api/v1/sessions/<session_id>/frames")
 @require(READ)
 def frames(session_id: str) -> Response:
-    after_seq = int_arg("after_seq", -1, -1)
-    limit = int_arg("limit", 1000, 1, 10000)
+    after_seq, limit = params.AFTER_SEQ.read(), params.ITEMS_LIMIT.read()
     items = core().sessions.frames(session_id, after_seq, limit)
     return jsonify({"items": items, "next_after_seq": items[-1]["seq"] if len(items) == limit else None})
 
@@ -264,11 +235,7 @@ def frames(session_id: str) -> Response:
 @require(READ)
 def export_session(session_id: str) -> Response:
     """The session's frames streamed as CSV (one column per channel, units in the header), JSON Lines or GPX."""
-    fmt = request.args.get("format", "csv")
-    if fmt not in FORMATS:
-        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
-    lap = int_arg("lap", -1, 0)
-    return _export(session_id, fmt, None if lap < 0 else lap)
+    return _export(session_id, params.FORMAT.read(), params.LAP.read())
 
 
 @bp.get("/api/v1/sessions/<session_id>/export.csv")
@@ -288,8 +255,7 @@ def _export(session_id: str, fmt: str, lap: int | None) -> Response:
 @bp.get("/api/v1/sessions/<session_id>/events")
 @require(READ)
 def events(session_id: str) -> Response:
-    after_id = int_arg("after_id", 0, 0)
-    limit = int_arg("limit", 1000, 1, 10000)
+    after_id, limit = params.AFTER_ID.read(), params.ITEMS_LIMIT.read()
     return jsonify({"items": core().events.events(core().sessions.require(session_id).id, after_id, limit)})
 
 
@@ -297,8 +263,16 @@ def events(session_id: str) -> Response:
 @bp.post("/api/v1/tracks")
 @require(WRITE)
 def create_track() -> tuple[Response, int]:
+    return jsonify(core().tracks.save(track_body().model_dump())), 201
+
+
+def track_body() -> schemas.TrackIn:
+    """The body as a track; 422 naming the line whose two points are one."""
     body = parse_body(schemas.TrackIn)
-    return jsonify(core().tracks.save(body.model_dump())), 201
+    field = body.zero_length_line()
+    if field is not None:
+        raise InvalidInput("a line needs two different points", field=field)
+    return body
 
 
 @bp.get("/api/v1/tracks")
@@ -317,8 +291,7 @@ def get_track(track_id: str) -> Response:
 @require(WRITE)
 def update_track(track_id: str) -> Response:
     track_id = core().tracks.get(track_id)["track_id"]  # 404 before the body is looked at
-    body = parse_body(schemas.TrackIn)
-    return jsonify(core().tracks.save(body.model_dump(), track_id))
+    return jsonify(core().tracks.save(track_body().model_dump(), track_id))
 
 
 @bp.delete("/api/v1/tracks/<track_id>")
@@ -345,7 +318,7 @@ def laps(session_id: str) -> Response:
 @bp.get("/api/v1/alert-rules")
 @require(READ)
 def list_alert_rules() -> Response:
-    car_id, session_id = car_id_arg(), request.args.get("session_id") or None
+    car_id, session_id = params.CAR_ID.read(), params.SESSION_ID.read()
     if session_id is not None:
         live = core().sessions.require(session_id)
         car_id, session_id = live.row["car_id"], live.id
@@ -359,14 +332,14 @@ def list_alert_rules() -> Response:
 @require(WRITE)
 def put_alert_rule(rule_id: str) -> Response:
     raw = parse_body(schemas.AlertRuleBody)
-    rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id})
-    return jsonify(core().alerts.save_rule(rule, car_id_arg(), request.args.get("session_id") or None))
+    rule = parse_rule({**raw.model_dump(exclude_none=True), "id": rule_id_arg(rule_id)})
+    return jsonify(core().alerts.save_rule(rule, params.CAR_ID.read(), params.SESSION_ID.read()))
 
 
 @bp.delete("/api/v1/alert-rules/<rule_id>")
 @require(WRITE)
 def delete_alert_rule(rule_id: str) -> tuple[str, int]:
-    if not core().alerts.delete_rule(rule_id_arg(rule_id), car_id_arg(), request.args.get("session_id") or None):
+    if not core().alerts.delete_rule(rule_id_arg(rule_id), params.CAR_ID.read(), params.SESSION_ID.read()):
         raise NotFound(f"no stored rule {rule_id}", field="rule_id")
     return "", 204
 
@@ -377,13 +350,14 @@ def session_alerts(session_id: str) -> Response:
     return jsonify({"items": core().alerts.alerts(session_id)})
 
 
-@bp.post("/api/v1/sessions/<session_id>/alerts/<int:alert_id>/ack")
+@bp.post("/api/v1/sessions/<session_id>/alerts/<alert_id>/ack")
 @require(WRITE)
-def ack_alert(session_id: str, alert_id: int) -> Response:
-    if alert_id > INT64_MAX:
-        raise NotFound(f"no alert {alert_id} in this session", field="alert_id")
+def ack_alert(session_id: str, alert_id: str) -> Response:
+    """Any alert_id reaches the route (and so its credential check); no alert has one that is not 0..2**63-1."""
+    if not (alert_id.isascii() and alert_id.isdigit() and len(alert_id) <= 19 and int(alert_id) <= INT64_MAX):
+        raise NotFound(f"no alert {alert_id[:32]!r} in this session", field="alert_id")
     body = parse_body(schemas.AlertAck)
-    return jsonify(core().alerts.ack(session_id, alert_id, body.by))
+    return jsonify(core().alerts.ack(session_id, int(alert_id), body.by))
 
 
 # -------------------------------------------------------------------- keys
@@ -468,8 +442,10 @@ def register_error_handlers(app: Any) -> None:
     def _http(error: HTTPException) -> Any:
         if error.code == 413:
             return error_response(PayloadTooLarge("request body is too large", field="body"))
-        if request.path.startswith(("/api/", "/session_manager/")) or request.is_json:
-            err = DashboardError(error.description or error.name)
+        if request.path.startswith(("/api/", "/session_manager/")) or request.path in ("/healthz", "/metrics") \
+                or request.is_json:
+            # what is to blame: the URL's path (no such route) or the method (405 with Allow)
+            err = DashboardError(error.description or error.name, field={404: "path", 405: "method"}.get(error.code))
             err.status, err.code = error.code or 500, error.name.lower().replace(" ", "_")
             response, status = error_response(err)
             for name, value in error.get_headers():  # e.g. Allow on a 405

@@ -180,7 +180,7 @@ class MonitorNamespace(_AckingNamespace):
 
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         self._car(request.sid)
-        msg = parse(schemas.MonitorSessionStart, data or {})
+        msg = parse(schemas.MonitorSessionStart, {} if data is None else data)  # no payload: {}; 0, "", [] refused
         live = self.core.lifecycle.attach_car(self.cars[request.sid], msg.record_id, msg.session_id, msg.name,
                                               msg.driver, msg.track)
         self._attach(live.id, request.sid)

@@ -7,7 +7,9 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from dashboard import schemas
+from dashboard.server import params as q
 from dashboard.server.access import KEYS, METRICS, READ, WRITE
+from dashboard.telemetry.alerts import RULE_ID_RE
 
 REF = "#/components/schemas/{model}"
 SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -39,12 +41,12 @@ SECURITY_SCHEMES = {
 }
 
 # (method, path, summary, request model, response status, response model, permission, session path param,
-# query params). The permission is what the route's @require enforces (dashboard/server/access.py); a test
-# holds the app's routes to this table.
-ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list[str]]] = [
+# query parameters: the objects of dashboard/server/params.py the route reads them with). The permission is what
+# the route's @require enforces (dashboard/server/access.py); a test holds the app's routes to this table.
+ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list[q.Query]]] = [
     ("post", "/sessions", "Create a session", schemas.SessionCreate, 201, schemas.SessionOut, WRITE, False, []),
     ("get", "/sessions", "List sessions", None, 200, schemas.SessionList, READ, False,
-     ["limit", "offset", "status", "car_id"]),
+     [q.SESSIONS_LIMIT, q.OFFSET, q.STATUS, q.CAR_ID]),
     ("get", "/sessions/{session_id}", "Get a session", None, 200, schemas.SessionOut, READ, True, []),
     ("delete", "/sessions/{session_id}", "Delete a session and its data", None, 204, None, WRITE, True, []),
     ("post", "/sessions/{session_id}/start", "Start (or resume) collection", schemas.RecordRequest, 200,
@@ -62,12 +64,12 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
     ("get", "/sessions/{session_id}/telemetry", "Latest value of each channel", None, 200, schemas.TelemetryOut,
      READ, True, []),
     ("get", "/sessions/{session_id}/frames", "Stored frames in seq order", None, 200, schemas.FrameList, READ,
-     True, ["after_seq", "limit"]),
+     True, [q.AFTER_SEQ, q.ITEMS_LIMIT]),
     ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, READ, True,
-     ["after_id", "limit"]),
+     [q.AFTER_ID, q.ITEMS_LIMIT]),
     ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, READ, True, []),
     ("get", "/sessions/{session_id}/export", "Frames streamed as csv, jsonl or gpx, whole session or one lap", None,
-     200, None, READ, True, ["format", "lap"]),
+     200, None, READ, True, [q.FORMAT, q.LAP]),
     ("put", "/sessions/{session_id}/track", "Name the session's track; laps are timed again", schemas.SessionTrack,
      200, schemas.LapList, WRITE, True, []),
     ("get", "/sessions/{session_id}/laps", "Laps, best lap, best sectors, live delta", None, 200, schemas.LapList,
@@ -82,26 +84,33 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
      schemas.TrackOut, WRITE, False, []),
     ("delete", "/tracks/{track_id}", "Delete a track", None, 204, None, WRITE, False, []),
     ("get", "/alert-rules", "Alert rules in force (for a car or a session)", None, 200, schemas.AlertRuleList,
-     READ, False, ["car_id", "session_id"]),
+     READ, False, [q.CAR_ID, q.SESSION_ID]),
     ("put", "/alert-rules/{rule_id}", "Store a rule for every car, one car or one session", schemas.AlertRuleBody,
-     200, schemas.AlertRuleOut, WRITE, False, ["car_id", "session_id"]),
+     200, schemas.AlertRuleOut, WRITE, False, [q.CAR_ID, q.SESSION_ID]),
     ("delete", "/alert-rules/{rule_id}", "Forget a stored rule", None, 204, None, WRITE, False,
-     ["car_id", "session_id"]),
+     [q.CAR_ID, q.SESSION_ID]),
     ("post", "/keys", "Create a key (admins); the answer is the only time it is shown", schemas.KeyCreate, 201,
      schemas.KeyCreated, KEYS, False, []),
     ("get", "/keys", "Every key, without secrets (admins)", None, 200, schemas.KeyList, KEYS, False, []),
     ("delete", "/keys/{key_id}", "Revoke a key (admins)", None, 204, None, KEYS, False, []),
 ]
-PATH_PARAMS = ("track_id", "rule_id", "alert_id", "key_id")
+PATH_PARAMS = {  # beside session_id; what the route checks before anything else (else 404 or 422 naming it)
+    "track_id": {"type": "string"},
+    "rule_id": {"type": "string", "pattern": RULE_ID_RE},
+    "alert_id": {"type": "integer", "minimum": 0, "maximum": q.INT64_MAX},
+    "key_id": {"type": "string"},
+}
 ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.start", "Start (or resume) the car's session", schemas.LegacyStart),
     ("/session_manager/sessions.end", "End a session", schemas.LegacyEnd),
     ("/session_manager/sessions.heartbeat", "Keep a session alive", schemas.LegacyHeartbeat),
 ]
-QUERY_TYPES = {"format": "string", "lap": "integer",
-               "limit": "integer", "session_id": "string",
-               "offset": "integer", "after_seq": "integer", "after_id": "integer",
-               "status": "string", "car_id": "string"}
+
+
+def query_parameter(param: q.Query) -> dict[str, Any]:
+    """A query parameter as the route reads it: the same bounds, enum or pattern; empty is as absent."""
+    return {"name": param.name, "in": "query", "required": False, "allowEmptyValue": True,
+            "description": param.doc, "schema": param.schema()}
 
 
 @lru_cache(maxsize=1)
@@ -116,9 +125,9 @@ def openapi_document() -> dict[str, Any]:
         op: dict[str, Any] = {"summary": summary, "description": WHO[permission], "responses": {},
                               "security": SECURITY[permission]}
         params = [SESSION_ID] if has_id else []
-        params += [{"name": p, "in": "path", "required": True, "schema": {"type": "integer" if p == "alert_id"
-                    else "string"}} for p in PATH_PARAMS if "{" + p + "}" in path]
-        params += [{"name": q, "in": "query", "required": False, "schema": {"type": QUERY_TYPES[q]}} for q in query]
+        params += [{"name": p, "in": "path", "required": True, "schema": schema} for p, schema in PATH_PARAMS.items()
+                   if "{" + p + "}" in path]
+        params += [query_parameter(param) for param in query]
         if params:
             op["parameters"] = params
         if req is not None:

@@ -63,6 +63,9 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,  # a storage outage must not take the API down: the throttle is a second line
     )
     limiter.init_app(app)
+    from dashboard.server.api import healthz
+
+    limiter.exempt(healthz)  # takes no credential: a probe from a throttled address still learns the health
 
     @app.errorhandler(RateLimitExceeded)
     def _throttled(_error: RateLimitExceeded) -> Any:

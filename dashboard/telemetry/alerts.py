@@ -103,7 +103,8 @@ class AlertRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[StrictStr, Field(pattern=RULE_ID_RE, description="stable identifier, unique per rule set")]
-    name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_RULE_NAME_LEN, description="shown on the banner")]
+    name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_RULE_NAME_LEN, pattern=r"^[^\x00]*$",
+                                     description="shown on the banner (no NUL: PostgreSQL stores no NUL)")]
     channel: Annotated[
         StrictStr,
         Field(
