@@ -31,6 +31,18 @@ class Settings(BaseSettings):
                                           "a minute; past it, its attempts are refused (429) until the minute moves")
     proxy_hops: int = Field(0, ge=0, le=5, description="reverse proxies in front (Caddy, nginx) whose "
                             "X-Forwarded-For is trusted for the client's address")
+    max_connections: int = Field(2000, gt=0, description="connections held at once, bare TCP included (lowered at "
+                                 "startup to what the file descriptor limit allows); more are closed at accept")
+    max_connections_per_address: int = Field(250, ge=0, description="connections one client address may hold "
+                                             "(0 = no per-address cap); not applied behind a proxy (proxy_hops > 0), "
+                                             "where every connection comes from the proxy")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request line and headers must arrive within this "
+                                    "long of the connection opening or of the previous response (slowloris, idle "
+                                    "keep-alive)")
+    auth_timeout_s: float = Field(10.0, gt=0, description="a Socket.IO connection must have connected to a "
+                                  "namespace (/monitor, /dashboard: its auth accepted) within this long")
+    websocket_only: bool = Field(True, description="Socket.IO over WebSocket only (every client of ours); a "
+                                 "long-polling handshake is refused before any session is made for it")
     session_idle_s: float = Field(300.0, gt=0, description="an active session silent this long expires")
     message_queue: str | None = Field(None, pattern=r"^rediss?://",
                                       description="redis:// URL of the Socket.IO queue for several processes")
