@@ -191,6 +191,7 @@ def bounded_handler_class(gate: Gate, header_timeout_s: float) -> type:
                 return None
             finally:
                 deadline.close()
+                self._deadline = None
 
         def _wait_next_request(self) -> bool:
             """On a kept-alive connection: whether a next request starts within the timeout (else it is closed)."""
@@ -210,7 +211,8 @@ def bounded_handler_class(gate: Gate, header_timeout_s: float) -> type:
 
         def read_request(self, raw_requestline):  # noqa: ANN001, ANN202 - gevent's signature
             parsed = super().read_request(raw_requestline)
-            self._deadline.cancel()  # the headers are in: the body and a WebSocket take their own time
+            self._deadline.close()  # the headers are in: the body and a WebSocket take their own time
+            self._deadline = None
             if self.reserved:
                 self.close_connection = True
                 if self.command != "GET" or self.path.partition("?")[0] not in HEALTH_PATHS:
