@@ -15,8 +15,9 @@ spread over ``--sources`` loopback addresses so the total cap is what binds):
 Each flood is held ``--hold-s`` seconds after its last connection was tried, then closed. Per flood it prints:
 connections the server held at peak (``dashboard_connections_open``, scraped every 0.25 s: a scrape over the cap
 goes through the health reserve), refused by reason, the server's RSS before, at peak and after (once the count
-is back and a few seconds passed), /healthz's worst answer time and its codes, and the car's ack p50/p99/max during
-the flood. Results go to ``bench/results/<date>-floods.json``.
+is back and a few seconds passed, and again ``RELEASE_S`` + 3 s after the flood closed: Engine.IO keeps a closed
+connection's socket up to its ping interval, then the server trims), /healthz's worst answer time and its codes,
+and the car's ack p50/p99/max during the flood. Results go to ``bench/results/<date>-floods.json``.
 
     python -m bench.floods [--floods websocket,tcp] [--scale 0.1] [--hold-s 5] [--sources 100] [--out FILE]
 """
@@ -35,6 +36,7 @@ from typing import Any
 from bench.flooders import flood_process, source_address
 from bench.servers import BENCH, Server
 from bench.stalls import HealthProber, _get, car_process, quantiles
+from dashboard.server.connections import RELEASE_S
 
 SIZES = {"websocket": 9_000, "slowloris": 3_000, "tcp": 20_000, "polling": 20_000, "unauthenticated": 3_000}
 PER_PROCESS = 5_000  # connections per flood process: its own descriptors, and its share of the generator's CPU
@@ -94,11 +96,12 @@ def run_flood(ctx: Any, server: Server, kind: str, count: int, sources: int, hol
     processes = -(-count // PER_PROCESS)
     addresses = [source_address(i) for i in range(sources)]
     stop, out = ctx.Event(), ctx.Queue()
-    procs = []
+    procs, events = [], []
     for p in range(processes):
         share = count // processes + (1 if p < count % processes else 0)
         mine = addresses[p::processes] or addresses
-        proc = ctx.Process(target=flood_process, args=(kind, "127.0.0.1", server.port, share, mine, ctx.Event(),
+        events.append(ctx.Event())  # kept: an event the parent dropped cannot be opened by the child
+        proc = ctx.Process(target=flood_process, args=(kind, "127.0.0.1", server.port, share, mine, events[-1],
                                                        stop, out), daemon=True)
         proc.start()
         procs.append(proc)
@@ -119,6 +122,8 @@ def run_flood(ctx: Any, server: Server, kind: str, count: int, sources: int, hol
         time.sleep(0.25)
     back_s = time.time() - closed_at
     time.sleep(SETTLE_S)
+    rss_after = server.rss()
+    time.sleep(max(0.0, closed_at + RELEASE_S + SETTLE_S - time.time()))  # Engine.IO let go; the trim ran
     after = scrape_retrying(metrics_url)
     refused_by = {reason: after_v - refusals(before).get(reason, 0.0)
                   for reason, after_v in refusals(after).items()}
@@ -136,7 +141,7 @@ def run_flood(ctx: Any, server: Server, kind: str, count: int, sources: int, hol
                                 - before.get("dashboard_memory_trims_total", 0)),
             "count_back_s": round(back_s, 1),
             "rss_mb": {"before": round(rss_before / 2**20, 1), "peak": round(server.rss_peak / 2**20, 1),
-                       "after": round(server.rss() / 2**20, 1)}}
+                       "after": round(rss_after / 2**20, 1), "after_release": round(server.rss() / 2**20, 1)}}
 
 
 def _merge(dicts: list[dict[str, int]]) -> dict[str, int]:
@@ -197,13 +202,14 @@ def main() -> None:
                   "healthz": len(probes), "healthz_ms": quantiles([h[1] for h in probes]), "healthz_codes": codes})
 
     print()
-    print(f"{'flood':<16} {'conns':>7} {'held':>6} {'refused (reason)':<34} {'RSS MB bef/peak/aft':<21} "
+    print(f"{'flood':<16} {'conns':>7} {'held':>6} {'refused (reason)':<34} {'RSS MB bef/peak/aft/33s':<27} "
           f"{'hz max ms':>9} {'hz codes':<18} {'ack p50/p99/max ms':<20}")
     for r in results:
         refused = ", ".join(f"{k} {v}" for k, v in r["refused"].items() if v)
         rss, a = r["rss_mb"], r["ack_ms"]
         print(f"{r['flood']:<16} {r['connections']:>7,} {r['held_peak']:>6} {refused:<34} "
-              f"{rss['before']:>5}/{rss['peak']:>5}/{rss['after']:>5}    {r['healthz_ms']['max']!s:>9} "
+              f"{rss['before']:>5}/{rss['peak']:>5}/{rss['after']:>5}/{rss['after_release']:>5} "
+              f"{r['healthz_ms']['max']!s:>9} "
               f"{json.dumps(r['healthz_codes']):<18} {a['p50']}/{a['p99']}/{a['max']}")
     for r in results:
         print(f"{r['flood']}: tried in {r['tried_s']} s; the flooders saw {r['client_held']} held, "

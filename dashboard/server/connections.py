@@ -25,6 +25,7 @@ failed for 45 s; 20,000 long-polling handshakes held 295 MB. Now:
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import resource
 import time
@@ -46,6 +47,7 @@ RETRY_AFTER_S = 5  # what a refused client is told to wait: long enough for a fl
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
            b"Connection: close\r\n\r\ntoo many connections\n" % RETRY_AFTER_S)
 TRIM_AFTER_DROP = 500  # connections closed since the highest count that make returning memory worth a trim
+RELEASE_S = 30.0  # Engine.IO's ping task holds a closed connection's socket up to ping_interval (25 s)
 SWEEP_S = 1.0  # how often namespace deadlines and memory are looked at
 NAMESPACES = ("/monitor", "/dashboard")
 
@@ -272,26 +274,49 @@ class NamespaceDeadline:
 
 
 class MemoryTrim:
-    """Hands freed memory back to the system (glibc ``malloc_trim``) once many connections have closed."""
+    """Hands memory back to the system once many connections have closed: a full collection, then ``malloc_trim``.
 
-    def __init__(self, drop: int = TRIM_AFTER_DROP) -> None:
+    Engine.IO's ping task keeps each closed connection's socket for up to ``ping_interval`` (25 s), so the trim
+    waits ``RELEASE_S`` after the count fell; without it glibc kept the freed memory in its arenas (measured by
+    ``python -m bench.floods``). A collection then is cheap: the connections are gone.
+    """
+
+    def __init__(self, drop: int = TRIM_AFTER_DROP, release_s: float = RELEASE_S) -> None:
         self.drop = drop
+        self.release_s = release_s
         self.high = 0
+        self.due: float | None = None
         self.trims = 0
         try:
             self._trim: Callable[[int], int] | None = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):  # not glibc
             self._trim = None
 
-    def check(self, open_now: int) -> bool:
-        """Trim when the count fell ``drop`` below its highest since the last trim; True when it did."""
+    def check(self, open_now: int, now: float | None = None) -> bool:
+        """Note the count; trim when it fell ``drop`` below its high ``release_s`` ago. True when it trimmed."""
+        now = time.monotonic() if now is None else now
         self.high = max(self.high, open_now)
-        if self._trim is None or self.high - open_now < self.drop:
+        if self.high - open_now >= self.drop:
+            self.high = open_now
+            self.due = now + self.release_s
+        if self.due is None or now < self.due or self._trim is None:
             return False
-        self.high = open_now
+        self.due = None
+        rss_before, started = _rss_mb(), time.perf_counter()
+        gc.collect()
+        self._trim(0)
         self.trims += 1
-        self._trim(0)  # ctypes releases the GIL; measured in bench.floods
+        log.info("memory handed back after connections closed: RSS %.0f -> %.0f MB in %.0f ms", rss_before,
+                 _rss_mb(), (time.perf_counter() - started) * 1000)
         return True
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return 0.0
 
 
 class Connections:
