@@ -19,7 +19,7 @@ is back and a few seconds passed, and again ``RELEASE_S`` + 3 s after the flood 
 connection's socket up to its ping interval, then the server trims), /healthz's worst answer time and its codes,
 and the car's ack p50/p99/max during the flood. Results go to ``bench/results/<date>-floods.json``.
 
-    python -m bench.floods [--floods websocket,tcp] [--scale 0.1] [--hold-s 5] [--sources 100] [--out FILE]
+    python -m bench.floods [--floods websocket,tcp] [--scale 0.1] [--hold-s 12] [--sources 100] [--out FILE]
 """
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--floods", default=",".join(SIZES), help="which floods, in order (comma-separated)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every flood's size (a quick run: 0.1)")
-    parser.add_argument("--hold-s", type=float, default=5.0, help="how long each flood is held once tried")
+    parser.add_argument("--hold-s", type=float, default=12.0, help="how long each flood is held once tried "
+                        "(past the 10 s header and namespace deadlines)")
     parser.add_argument("--sources", type=int, default=100, help="loopback source addresses of the floods")
     parser.add_argument("--out", type=Path, help="JSON results (default bench/results/<date>-floods.json)")
     args = parser.parse_args()

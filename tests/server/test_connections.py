@@ -246,3 +246,59 @@ def test_an_idle_kept_alive_connection_is_closed_and_a_busy_one_is_not(server):
         wait_for(lambda: scrape(server.url)["dashboard_connections_idle_closed_total"] > before, HEADER_S + 3,
                  "the idle connection closed")
         assert http.get(server.url + "/healthz", timeout=5).status_code == 200  # the client opens another
+
+
+class FakeSocket:
+    """What the gate touches of an accepted socket."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.sent, self.closed = fd, b"", False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        raise BlockingIOError
+
+    def send(self, data: bytes) -> int:
+        self.sent += data
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_gate_counts_per_address_and_in_total_and_refuses_over_either():
+    from dashboard.server.connections import Gate
+
+    gate = Gate(cap=3, per_address=2)
+    inner: list[tuple[Any, ...]] = []
+    gate._spawn = lambda run, *args: inner.append(args)  # a connection's greenlet, held open: not run yet
+
+    def accept(fd: int, peer: str) -> FakeSocket:
+        sock = FakeSocket(fd)
+        gate.spawn(None, None, None, (sock, (peer, 1000 + fd)))
+        return sock
+    first = [accept(1, "10.0.0.1"), accept(2, "10.0.0.1")]
+    third = accept(3, "10.0.0.1")  # the address's third
+    assert third.closed and third.sent.startswith(b"HTTP/1.1 503") and b"Retry-After: " in third.sent
+    assert gate.refused["address_cap"] == 1 and gate.open == 2 and not any(s.closed for s in first)
+    accept(4, "10.0.0.2")
+    assert gate.open == 3
+    over = accept(5, "10.0.0.3")  # past the total cap, nothing sent yet: let in on the health reserve
+    assert not over.closed and gate.reserved == {5} and gate.open == 4
+    for _run, handle, close, args, peer, fd in list(inner):  # every connection ends
+        gate._run(lambda *a: None, handle, close, args, peer, fd)
+    assert gate.open == 0 and gate.by_address == {} and gate.reserved == set()
+
+
+def test_memory_is_trimmed_once_engineio_let_go_after_a_drop():
+    from dashboard.server.connections import MemoryTrim
+
+    trim = MemoryTrim(drop=500, release_s=30.0)
+    calls: list[int] = []
+    trim._trim = lambda pad: calls.append(pad) or 1
+    assert not trim.check(2000, now=0.0) and not trim.check(1600, now=1.0)  # a drop of 400: nothing
+    assert not trim.check(1400, now=2.0)  # 600 below the high: due in 30 s
+    assert not trim.check(1400, now=31.0) and trim.check(1400, now=32.5) and calls == [0]
+    assert not trim.check(1400, now=100.0)  # once
