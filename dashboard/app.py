@@ -29,11 +29,13 @@ class Runtime:
     hub: "Hub"  # noqa: F821
     metrics: "Metrics"  # noqa: F821
     limiter: "Limiter"  # noqa: F821 - failed authentications per address (dashboard/server/throttle.py)
+    connections: "Connections"  # noqa: F821 - caps and deadlines of connections (dashboard/server/connections.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the server app: database (migrated), the core's services, REST API, Socket.IO hub, pages."""
     from dashboard.server import api, web, wirejson
+    from dashboard.server.connections import Connections
     from dashboard.server.core import Core
     from dashboard.server.fanout import Fanout
     from dashboard.server.hub import Hub
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     fanout = Fanout(settings.slow_viewer_s) if settings.async_mode == "gevent" else None
     if fanout is not None:
         metrics.watch_fanout(fanout)
+    connections = Connections(settings)
+    metrics.watch_connections(connections)
     socketio.init_app(
         app,
         async_mode=settings.async_mode,
@@ -68,7 +72,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         serializer=wirejson.TextPacket,
         max_http_buffer_size=settings.max_message_bytes,
         cors_allowed_origins=None,
+        # every client of ours (monitor, gateway, pages) uses the WebSocket transport only: a polling handshake
+        # is answered 400 before Engine.IO makes a session for it (20,000 of them held 295 MB)
+        transports=["websocket"] if settings.websocket_only else None,
     )
+    connections.watch_socketio(socketio.server)
     if fanout is not None:
         fanout.install(socketio.server.eio)
     app.wsgi_app = DeclineCompression(app.wsgi_app)  # see dashboard/server/websocket.py for the measurement
@@ -79,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 x_host=settings.proxy_hops)
     limiter = build_limiter(app, settings)
     hub = Hub(socketio, core, settings, metrics, AuthThrottle(limiter, settings.auth_failures_per_minute))
-    app.extensions["dashboard"] = Runtime(settings, core, hub, metrics, limiter)
+    app.extensions["dashboard"] = Runtime(settings, core, hub, metrics, limiter, connections)
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     api.register_error_handlers(app)

@@ -42,13 +42,11 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _server_options(settings: Settings) -> dict[str, Any]:
-    """Options for gevent's WSGI server (see dashboard/server/websocket.py)."""
-    if settings.async_mode != "gevent":
+def _server_options(runtime: Any) -> dict[str, Any]:
+    """Options for gevent's WSGI server: the bounded handler, the counting spawn (server/connections.py)."""
+    if runtime.settings.async_mode != "gevent":
         return {}
-    from dashboard.server.websocket import compact_handler_class
-
-    return {"handler_class": compact_handler_class()}
+    return runtime.connections.server_options()
 
 
 def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
@@ -64,6 +62,7 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
 
     runtime = app.extensions["dashboard"]
     runtime.hub.start()
+    runtime.connections.start()
     child: dict[str, subprocess.Popen] = {}
 
     def start_companion() -> None:
@@ -82,13 +81,14 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
     _freeze_startup_heap()
     try:
         socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False,
-                     **_server_options(settings))
+                     **_server_options(runtime))
     except KeyboardInterrupt:
         pass
     finally:
         if "proc" in child:
             child["proc"].terminate()
             child["proc"].wait(10)
+        runtime.connections.stop()
         runtime.hub.stop()
         runtime.core.close()
     return 0

@@ -11,6 +11,16 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# A club team's grid: a few cars and a pit gateway, tens of viewers (each page one WebSocket and up to 6 kept-alive
+# requests while it loads). 2,000 leaves room for a busy weekend and a second team, and bounds what a flood can hold:
+# ~50 KB per idle WebSocket (python -m bench.floods) is ~100 MB, and one process carries 1,000 live viewers (README).
+MAX_CONNECTIONS = 2000
+# Everyone behind one NAT (the paddock's Wi-Fi, a team's 4G router): 30 people with a page open, each page up to
+# 7 connections while loading, plus the cars on the same uplink. One address alone can take an eighth of the total.
+MAX_CONNECTIONS_PER_ADDRESS = 250
+HEADER_TIMEOUT_S = 10.0  # a real client sends its request line and headers in one packet; 10 s covers a bad link
+AUTH_TIMEOUT_S = 10.0  # a monitor or page connects its namespace right after the handshake (socket.io's JS: 45 s)
+
 
 class Settings(BaseSettings):
     """Server settings; ``Settings()`` reads the environment."""
@@ -31,6 +41,19 @@ class Settings(BaseSettings):
                                           "a minute; past it, its attempts are refused (429) until the minute moves")
     proxy_hops: int = Field(0, ge=0, le=5, description="reverse proxies in front (Caddy, nginx) whose "
                             "X-Forwarded-For is trusted for the client's address")
+    max_connections: int = Field(MAX_CONNECTIONS, gt=0, description="connections held at once, bare TCP "
+                                 "included (lowered at startup to what the file descriptor limit allows); more are "
+                                 "closed at accept")
+    max_connections_per_address: int = Field(MAX_CONNECTIONS_PER_ADDRESS, ge=0, description="connections one "
+                                             "client address may hold (0 = no per-address cap); not applied behind a "
+                                             "proxy (proxy_hops > 0), where every connection comes from the proxy")
+    header_timeout_s: float = Field(HEADER_TIMEOUT_S, gt=0, description="a request line and headers must arrive "
+                                    "within this long of the connection opening or of the previous response "
+                                    "(slowloris, idle keep-alive)")
+    auth_timeout_s: float = Field(AUTH_TIMEOUT_S, gt=0, description="a Socket.IO connection must have connected to a "
+                                  "namespace (/monitor, /dashboard: its auth accepted) within this long")
+    websocket_only: bool = Field(True, description="Socket.IO over WebSocket only (every client of ours); a "
+                                 "long-polling handshake is refused before any session is made for it")
     session_idle_s: float = Field(300.0, gt=0, description="an active session silent this long expires")
     message_queue: str | None = Field(None, pattern=r"^rediss?://",
                                       description="redis:// URL of the Socket.IO queue for several processes")

@@ -5,6 +5,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from typing import Any
 
 import requests
@@ -169,3 +170,44 @@ class RawSocketIO:
     def close(self) -> None:
         """Close the connection."""
         self.ws.close()
+
+
+class Car:
+    """A monitor streaming 10-frame batches as fast as its acks come, resending on `unavailable` as the car does."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.client = connect_monitor(url, f"CAR-{uuid.uuid4().hex[:6]}", api_key)
+        self.session_id = self.client.call("session.start", {}, namespace="/monitor",
+                                           timeout=CALL_TIMEOUT_S)["session"]["session_id"]
+        self.acked: list[int] = []
+        self.latencies: list[float] = []
+        self.unavailable = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Car":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            frames = make_frames(seq, 10, t0=time.time(), hz=1000.0)
+            while not self._stop.is_set():
+                started = time.monotonic()
+                ack = self.client.call("telemetry", {"session_id": self.session_id, "frames": frames},
+                                       namespace="/monitor", timeout=CALL_TIMEOUT_S)
+                self.latencies.append(time.monotonic() - started)
+                if ack["ok"]:
+                    self.acked += [f["seq"] for f in frames]
+                    break
+                assert ack["error"]["code"] == "unavailable", ack
+                self.unavailable += 1
+                self._stop.wait(min(ack["error"]["retry_after"], 1.0))
+            seq += 10
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(CALL_TIMEOUT_S + 5)
+        self.client.disconnect()

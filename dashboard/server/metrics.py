@@ -43,6 +43,10 @@ class Metrics:
         """Expose a :class:`dashboard.server.fanout.Fanout`'s counters (read at scrape time, nothing per frame)."""
         self.registry.register(_FanoutCollector(fanout))
 
+    def watch_connections(self, connections: Any) -> None:
+        """Expose a :class:`dashboard.server.connections.Connections`' counts (read at scrape time)."""
+        self.registry.register(_ConnectionsCollector(connections))
+
     def watch_core(self, core: Any) -> None:
         """Expose the core's state: sessions in memory, the writer's backlog, laps timed again (read at scrape)."""
         self.registry.register(_CoreCollector(core))
@@ -91,3 +95,28 @@ class _CoreCollector:
                                   value=core.timing.replays)
         yield GaugeMetricFamily("dashboard_lap_replays_running", "Sessions being timed again now",
                                 value=core.timing.replaying)
+
+
+class _ConnectionsCollector:
+    """Connections held and refused, by reason (dashboard/server/connections.py): read when /metrics is scraped."""
+
+    def __init__(self, connections: Any) -> None:
+        self.connections = connections
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        gate = self.connections.gate
+        yield GaugeMetricFamily("dashboard_connections_open", "Connections held now (bare TCP included)",
+                                value=gate.open)
+        yield GaugeMetricFamily("dashboard_connections_peak", "Most connections held at once since start",
+                                value=gate.peak)
+        yield GaugeMetricFamily("dashboard_connections_limit", "Connections held at most (after the fd limit)",
+                                value=gate.cap)
+        refused = CounterMetricFamily("dashboard_connections_refused", "Connections refused or closed, by reason: "
+                                      "total_cap, address_cap, header_timeout, auth_timeout", labels=["reason"])
+        for reason, count in gate.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
+        yield CounterMetricFamily("dashboard_connections_idle_closed", "Kept-alive connections closed for want of "
+                                  "a next request within header_timeout_s", value=gate.idle_closed)
+        yield CounterMetricFamily("dashboard_memory_trims", "Times freed memory was handed back after connections "
+                                  "closed (malloc_trim)", value=self.connections.memory.trims)

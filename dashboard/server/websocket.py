@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 import struct
 from typing import Any, Callable, Iterable
 
@@ -139,12 +140,22 @@ class ServerWebSocket:
         return None
 
     def close(self, code: int = CLOSE_NORMAL, message: bytes = b"") -> None:
-        """Send a close frame (once) and stop reading."""
+        """Send a close frame (once), stop reading and end the TCP connection.
+
+        The server closes the TCP connection first (RFC 6455 §7.1.1) and does not wait for the client's close
+        frame: a reader blocked in ``recv`` wakes with end of stream. Before, a connection the server closed (ping
+        timeout, a slow viewer, a revoked key, no namespace in time) stayed open, its handler greenlet waiting,
+        for as long as the client kept quiet without closing: for ever, for a dead peer or a flood.
+        """
         if not self.connected:
             return
         self.connected = False
         try:
             self.write(control_frame(OP_CLOSE, struct.pack("!H", code) + message[:123]))
+        except OSError:
+            pass
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
