@@ -163,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
-    server = Server("ours").start()
+    server = Server("ours", connection_caps=True).start()
     results: list[dict[str, Any]] = []
     try:
         out, stop = ctx.Queue(), ctx.Event()

@@ -212,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
-    server = Server("ours").start()
+    server = Server("ours", connection_caps=True).start()
     phases: list[dict[str, Any]] = []
     try:
         print(f"filling an ended session of {args.export_frames:,} frames ...", flush=True)
