@@ -9,7 +9,9 @@ failed for 45 s; 20,000 long-polling handshakes held 295 MB. Now:
   from one address, a connection is answered ``503`` with ``Retry-After`` (one non-blocking send) and closed
   in the accept callback itself: no greenlet, no read buffer, no Engine.IO session is made for it. A few
   connections past the total cap (``HEALTH_RESERVE``) may ask for ``/healthz`` or ``/metrics`` only, so a prober and a
-  scraper keep their answers while a flood sits at the cap.
+  scraper keep their answers while a flood sits at the cap. A socket past the cap that has sent nothing yet waits
+  ``UNDECIDED_S`` (no greenlet: a list and one timer) for its first bytes: a probe sends its request at once, a
+  flood's silent socket is refused then, so silent sockets never hold the reserve.
 - :func:`bounded_handler_class`: gevent's WSGI handler has no timeout for a request's line and headers; a
   deadline (a ``gevent.Timeout``) runs from the connection opening, or from the previous response, until the
   headers are parsed, and is cancelled before the body or the WebSocket phase. A kept-alive connection with no
@@ -41,6 +43,9 @@ HEALTH_RESERVE = 16  # connections past the cap for HEALTH_PATHS only: a prober'
 # for a few slow ones; a flood's silent sockets that take these hold each for at most HEALTH_HEADER_TIMEOUT_S, and a
 # request already sent for anything else is refused at accept without taking one
 HEALTH_HEADER_TIMEOUT_S = 1.0  # a reserve connection's request must come at once (a prober sends it on connect)
+UNDECIDED_S = 0.01  # a socket past the cap with nothing sent yet gets this long to show a health probe's first bytes
+# (a client sends its request with the handshake's last ACK: well under a millisecond on loopback or from a proxy)
+UNDECIDED_MAX = 64  # such sockets waiting at once (5,000 accepts a second fill 50); beyond, refused at once
 FD_RESERVE = 256  # descriptors for everything but client connections: the listening socket, epoll, the companion's
 # pipes, logs, SQLite (database, WAL and shm for the writer, 8 readers and 4 exports: ~40), PostgreSQL's pool, Redis
 RETRY_AFTER_S = 5  # what a refused client is told to wait: long enough for a flood's sockets to time out in part
@@ -63,7 +68,10 @@ class Gate:
         self.by_address: dict[str, int] = {}
         self.refused = dict.fromkeys(REASONS, 0)
         self.idle_closed = 0  # kept-alive connections closed for want of a next request (not a refusal)
+        self.refused_polling = 0  # long-polling requests refused by a WebSocket-only server
         self.reserved: set[int] = set()  # descriptors of connections let in on the health reserve
+        self.undecided: deque[tuple[float, tuple[Any, ...]]] = deque()  # past the cap, nothing sent yet
+        self._deciding = False
         self._spawn: Callable[..., Any] | None = None
 
     def spawn(self, run: Callable[..., Any], handle: Callable[..., Any], close: Callable[..., Any],
@@ -75,8 +83,21 @@ class Gate:
         if self.per_address and held >= self.per_address:
             return self.refuse(sock, ADDRESS_CAP)
         reserved = self.open >= self.cap
-        if reserved and (self.open >= self.cap + HEALTH_RESERVE or not _may_be_health_probe(sock)):
-            return self.refuse(sock, TOTAL_CAP)
+        if reserved:
+            probe = None if self.open >= self.cap + HEALTH_RESERVE else _health_probe(sock)
+            if probe is None and self.open < self.cap + HEALTH_RESERVE and len(self.undecided) < UNDECIDED_MAX:
+                self.undecided.append((time.monotonic() + UNDECIDED_S, (run, handle, close, args)))
+                self._decide_later()
+                return None
+            if not probe:
+                return self.refuse(sock, TOTAL_CAP)
+        return self._admit(run, handle, close, args, reserved)
+
+    def _admit(self, run: Callable[..., Any], handle: Callable[..., Any], close: Callable[..., Any],
+               args: tuple[Any, ...], reserved: bool) -> Any:
+        sock, address = args[0], args[1]
+        peer = address[0] if isinstance(address, tuple) else ""
+        held = self.by_address.get(peer, 0)
         if self._spawn is None:
             from gevent import Greenlet
 
@@ -88,6 +109,29 @@ class Gate:
         self.peak = max(self.peak, self.open)
         self.by_address[peer] = held + 1
         return self._spawn(self._run, run, handle, close, args, peer, fd if reserved else -1)
+
+    def _decide_later(self) -> None:
+        if self._deciding:
+            return
+        self._deciding = True
+        import gevent
+
+        gevent.spawn_later(UNDECIDED_S, self.decide)
+
+    def decide(self, now: float | None = None) -> None:
+        """The sockets past the cap whose wait is over: a health probe's first bytes let in on the reserve, else 503."""
+        self._deciding = False
+        now = time.monotonic() if now is None else now
+        while self.undecided and self.undecided[0][0] <= now:
+            _due, (run, handle, close, args) = self.undecided.popleft()
+            if self.open < self.cap:  # room again: an ordinary connection
+                self._admit(run, handle, close, args, False)
+            elif self.open < self.cap + HEALTH_RESERVE and _health_probe(args[0]):
+                self._admit(run, handle, close, args, True)
+            else:
+                self.refuse(args[0], TOTAL_CAP)
+        if self.undecided:
+            self._decide_later()
 
     def _run(self, run: Callable[..., Any], handle: Callable[..., Any], close: Callable[..., Any],
              args: tuple[Any, ...], peer: str, reserved_fd: int) -> Any:
@@ -139,21 +183,32 @@ class Gate:
         return soft
 
 
-def _may_be_health_probe(sock: Any) -> bool:
-    """Whether the request already sent (peeked, not read) is a health probe, or nothing came yet to tell."""
+def _health_probe(sock: Any) -> bool | None:
+    """Whether the request already sent (peeked, not read) is a health probe; None while nothing came to tell."""
     import socket
 
     try:
         start = getattr(sock, "_sock", sock).recv(16, socket.MSG_PEEK)
     except BlockingIOError:
-        return True  # nothing yet: the reserve's short deadline decides
+        return None
     except OSError:
         return False
-    return any(start.startswith(b"GET " + path.encode()) or (b"GET " + path.encode()).startswith(start)
-               for path in HEALTH_PATHS)
+    return bool(start) and any(start.startswith(b"GET " + path.encode()) or (b"GET " + path.encode()).startswith(start)
+                               for path in HEALTH_PATHS)
 
 
-def bounded_handler_class(gate: Gate, header_timeout_s: float) -> type:
+_POLLING_BODY = b'{"error": {"code": "bad_transport", "message": "WebSocket only", "field": "transport"}}'
+POLLING_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                   b"Connection: close\r\n\r\n%s" % (len(_POLLING_BODY), _POLLING_BODY))
+
+
+def _polling(path: str) -> bool:
+    """Whether a request is an Engine.IO long-polling request (``/socket.io/?...transport=polling``)."""
+    route, _, query = path.partition("?")
+    return route.rstrip("/") == "/socket.io" and "transport=polling" in query
+
+
+def bounded_handler_class(gate: Gate, header_timeout_s: float, websocket_only: bool = False) -> type:
     """The compact WSGI handler (dashboard/server/websocket.py) with a deadline on each request's line and headers.
 
     The deadline covers reading the request line and headers only (``read_requestline`` and ``read_request`` of
@@ -168,6 +223,9 @@ def bounded_handler_class(gate: Gate, header_timeout_s: float) -> type:
 
     class _OverCap(ValueError):
         """A reserve connection asked for something other than /healthz."""
+
+    class _Polling(ValueError):
+        """A long-polling request to a WebSocket-only server."""
 
     class BoundedHandler(compact_handler_class()):
         _deadline: Any = None
@@ -219,12 +277,20 @@ def bounded_handler_class(gate: Gate, header_timeout_s: float) -> type:
                 self.close_connection = True
                 if self.command != "GET" or self.path.partition("?")[0] not in HEALTH_PATHS:
                     raise _OverCap("over the connection cap")
+            if websocket_only and _polling(self.path):
+                # refused here, before the WSGI stack: a polling flood at ~1,400 requests/s went through
+                # Flask-SocketIO and Engine.IO to the same 400, and filled the loop (bench.floods: ack p99 1.4 s)
+                self.close_connection = True
+                raise _Polling("long-polling on a WebSocket-only server")
             return parsed
 
         def _handle_client_error(self, ex):  # noqa: ANN001, ANN202 - gevent's hook for a refused request
             if isinstance(ex, _OverCap):
                 gate.refused[TOTAL_CAP] += 1
                 return ("503", REFUSAL)
+            if isinstance(ex, _Polling):
+                gate.refused_polling += 1
+                return ("400", POLLING_REFUSAL)
             return super()._handle_client_error(ex)
 
     return BoundedHandler
@@ -345,7 +411,8 @@ class Connections:
         log.info("connections: at most %d (%s per address), headers within %.0f s, a namespace within %.0f s",
                  self.gate.cap, self.gate.per_address or "no cap", self.settings.header_timeout_s,
                  self.settings.auth_timeout_s)
-        return {"handler_class": bounded_handler_class(self.gate, self.settings.header_timeout_s),
+        return {"handler_class": bounded_handler_class(self.gate, self.settings.header_timeout_s,
+                                                       self.settings.websocket_only),
                 "spawn": self.gate.spawn}
 
     def start(self) -> None:

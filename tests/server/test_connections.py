@@ -208,11 +208,16 @@ def test_slowloris_clients_are_closed_when_their_headers_are_late(server, watch)
 
 
 def test_polling_handshakes_are_refused_without_a_session(server, watch):
+    before = scrape(server.url)["dashboard_connections_polling_refused_total"]
     with Flood(server, "polling", 300, sources=3, watch=watch) as stats:
         assert stats["held"] == 0 and "200" not in stats["answered"], stats  # no Engine.IO session made
         assert stats["answered"].get("400", 0) >= 100, stats
         watch.check_during()
     watch.check_after()
+    refused_here = scrape(server.url)["dashboard_connections_polling_refused_total"] - before
+    assert refused_here >= 100  # by the handler, before Flask and Engine.IO
+    answer = requests.get(server.url + "/socket.io/?EIO=4&transport=polling", timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "transport"
 
 
 def test_sockets_that_never_authenticate_are_closed(server, watch):
@@ -253,12 +258,15 @@ class FakeSocket:
 
     def __init__(self, fd: int) -> None:
         self.fd, self.sent, self.closed = fd, b"", False
+        self.request = b""  # what the client has sent so far
 
     def fileno(self) -> int:
         return self.fd
 
     def recv(self, size: int, flags: int = 0) -> bytes:
-        raise BlockingIOError
+        if not self.request:
+            raise BlockingIOError
+        return self.request[:size]
 
     def send(self, data: bytes) -> int:
         self.sent += data
@@ -275,8 +283,9 @@ def test_the_gate_counts_per_address_and_in_total_and_refuses_over_either():
     inner: list[tuple[Any, ...]] = []
     gate._spawn = lambda run, *args: inner.append(args)  # a connection's greenlet, held open: not run yet
 
-    def accept(fd: int, peer: str) -> FakeSocket:
+    def accept(fd: int, peer: str, request: bytes = b"") -> FakeSocket:
         sock = FakeSocket(fd)
+        sock.request = request
         gate.spawn(None, None, None, (sock, (peer, 1000 + fd)))
         return sock
     first = [accept(1, "10.0.0.1"), accept(2, "10.0.0.1")]
@@ -285,8 +294,15 @@ def test_the_gate_counts_per_address_and_in_total_and_refuses_over_either():
     assert gate.refused["address_cap"] == 1 and gate.open == 2 and not any(s.closed for s in first)
     accept(4, "10.0.0.2")
     assert gate.open == 3
-    over = accept(5, "10.0.0.3")  # past the total cap, nothing sent yet: let in on the health reserve
-    assert not over.closed and gate.reserved == {5} and gate.open == 4
+    silent = accept(5, "10.0.0.3")  # past the total cap, nothing sent yet: it waits for its first bytes
+    probe = accept(6, "10.0.0.4")
+    assert not silent.closed and not probe.closed and len(gate.undecided) == 2 and gate.open == 3
+    probe.request = b"GET /healthz HTTP/1.1\r\n"
+    gate.decide(now=time.monotonic() + 1.0)
+    assert silent.closed and silent.sent.startswith(b"HTTP/1.1 503")  # a flood's silent socket: refused
+    assert not probe.closed and gate.reserved == {6} and gate.open == 4  # the prober: on the health reserve
+    asking = accept(7, "10.0.0.5", b"GET /api/v1/sessions HTTP/1.1\r\n")
+    assert asking.closed and not gate.undecided and gate.open == 4  # anything but a probe past the cap: at once
     for _run, handle, close, args, peer, fd in list(inner):  # every connection ends
         gate._run(lambda *a: None, handle, close, args, peer, fd)
     assert gate.open == 0 and gate.by_address == {} and gate.reserved == set()
