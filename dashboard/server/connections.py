@@ -43,6 +43,11 @@ HEALTH_RESERVE = 16  # connections past the cap for HEALTH_PATHS only: a prober'
 # for a few slow ones; a flood's silent sockets that take these hold each for at most HEALTH_HEADER_TIMEOUT_S, and a
 # request already sent for anything else is refused at accept without taking one
 HEALTH_HEADER_TIMEOUT_S = 1.0  # a reserve connection's request must come at once (a prober sends it on connect)
+MAX_ACCEPT = 1  # connections gevent's server accepts per loop iteration (its default: 100). Each accepted one is a
+# greenlet run before a car's ready socket gets its turn: a wave of 100 WebSocket handshakes (~1.5 ms each) held a
+# car's ack ~150 ms per iteration. Measured with python -m bench.floods (9,000 WebSockets / 20,000 polling requests):
+# car ack p99 514 / 946 ms at 100, 136 ms at 10, 45 / 36 ms at 4, 34 / 28 ms at 1. New connections wait in the
+# kernel's backlog instead: /healthz from a fresh connection took up to 2.4-3.6 s during those floods (all 200).
 UNDECIDED_S = 0.01  # a socket past the cap with nothing sent yet gets this long to show a health probe's first bytes
 # (a client sends its request with the handshake's last ACK: well under a millisecond on loopback or from a proxy)
 UNDECIDED_MAX = 64  # such sockets waiting at once (5,000 accepts a second fill 50); beyond, refused at once
@@ -408,6 +413,9 @@ class Connections:
     def server_options(self) -> dict[str, Any]:
         """Options for gevent's WSGIServer: the bounded handler and the counting spawn (after fitting the fd limit)."""
         self.gate.fit_fd_limit()
+        from gevent import pywsgi
+
+        pywsgi.WSGIServer.max_accept = MAX_ACCEPT  # one server per process: see MAX_ACCEPT
         log.info("connections: at most %d (%s per address), headers within %.0f s, a namespace within %.0f s",
                  self.gate.cap, self.gate.per_address or "no cap", self.settings.header_timeout_s,
                  self.settings.auth_timeout_s)
