@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing as mp
 import re
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 
 from bench.flooders import flood_process, source_address
 from bench.servers import BENCH, Server
-from bench.stalls import HealthProber, _get, car_process, quantiles
+from bench.stalls import HealthProber, Sampler, _get, car_process, quantiles
 from dashboard.server.connections import RELEASE_S
 
 SIZES = {"websocket": 9_000, "slowloris": 3_000, "tcp": 20_000, "polling": 20_000, "unauthenticated": 3_000}
@@ -45,20 +44,17 @@ SETTLE_S = 3.0  # after the count is back: the sweeper's trim and the allocator 
 BACK_TIMEOUT_S = 60.0
 
 
-class Scraper(threading.Thread):
+class Scraper(Sampler):
     """Reads the server's connection series every SCRAPE_EVERY_S; keeps (time, {name: value})."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(daemon=True, name="scraper")
-        self.url, self.samples, self.stopping = url + "/metrics", [], threading.Event()
+        super().__init__(url + "/metrics", SCRAPE_EVERY_S, "scraper")
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.samples.append((time.time(), scrape(self.url)))
-            except OSError:
-                pass
-            self.stopping.wait(SCRAPE_EVERY_S)
+    def sample(self) -> tuple[float, dict[str, float]] | None:
+        try:
+            return time.time(), scrape(self.url)
+        except OSError:
+            return None
 
 
 def scrape(metrics_url: str) -> dict[str, float]:

@@ -122,25 +122,40 @@ def exports_process(url: str, out: Any) -> None:
 
 
 # ------------------------------------------------------------------ the prober (a thread here)
-class HealthProber(threading.Thread):
-    """GET /healthz every HEALTH_EVERY_S; keeps (asked_at, seconds, status)."""
+class Sampler(threading.Thread):
+    """Takes ``sample()`` every ``every_s`` until ``stopping`` is set; keeps what it returns (None: nothing)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True, name="healthz")
-        self.url, self.samples, self.stopping = url + "/healthz", [], threading.Event()
+    def __init__(self, url: str, every_s: float, name: str) -> None:
+        super().__init__(daemon=True, name=name)
+        self.url, self.every_s, self.samples, self.stopping = url, every_s, [], threading.Event()
+
+    def sample(self) -> Any:
+        raise NotImplementedError
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            asked, started = time.time(), time.perf_counter()
-            try:
-                with urllib.request.urlopen(self.url, timeout=30) as resp:
-                    status = resp.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except OSError:
-                status = 0
-            self.samples.append((asked, time.perf_counter() - started, status))
-            self.stopping.wait(HEALTH_EVERY_S)
+            taken = self.sample()
+            if taken is not None:
+                self.samples.append(taken)
+            self.stopping.wait(self.every_s)
+
+
+class HealthProber(Sampler):
+    """GET /healthz every HEALTH_EVERY_S; keeps (asked_at, seconds, status)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url + "/healthz", HEALTH_EVERY_S, "healthz")
+
+    def sample(self) -> tuple[float, float, int]:
+        asked, started = time.time(), time.perf_counter()
+        try:
+            with urllib.request.urlopen(self.url, timeout=30) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = 0
+        return asked, time.perf_counter() - started, status
 
 
 # ------------------------------------------------------------------ helpers

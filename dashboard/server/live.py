@@ -99,14 +99,22 @@ def stats_from_row(row: dict[str, Any]) -> FrameStats:
     return FrameStats.from_dict(raw if isinstance(raw, dict) else None)
 
 
-def check_session_id(session_id: Any) -> str:
-    """The id in canonical form if it is a UUID, else NotFound naming session_id (no such session can exist)."""
-    if isinstance(session_id, str) and len(session_id) <= 64:
+def canonical_uuid(value: Any) -> str | None:
+    """``value`` in canonical UUID form, or None when it is not a UUID (ids of sessions and tracks are UUIDs)."""
+    if isinstance(value, str) and len(value) <= 64:
         try:
-            return str(uuid.UUID(session_id))
+            return str(uuid.UUID(value))
         except ValueError:
             pass
-    raise NotFound("no such session: session_id must be a UUID", field="session_id")
+    return None
+
+
+def check_session_id(session_id: Any) -> str:
+    """The id in canonical form if it is a UUID, else NotFound naming session_id (no such session can exist)."""
+    canonical = canonical_uuid(session_id)
+    if canonical is None:
+        raise NotFound("no such session: session_id must be a UUID", field="session_id")
+    return canonical
 
 
 def latest_from_row(raw: Any) -> dict[str, tuple[Any, ...]]:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from dashboard.errors import Conflict, InvalidInput, NotFound
 from dashboard.server.changes import Change
+from dashboard.server.live import canonical_uuid
 from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
 from dashboard.server.views import public_track
@@ -28,12 +29,10 @@ IN_USE_LISTED = 20  # sessions named in a 409 for a track in use
 
 def check_track_id(track_id: Any) -> str:
     """A track id (a UUID), or NotFound naming track_id: no such track can exist."""
-    if isinstance(track_id, str) and len(track_id) <= 64:
-        try:
-            return str(uuid.UUID(track_id))
-        except ValueError:
-            pass
-    raise NotFound(f"no track {str(track_id)[:64]!r}", field="track_id")
+    canonical = canonical_uuid(track_id)
+    if canonical is None:
+        raise NotFound(f"no track {str(track_id)[:64]!r}", field="track_id")
+    return canonical
 
 
 class TrackService(Service):

@@ -194,16 +194,8 @@ class Writer:
 
         True when the stop sentinel was met in the queue.
         """
-        stopping, queued = False, []
-        while True:  # the jobs queued while the batch waited would each wait as long again: fail them now
-            try:
-                item = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                stopping = True
-                break
-            queued.append(item)
+        queued: list[Ticket] = []
+        stopping = self._take_queued(queued)  # they would each wait as long again: fail them now
         batch = [*batch, *ahead, *queued]  # in queue order
         ahead.clear()
         failed = [t for t in batch if not t.background]
@@ -229,22 +221,28 @@ class Writer:
         return False
 
     def _take_batch(self, first: Ticket, ahead: collections.deque[Ticket] | None = None) -> tuple[list[Ticket], bool]:
-        batch, count, stopping = [first], _frames(first), False
+        batch, count = [first], _frames(first)
         while ahead and count < self.batch_max:
             item = ahead.popleft()
             batch.append(item)
             count += _frames(item)
-        while count < self.batch_max:
+        return batch, self._take_queued(batch, count, self.batch_max)
+
+    def _take_queued(self, into: list[Ticket], frames: int = 0, limit: float = float("inf")) -> bool:
+        """Move what is queued into ``into`` without waiting, while its frames stay under ``limit``.
+
+        True when the stop sentinel was met.
+        """
+        while frames < limit:
             try:
                 item = self._jobs.get_nowait()
             except queue.Empty:
-                break
+                return False
             if item is None:
-                stopping = True
-                break
-            batch.append(item)
-            count += _frames(item)
-        return batch, stopping
+                return True
+            into.append(item)
+            frames += _frames(item)
+        return False
 
     def _commit(self, batch: list[Ticket]) -> list[tuple[Any, BaseException | None]]:
         started = time.perf_counter()
