@@ -21,6 +21,7 @@ from dashboard.car.cli import add_commands
 from dashboard.car.link import ServerLink
 from dashboard.car.settings import load_settings
 from tests.servers import REPO
+from tests.waiting import wait_for
 
 CONNECT_S = 5.0
 
@@ -115,6 +116,8 @@ def test_a_self_signed_server_is_refused_without_its_ca_and_accepted_with_it(liv
     with pytest.raises(socketio.exceptions.ConnectionError):
         refused.connect(auth)
     refused.close()
+    # the proxy's handshake thread sees the client's refusal a moment after the client gave up: wait for it
+    wait_for(lambda: proxy.refused >= 1, CONNECT_S, "the proxy to see its certificate refused")
     assert proxy.refused >= 1 and proxy.accepted == 0
 
     trusted = ServerLink(proxy.url, connect_timeout=CONNECT_S, ca_cert=cert)  # --ca-cert FILE
