@@ -73,6 +73,7 @@ class Gate:
         self.by_address: dict[str, int] = {}
         self.refused = dict.fromkeys(REASONS, 0)
         self.idle_closed = 0  # kept-alive connections closed for want of a next request (not a refusal)
+        self.gone_before_answer = 0  # refused requests whose client hung up before the refusal could be sent
         self.refused_polling = 0  # long-polling requests refused by a WebSocket-only server
         self.reserved: set[int] = set()  # descriptors of connections let in on the health reserve
         self.undecided: deque[tuple[float, tuple[Any, ...]]] = deque()  # past the cap, nothing sent yet
@@ -239,6 +240,14 @@ def bounded_handler_class(gate: Gate, header_timeout_s: float, websocket_only: b
         def __init__(self, sock, address, server, rfile=None):  # noqa: ANN001 - gevent's signature
             super().__init__(sock, address, server, rfile)
             self.reserved = bool(gate.reserved) and sock.fileno() in gate.reserved
+
+        def handle(self):  # noqa: ANN202 - gevent's entry point for a connection
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                # gevent sends a refused request's answer (polling, malformed, over the cap) from here, outside
+                # any handler of ours; a client that hung up first made that send raise out of the greenlet
+                gate.gone_before_answer += 1
 
         def handle_one_request(self):  # noqa: ANN202 - gevent's protocol (None, True or (status, body))
             if self._served and not self._wait_next_request():

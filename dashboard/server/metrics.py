@@ -118,6 +118,8 @@ class _ConnectionsCollector:
         yield refused
         yield CounterMetricFamily("dashboard_connections_idle_closed", "Kept-alive connections closed for want of "
                                   "a next request within header_timeout_s", value=gate.idle_closed)
+        yield CounterMetricFamily("dashboard_connections_gone_before_answer", "Refused requests whose client hung "
+                                  "up before the refusal could be sent", value=gate.gone_before_answer)
         yield CounterMetricFamily("dashboard_connections_polling_refused", "Long-polling requests answered 400 by the "
                                   "WebSocket-only server before its WSGI stack", value=gate.refused_polling)
         yield CounterMetricFamily("dashboard_memory_trims", "Times freed memory was handed back after connections "

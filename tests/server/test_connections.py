@@ -318,3 +318,29 @@ def test_memory_is_trimmed_once_engineio_let_go_after_a_drop():
     assert not trim.check(1400, now=2.0)  # 600 below the high: due in 30 s
     assert not trim.check(1400, now=31.0) and trim.check(1400, now=32.5) and calls == [0]
     assert not trim.check(1400, now=100.0)  # once
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n",
+                                           b"NOT A REQUEST LINE\r\n\r\n"])
+def test_a_client_gone_before_its_refusal_is_sent_ends_quietly(request_bytes: bytes):
+    """A refused request (polling, malformed) whose client already closed: the send fails, the handler ends clean.
+
+    gevent sends such a refusal from ``WSGIHandler.handle`` and lets a broken pipe escape its greenlet, which
+    printed a traceback per fuzzing client that hung up first (CI once caught it after the Socket.IO fuzz).
+    """
+    import socket as stdsocket
+
+    from gevent import pywsgi
+    from gevent import socket as gsocket
+
+    from dashboard.server.connections import Gate, bounded_handler_class
+
+    gate = Gate(cap=10, per_address=10)
+    handler_class = bounded_handler_class(gate, header_timeout_s=2.0, websocket_only=True)
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), lambda environ, start: [], handler_class=handler_class, log=None)
+    ours, theirs = gsocket.socketpair(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    theirs.sendall(request_bytes)
+    theirs.close()  # gone: the refusal's send meets a closed peer
+    handler = handler_class(ours, ("127.0.0.1", 4242), server)
+    handler.handle()  # raised BrokenPipeError before
+    assert gate.refused_polling == (1 if b"polling" in request_bytes else 0) and gate.gone_before_answer == 1
