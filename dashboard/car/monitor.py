@@ -19,8 +19,9 @@ import threading
 import time
 from typing import Any
 
-from dashboard.car.assembler import FrameAssembler, GpsClock
+from dashboard.car.assembler import FrameAssembler
 from dashboard.car.backoff import Backoff
+from dashboard.car.clock import GpsClock
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.mesh import MeshLink
 from dashboard.car.obd_source import ObdSource

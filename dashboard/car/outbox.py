@@ -87,14 +87,23 @@ class Outbox:
 
     def append(self, t: float, channels: Mapping[str, float | None]) -> int:
         """Store a new frame durably and return its seq."""
-        body = json.dumps(dict(channels), separators=(",", ":"), allow_nan=False)
+        return self.append_many([(t, channels)])[-1]
+
+    def append_many(self, frames: list[tuple[float, Mapping[str, float | None]]]) -> list[int]:
+        """Store new frames durably in one transaction (one sync); their seqs, in order."""
+        if not frames:
+            return []
+        bodies = [(t, json.dumps(dict(channels), separators=(",", ":"), allow_nan=False)) for t, channels in frames]
         with self._lock:
-            seq = self._last_seq + 1
+            first = self._last_seq + 1
+            seqs = list(range(first, first + len(bodies)))
+            seq = seqs[-1]
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT INTO frames (seq, t, channels) VALUES (?, ?, ?)", (seq, t, body))
+                self._db.executemany("INSERT INTO frames (seq, t, channels) VALUES (?, ?, ?)",
+                                     [(s, t, body) for s, (t, body) in zip(seqs, bodies, strict=True)])
                 self._set_meta("last_seq", str(seq))
-                overflow = self._count + 1 - self.max_frames
+                overflow = self._count + len(seqs) - self.max_frames
                 if overflow > 0:
                     self._db.execute(
                         "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (overflow,)
@@ -105,12 +114,12 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._last_seq = seq
-            self._count += 1
+            self._count += len(seqs)
             if overflow > 0:
                 self._count -= overflow
                 self.dropped += overflow
                 log.warning("outbox full (%d frames): dropped the %d oldest", self.max_frames, overflow)
-            return seq
+            return seqs
 
     def bump_seq(self, at_least: int) -> None:
         """Make the next seq greater than ``at_least`` (the server already holds seqs up to it)."""

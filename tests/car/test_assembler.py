@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.car.assembler import GPS_TIME_VALID_S, FrameAssembler, GpsClock
+from dashboard.car.assembler import FrameAssembler
+from dashboard.car.clock import GPS_TIME_VALID_S, GpsClock
 from dashboard.car.outbox import Outbox
 from dashboard.car.source import ChannelStore
 from tests.waiting import wait_for

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.car.assembler import GpsClock
+from dashboard.car.clock import GpsClock
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.replay import BUNDLED_LOG
 from dashboard.car.source import ChannelStore, SourceState
