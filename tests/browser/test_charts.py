@@ -97,16 +97,16 @@ def test_charts_break_at_gaps_and_ignore_frames_without_the_channel(live_server:
     for name in ("speed", "rpm", "throttle"):
         xs, ys = chart(page, name)
         assert xs == sorted(xs), name
-        gaps = [x for x, y in zip(xs, ys) if y is None]
+        gaps = [x for x, y in zip(xs, ys, strict=True) if y is None]
         assert len(gaps) == 1 and end_first < gaps[0] < start_second, (name, gaps)  # one break, in the pause
-        assert [(x, y) for x, y in zip(xs, ys) if y is not None] == samples_of(frames, name)
+        assert [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None] == samples_of(frames, name)
         expect(page.locator(f'.strip[data-channel="{name}"]')).to_have_attribute("data-gaps", "1")
 
     xs, ys = chart(page, "lat")
     assert xs == sorted(xs)
     fixes = [(t, v) for t, v in samples_of(frames, "lat") if v is not None]
-    assert [(x, y) for x, y in zip(xs, ys) if y is not None] == fixes
-    breaks = [x for x, y in zip(xs, ys) if y is None]
+    assert [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None] == fixes
+    breaks = [x for x, y in zip(xs, ys, strict=True) if y is None]
     assert end_first < breaks[0] < start_second  # the pause
     lost = [t for t, v in samples_of(second, "lat") if v is None]  # the stale samples: the line ends there
     assert breaks[1:] == lost and lost
@@ -141,8 +141,8 @@ def test_the_gap_rule(live_server: Any, make_car: Any, open_page: Any, times: li
       times.forEach((x, i) => { t.push(x - 0.01); col.push(undefined); t.push(x); col.push(values[i]); });
       return chartSeries(t, col, -1, 100);
     }""", [times, values])
-    got_breaks = [x for x, y in zip(result["x"], result["y"]) if y is None]
+    got_breaks = [x for x, y in zip(result["x"], result["y"], strict=True) if y is None]
     assert got_breaks == pytest.approx(breaks)
-    assert [x for x, y in zip(result["x"], result["y"]) if y is not None] == [
-        x for x, v in zip(times, values) if v is not None]
+    assert [x for x, y in zip(result["x"], result["y"], strict=True) if y is not None] == [
+        x for x, v in zip(times, values, strict=True) if v is not None]
     assert result["samples"] == len(times)
