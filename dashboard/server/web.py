@@ -27,13 +27,14 @@ CONTENT_SECURITY_POLICY = (
 
 
 def channel_registry() -> dict[str, dict[str, Any]]:
-    """The channel registry as plain JSON: name -> order, unit, description, range, staleness.
+    """The channel registry as plain JSON: name -> order, label, unit, description, range, staleness.
 
     ``order`` is the registry's own order (speed, rpm, throttle...): JSON object keys may be sorted on the way.
     """
     return {
         c.name: {
             "order": i,
+            "label": c.title,
             "unit": c.unit,
             "description": c.description,
             "min": c.minimum,

@@ -28,29 +28,36 @@ class Channel:
     minimum: float | None = None
     maximum: float | None = None
     stale_after_s: float = DEFAULT_STALE_AFTER_S
+    label: str = ""  # what a person reads ("Engine load"); the name when empty
+
+    @property
+    def title(self) -> str:
+        """The channel's label for people, its name when it has none."""
+        return self.label or self.name
 
 
 _CHANNELS = [
-    Channel("speed", "km/h", "Vehicle speed (OBD, else GPS)", 0, 500),
-    Channel("rpm", "rpm", "Engine speed", 0, 25000),
-    Channel("throttle", "%", "Throttle position", 0, 100),
-    Channel("engine_load", "%", "Calculated engine load", 0, 100),
-    Channel("coolant_temp", "°C", "Engine coolant temperature", -40, 215),
-    Channel("intake_temp", "°C", "Intake air temperature", -40, 215),
-    Channel("fuel_level", "%", "Fuel tank level", 0, 100, stale_after_s=30.0),
-    Channel("timing_advance", "°", "Ignition timing advance", -64, 64),
-    Channel("maf", "g/s", "Mass air flow", 0, 700),
-    Channel("lat", "°", "GPS latitude (WGS84)", -90, 90, stale_after_s=2.0),
-    Channel("lon", "°", "GPS longitude (WGS84)", -180, 180, stale_after_s=2.0),
-    Channel("gps_speed", "km/h", "Speed over ground from GPS", 0, 500, stale_after_s=2.0),
-    Channel("heading", "°", "Course over ground, true", 0, 360, stale_after_s=2.0),
-    Channel("altitude", "m", "GPS altitude above mean sea level", -500, 9000, stale_after_s=2.0),
-    Channel("gps_fix", "", "GPS fix quality (0 none, 1 GPS, 2 DGPS, 4/5 RTK)", 0, 8, stale_after_s=2.0),
-    Channel("satellites", "", "Satellites used in the fix", 0, 64, stale_after_s=2.0),
-    Channel("hdop", "", "Horizontal dilution of precision", 0, 100, stale_after_s=2.0),
-    Channel("battery_voltage", "V", "Control module voltage", 0, 40),
-    Channel("oil_temp", "°C", "Engine oil temperature", -40, 215),
-    Channel("gear", "", "Selected gear (0 neutral, -1 reverse)", -1, 10),
+    Channel("speed", "km/h", "Vehicle speed (OBD, else GPS)", 0, 500, label="Speed"),
+    Channel("rpm", "rpm", "Engine speed", 0, 25000, label="RPM"),
+    Channel("throttle", "%", "Throttle position", 0, 100, label="Throttle"),
+    Channel("engine_load", "%", "Calculated engine load", 0, 100, label="Engine load"),
+    Channel("coolant_temp", "°C", "Engine coolant temperature", -40, 215, label="Coolant temp"),
+    Channel("intake_temp", "°C", "Intake air temperature", -40, 215, label="Intake temp"),
+    Channel("fuel_level", "%", "Fuel tank level", 0, 100, stale_after_s=30.0, label="Fuel level"),
+    Channel("timing_advance", "°", "Ignition timing advance", -64, 64, label="Timing advance"),
+    Channel("maf", "g/s", "Mass air flow", 0, 700, label="Air flow"),
+    Channel("lat", "°", "GPS latitude (WGS84)", -90, 90, stale_after_s=2.0, label="Latitude"),
+    Channel("lon", "°", "GPS longitude (WGS84)", -180, 180, stale_after_s=2.0, label="Longitude"),
+    Channel("gps_speed", "km/h", "Speed over ground from GPS", 0, 500, stale_after_s=2.0, label="GPS speed"),
+    Channel("heading", "°", "Course over ground, true", 0, 360, stale_after_s=2.0, label="Heading"),
+    Channel("altitude", "m", "GPS altitude above mean sea level", -500, 9000, stale_after_s=2.0, label="Altitude"),
+    Channel("gps_fix", "", "GPS fix quality (0 none, 1 GPS, 2 DGPS, 4/5 RTK)", 0, 8, stale_after_s=2.0,
+            label="GPS fix"),
+    Channel("satellites", "", "Satellites used in the fix", 0, 64, stale_after_s=2.0, label="Satellites"),
+    Channel("hdop", "", "Horizontal dilution of precision", 0, 100, stale_after_s=2.0, label="HDOP"),
+    Channel("battery_voltage", "V", "Control module voltage", 0, 40, label="Battery"),
+    Channel("oil_temp", "°C", "Engine oil temperature", -40, 215, label="Oil temp"),
+    Channel("gear", "", "Selected gear (0 neutral, -1 reverse)", -1, 10, label="Gear"),
 ]
 
 REGISTRY: dict[str, Channel] = {c.name: c for c in _CHANNELS}

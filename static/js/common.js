@@ -16,7 +16,7 @@ const KEY_STORAGE = "dashboard.apiKey"; // sessionStorage: forgotten when the ta
 const TOKEN_STORAGE = "dashboard.viewerToken"; // localStorage: asked once per browser
 const THEME_STORAGE = "dashboard.theme";
 
-/** The channel registry embedded by the page: name -> {unit, description, min, max, stale_after_s}. */
+/** The channel registry embedded by the page: name -> {order, label, unit, description, min, max, stale_after_s}. */
 export const REGISTRY = JSON.parse(document.getElementById("channel-registry").textContent);
 /** Registry channel names in the registry's own order (speed, rpm, throttle, ...). */
 export const CHANNEL_ORDER = Object.keys(REGISTRY).sort((a, b) => REGISTRY[a].order - REGISTRY[b].order);
@@ -30,6 +30,12 @@ export function staleAfter(name) {
 export function unitOf(name) {
   const c = REGISTRY[name];
   return c ? c.unit : "";
+}
+
+/** What a person reads for a channel: the registry's label ("Engine load"), a custom channel's own name. */
+export function labelOf(name) {
+  const c = REGISTRY[name];
+  return (c && c.label) || name;
 }
 
 /**

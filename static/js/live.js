@@ -4,7 +4,7 @@
 // flags; drawing happens once per animation frame, so a 50 Hz feed costs one
 // redraw per screen refresh at most, and memory stays flat for hours.
 import {
-  apiGet, apiPost, authorisedDownload, connectDashboard, el, fmtAge, fmtClock, fmtDuration, fmtLapTime, fmtWhen, initTheme,
+  apiGet, apiPost, authorisedDownload, connectDashboard, el, fmtClock, fmtDuration, fmtLapTime, fmtWhen, initTheme,
   parseIso, setText, showBanner,
 } from "./common.js";
 import { AlertsPanel, RulesEditor, describeAlert } from "./live/alerts.js";
@@ -12,6 +12,7 @@ import { FrameBuffer } from "./live/buffer.js";
 import { StripCharts } from "./live/charts.js";
 import { Readouts } from "./live/gauges.js";
 import { LapsPanel } from "./live/laps.js";
+import { LinkState } from "./live/link.js";
 import { Replay } from "./live/replay.js";
 import { SetupPanel } from "./live/setup.js";
 import { TrackPanel } from "./live/trackedit.js";
@@ -27,6 +28,7 @@ const CONFIRM_END_MS = 4000; // "End" needs a second press within this time
 const buffer = new FrameBuffer();
 const readouts = new Readouts(document.getElementById("gauges"), document.getElementById("numbers"));
 const charts = new StripCharts(document.getElementById("charts"), document.getElementById("chart-channels"), buffer);
+const link = new LinkState(document.getElementById("link-state"));
 const track = new TrackMap(document.getElementById("track"), document.getElementById("track-empty"));
 const setup = new SetupPanel(SESSION_ID);
 const laps = new LapsPanel();
@@ -34,6 +36,7 @@ const alerts = new AlertsPanel(SESSION_ID, document.getElementById("alerts"));
 const rules = new RulesEditor(document.getElementById("rules-table"));
 const FINAL_STATUSES = ["ended", "expired"];
 authorisedDownload(document.getElementById("export-csv")); // the export carries the viewer token like every read
+window.__charts = charts; // what each chart draws (charts.data(name)), for tests and tools
 
 const state = {
   session: null,
@@ -141,21 +144,7 @@ function renderInfo(now) {
     const frames = (s.stats ? s.stats.frames : 0) + (replay.active ? 0 : buffer.received - state.framesAtSession);
     setText(document.getElementById("info-frames"), frames.toLocaleString());
   }
-  const m = state.monitor;
-  const pill = document.getElementById("monitor-state");
-  pill.dataset.online = String(m.online);
-  setText(pill, m.online === null ? "unknown" : m.online ? "online" : "offline");
-  const lastT = buffer.lastT;
-  setText(document.getElementById("health-age"), lastT === null ? "—" : `${fmtAge(now - lastT)} ago`);
-  setText(document.getElementById("health-backlog"), m.backlog === null || m.backlog === undefined ? "—" : `${m.backlog} frames`);
-  setText(document.getElementById("health-rtt"), m.rtt_ms === null || m.rtt_ms === undefined ? "—" : `${Math.round(m.rtt_ms)} ms`);
-  const rate = buffer.rate();
-  setText(document.getElementById("health-rate"), rate === null ? "—" : `${rate.toFixed(1)} Hz`);
-  // values that came over the LoRa radio while the main link is down, with their age
-  const badge = document.getElementById("health-lora");
-  const viaLora = state.lora && (lastT === null || state.lora.t > lastT);
-  badge.hidden = !viaLora;
-  if (viaLora) setText(badge, `via LoRa, ${fmtAge(now - state.lora.t)} old`);
+  link.render({ monitor: state.monitor, lastT: buffer.lastT, loraT: state.lora ? state.lora.t : null, now, rate: buffer.rate() });
 }
 
 async function control(action, button) {

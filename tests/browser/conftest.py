@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -93,11 +94,11 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
     assert not problems.csp, f"Content-Security-Policy violations: {problems.csp}"
 
 
-def screenshot(page: Any, name: str) -> Path:
-    """Save a screenshot under the artifacts folder (DASHBOARD_TEST_ARTIFACTS)."""
+def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
+    """Save a screenshot under the artifacts folder (DASHBOARD_TEST_ARTIFACTS): the whole page, or the viewport."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -158,6 +159,28 @@ class Car:
             assert ack["ok"] and not ack["rejected"], ack
         self.next_seq += count
         return frames
+
+    @contextlib.contextmanager
+    def driving(self, hz: float = 10.0) -> Iterator[None]:
+        """While inside: the car keeps lapping in real time, one frame every 1/hz s from a thread (no link alarm)."""
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def drive() -> None:
+            try:
+                while not stop.wait(1 / hz):
+                    self.send(1, hz)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test's thread below
+                failures.append(exc)
+
+        thread = threading.Thread(target=drive, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(CALL_TIMEOUT_S + 5)
+        assert not failures, f"the car stopped driving: {failures[0]!r}"
 
     def heartbeat(self, backlog: int = 0, rtt_ms: float = 35.0) -> None:
         """A monitor heartbeat carrying link health."""

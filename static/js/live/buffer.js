@@ -1,9 +1,11 @@
 // Bounded telemetry history for the live view: frames as columns (one array of
 // sample times, one array per channel), in time order, without duplicates.
 //
-// Columns are what uPlot draws directly. The buffer keeps the chart's longest
-// window plus a margin, and never more than MAX_FRAMES frames, so memory stays
-// flat over a session of hours at any feed rate.
+// A frame that arrives out of time order (a GPS fix frame carries its fix's
+// own time, older than the sample sent before it) is slotted in by time. The
+// charts take each channel's own samples out of the columns (series.js). The
+// buffer keeps the chart's longest window plus a margin, and never more than
+// MAX_FRAMES frames, so memory stays flat over a session of hours at any rate.
 
 export const HISTORY_S = 330; // the 5 min chart window plus 30 s of margin
 export const MAX_FRAMES = 20000; // 5 min at 50 Hz is 15000 frames
@@ -32,7 +34,7 @@ export class FrameBuffer {
   column(name) {
     let col = this.cols.get(name);
     if (!col) {
-      col = new Array(this.t.length); // holes read as undefined: uPlot bridges them
+      col = new Array(this.t.length); // holes read as undefined: no sample of the channel (series.js skips them)
       this.cols.set(name, col);
     }
     return col;

@@ -1,14 +1,23 @@
 // Strip charts: one uPlot per chosen channel, stacked, sharing the time axis
-// and the cursor. Each draws straight from the FrameBuffer's columns; the
-// window (60 s or 5 min) ends at the newest sample, so the strips scroll as
-// frames arrive and stand still when the car goes quiet.
-import { CHANNEL_ORDER, cssVar, el, fmtClock, unitOf } from "../common.js";
+// and the cursor. Each draws its channel's own samples in the window (60 s or
+// 5 min, ending at the newest frame), taken from the FrameBuffer's columns by
+// series.js: frames that lack the channel are skipped, and a gap (a stale null,
+// or a silence) is drawn as a break, never as a straight line across it. The
+// strips scroll as frames arrive and stand still when the car goes quiet.
+import { CHANNEL_ORDER, cssVar, el, fmtClock, labelOf, unitOf } from "../common.js";
+import { chartSeries } from "./series.js";
 
 const DEFAULT_CHANNELS = ["speed", "rpm", "throttle"];
 const MAX_CHARTS = 8; // beyond this a phone scrolls forever; pick fewer
 const CHART_HEIGHT = 120;
 const PREF_STORAGE = "dashboard.chartChannels";
 const PALETTE = ["--series-1", "--series-2", "--series-3", "--series-4"];
+
+/** A chart's name for people: the registry's label and unit ("Engine load (%)"), a custom channel's name. */
+function caption(name) {
+  const unit = unitOf(name);
+  return unit ? `${labelOf(name)} (${unit})` : labelOf(name);
+}
 
 export class StripCharts {
   constructor(container, picker, buffer) {
@@ -40,8 +49,7 @@ export class StripCharts {
     const box = el("input", { attrs: { type: "checkbox", id, value: name } });
     box.checked = this.selected.has(name);
     box.addEventListener("change", () => this.toggle(name, box.checked, box));
-    const unit = unitOf(name);
-    this.picker.append(el("label", { class: "check", attrs: { for: id } }, box, ` ${name}${unit ? ` (${unit})` : ""}`));
+    this.picker.append(el("label", { class: "check", attrs: { for: id } }, box, ` ${caption(name)}`));
   }
 
   toggle(name, on, box) {
@@ -71,7 +79,6 @@ export class StripCharts {
 
   open(name) {
     if (this.charts.has(name)) return;
-    const unit = unitOf(name);
     const color = cssVar(PALETTE[this.charts.size % PALETTE.length]) || "#0047ab";
     const wrap = el("div", { class: "strip", dataset: { channel: name, points: "0" } });
     this.container.append(wrap);
@@ -87,7 +94,7 @@ export class StripCharts {
       series: [
         { label: "time", value: (u, v) => (v === null || v === undefined ? "—" : fmtClock(v * 1000)) },
         {
-          label: unit ? `${name} (${unit})` : name,
+          label: caption(name),
           stroke: color,
           width: 2,
           spanGaps: false,
@@ -107,8 +114,7 @@ export class StripCharts {
         ],
       },
     };
-    const col = this.buffer.column(name);
-    const u = new uPlot(opts, [this.buffer.t, col], wrap);
+    const u = new uPlot(opts, [[], []], wrap);
     this.charts.set(name, { u, wrap });
   }
 
@@ -137,14 +143,20 @@ export class StripCharts {
     const end = this.buffer.lastT;
     if (end === null) return;
     const start = end - this.windowS;
-    const i0 = this.buffer.indexAtOrAfter(start);
     for (const [name, { u, wrap }] of this.charts) {
-      const col = this.buffer.column(name);
+      const series = chartSeries(this.buffer.t, this.buffer.column(name), start, end);
       u.batch(() => {
-        u.setData([this.buffer.t, col], false);
+        u.setData([series.x, series.y], false);
         u.setScale("x", { min: start, max: end });
       });
-      wrap.dataset.points = String(col.length - i0); // frames in the window, for tests and tools
+      wrap.dataset.points = String(series.samples); // the channel's samples drawn, for tests and tools
+      wrap.dataset.gaps = String(series.gaps);
     }
+  }
+
+  /** What a chart draws now, as uPlot holds it: [times, values (null: a break)]; null when not charted. */
+  data(name) {
+    const c = this.charts.get(name);
+    return c ? [Array.from(c.u.data[0]), Array.from(c.u.data[1])] : null;
   }
 }

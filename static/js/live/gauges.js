@@ -1,18 +1,23 @@
 // Dial gauges (canvas arcs) for the four channels a driver's crew watches most,
 // and the big numbers for every other channel. Values are written as text;
 // each value element carries data-channel and data-value (the raw number) so
-// tests and tools can read exactly what was received.
-import { CHANNEL_ORDER, cssVar, el, fmtAge, REGISTRY, setText, staleAfter, unitOf } from "../common.js";
+// tests and tools can read exactly what was received. Labels and units come
+// from the channel registry the page embeds (dashboard/telemetry/channels.py):
+// "Engine load %", never "engine_load"; a custom channel shows its own name.
+//
+// A component: give it any two containers (the live page's, a pit-wall
+// screen's); how big it is, is the page's CSS (.gauges, .numbers).
+import { CHANNEL_ORDER, cssVar, el, fmtAge, labelOf, REGISTRY, setText, staleAfter, unitOf } from "../common.js";
 
 const SWEEP = 1.5 * Math.PI; // a 270° dial
 const START = 0.75 * Math.PI; // from lower left, clockwise
 
-/** The dials: range, and the bands drawn in colour (rpm redline, coolant warning). */
+/** The dials: range, and the bands drawn in colour (rpm redline, coolant warning); labels from the registry. */
 export const GAUGES = [
-  { name: "speed", label: "Speed", min: 0, max: 300 },
-  { name: "rpm", label: "RPM", min: 0, max: 9000, bands: [{ from: 7000, to: 9000, color: "--danger" }] },
-  { name: "throttle", label: "Throttle", min: 0, max: 100 },
-  { name: "coolant_temp", label: "Coolant", min: 40, max: 130, bands: [{ from: 105, to: 130, color: "--warn" }] },
+  { name: "speed", min: 0, max: 300 },
+  { name: "rpm", min: 0, max: 9000, bands: [{ from: 7000, to: 9000, color: "--danger" }] },
+  { name: "throttle", min: 0, max: 100 },
+  { name: "coolant_temp", min: 40, max: 130, bands: [{ from: 105, to: 130, color: "--warn" }] },
 ];
 const GAUGE_NAMES = new Set(GAUGES.map((g) => g.name));
 
@@ -53,7 +58,7 @@ export class Readouts {
       "figure",
       { class: "gauge tile", dataset: { channel: g.name, stale: "true" }, attrs: { title: REGISTRY[g.name]?.description } },
       canvas,
-      el("figcaption", {}, el("span", { class: "label", text: g.label }), value, el("span", { class: "unit", text: unitOf(g.name) }), age),
+      el("figcaption", {}, el("span", { class: "label", text: labelOf(g.name) }), value, el("span", { class: "unit", text: unitOf(g.name) }), age),
     );
     this.gaugesEl.append(root);
     this.tiles.set(g.name, { root, value, age, canvas, gauge: g, shown: undefined, drawn: undefined });
@@ -65,7 +70,7 @@ export class Readouts {
     const root = el(
       "div",
       { class: "number tile", dataset: { channel: name, stale: "true", order: orderKey(name) }, attrs: { title: REGISTRY[name]?.description || name } },
-      el("span", { class: "label", text: name }),
+      el("span", { class: "label", text: labelOf(name) }),
       el("span", { class: "reading" }, value, el("span", { class: "unit", text: unitOf(name) })),
       age,
     );

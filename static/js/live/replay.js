@@ -81,6 +81,8 @@ export class Replay {
       return;
     }
     this.loaded = true;
+    // in time order: a GPS fix frame carries its fix's own time, older than the sample stored before it
+    this.frames.sort((a, b) => a.t - b.t || a.seq - b.seq);
     if (!this.frames.length) {
       setText(this.els.status, "No frames stored for this session.");
       document.body.dataset.replay = "empty";
