@@ -269,6 +269,9 @@ class LapOut(Out):
     max_gap_s: float = Field(description="longest time between two fixes used: how precise the timing is")
     start_seq: int | None
     end_seq: int | None
+    interrupted: Literal["gap", "jump"] | None = Field(
+        None, description="the trace broke during this lap (no fix for over 3 s, or a GPS relocation): it ended "
+        "there untimed (in_lap), and the next lap is an out-lap")
 
 
 class Timing(Out):
