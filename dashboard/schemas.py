@@ -41,7 +41,8 @@ class SessionCreate(Strict):
     name: Text = ""
     car_id: CarId
     driver: Text | None = None
-    track: Text | None = None
+    track: Text | None = Field(None, description="free text; when a stored track has this name (case-insensitive), "
+                               "laps are timed on it")
     track_id: SessionId | None = Field(None, description="a stored track: laps are timed on it")
 
 
@@ -443,7 +444,10 @@ class MonitorSessionStart(Strict):
     session_id: SessionId | None = None
     name: Text = ""
     driver: Text | None = None
-    track: Text | None = None
+    track: Text | None = Field(None, description="a stored track's name (case-insensitive): a session created "
+                               "is timed on it; no such track is a not_found refusal naming track")
+    track_id: SessionId | None = Field(None, description="a stored track: a session created is timed on it; no such "
+                                       "track is a not_found refusal naming track_id")
 
 
 class TelemetryBatch(Strict):

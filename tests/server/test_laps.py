@@ -148,3 +148,63 @@ def test_a_track_in_use_cannot_be_deleted(live_server):
     assert requests.delete(f"{url}/api/v1/tracks/{track['track_id']}", headers=headers, timeout=5).status_code == 204
     assert requests.get(f"{url}/api/v1/tracks/{track['track_id']}", timeout=5).status_code == 404
     assert requests.get(f"{url}/api/v1/sessions/{sid}", timeout=5).json()["track_id"] is None
+
+
+def test_a_session_whose_track_text_names_a_stored_track_is_timed_on_it(live_server):
+    """The free-text track matches a stored track by name (case, spacing): laps are timed without a second step."""
+    url, headers = live_server.url, live_server.headers
+    created = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-1", "track": "  orlando KART   center "},
+                            headers=headers, timeout=5)
+    assert created.status_code == 201 and created.json()["track_id"] == ORLANDO_TRACK_ID
+    free = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-2", "track": "Test Track"},
+                         headers=headers, timeout=5)
+    assert free.status_code == 201 and free.json()["track_id"] is None and free.json()["track"] == "Test Track"
+    by_id = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-3", "track_id": ORLANDO_TRACK_ID},
+                          headers=headers, timeout=5).json()
+    assert by_id["track"] == "Orlando Kart Center"  # the track's name, for lists and pages
+    legacy = requests.post(f"{url}/session_manager/sessions.start", json={"car_id": "NAME-4", "track": "ORLANDO KART "
+                           "CENTER"}, headers=headers, timeout=5)
+    assert legacy.status_code in (200, 201) and legacy.json()["track_id"] == ORLANDO_TRACK_ID, legacy.text
+
+
+def test_a_car_names_its_track_in_session_start(live_server):
+    """A monitor's session.start with a track name or id: the session it starts is timed; an unknown one is refused
+    naming the field, and nothing is created."""
+    url = live_server.url
+    car = f"KART-{uuid.uuid4().hex[:6]}"
+    monitor = connect_monitor(url, car, live_server.api_key)
+    try:
+        def start(body: dict) -> dict:
+            return monitor.call("session.start", body, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+
+        unknown = start({"record_id": "r-unknown", "track": "Orlnado Kart Center"})
+        assert unknown["ok"] is False and unknown["error"]["code"] == "not_found"
+        assert unknown["error"]["field"] == "track" and "Orlando Kart Center" in unknown["error"]["message"]
+        bad_id = start({"record_id": "r-bad-id", "track_id": str(uuid.uuid4())})
+        assert bad_id["ok"] is False and bad_id["error"]["field"] == "track_id"
+        assert requests.get(f"{url}/api/v1/sessions?car_id={car}", timeout=5).json()["total"] == 0
+        ack = start({"record_id": "r-1", "track": "orlando kart center"})
+        assert ack["ok"] and ack["session"]["track_id"] == ORLANDO_TRACK_ID, ack
+        sid = ack["session"]["session_id"]
+        frames = recorded_frames()
+        for i in range(0, len(frames), BATCH):
+            sent = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]}, namespace="/monitor",
+                                timeout=CALL_TIMEOUT_S)
+            assert sent["ok"] and not sent["rejected"], sent
+    finally:
+        monitor.disconnect()
+
+    def laps() -> list[float]:
+        got = timed(requests.get(f"{url}/api/v1/sessions/{sid}/laps", timeout=5).json())
+        return got if len(got) == len(REFERENCE_LAPS) else []
+
+    assert all(abs(a - b) < 0.05 for a, b in zip(wait_for(laps, 15, "the laps"), REFERENCE_LAPS, strict=True))
+    requests.post(f"{url}/api/v1/sessions/{sid}/end", headers=live_server.headers, timeout=5).raise_for_status()
+    other = connect_monitor(url, car, live_server.api_key)
+    try:
+        by_id = other.call("session.start", {"record_id": "r-2", "track_id": ORLANDO_TRACK_ID}, namespace="/monitor",
+                           timeout=CALL_TIMEOUT_S)
+        assert by_id["ok"] and by_id["session"]["session_id"] != sid
+        assert by_id["session"]["track_id"] == ORLANDO_TRACK_ID and by_id["session"]["track"] == "Orlando Kart Center"
+    finally:
+        other.disconnect()
