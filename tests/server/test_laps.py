@@ -1,6 +1,8 @@
 """Laps end to end: a recorded session streamed to a real server, timed live, and timed again on a track change."""
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from pathlib import Path
 
@@ -208,3 +210,35 @@ def test_a_car_names_its_track_in_session_start(live_server):
         assert by_id["session"]["track_id"] == ORLANDO_TRACK_ID and by_id["session"]["track"] == "Orlando Kart Center"
     finally:
         other.disconnect()
+
+
+def test_the_recording_looped_end_to_start_times_no_fake_lap_and_the_seam_is_counted(live_server):
+    """The demo's loop seam through a real server: two passes of the recording, time running on across the seam
+    (the kart jumps 135 m back to the pit lane). 8 timed laps, each a real one; the lap in progress at the seam is
+    stored untimed (interrupted: jump) and counted in /metrics."""
+    url = live_server.url
+    one = recorded_frames()
+    span = one[-1]["t"] - one[0]["t"] + 0.1
+    shift = time.time() - 2 * span - one[0]["t"] - 5  # the second pass ends about now
+    frames = [{**f, "seq": k * len(one) + f["seq"], "t": f["t"] + shift + k * span} for k in (0, 1) for f in one]
+    before = interrupted_count(url, "jump")
+    sid = stream(live_server, f"KART-{uuid.uuid4().hex[:6]}", frames, track_id=ORLANDO_TRACK_ID)
+
+    def laps() -> dict:
+        got = requests.get(f"{url}/api/v1/sessions/{sid}/laps", timeout=5).json()
+        return got if len(timed(got)) == 2 * len(REFERENCE_LAPS) else {}
+
+    got = wait_for(laps, 15, "every lap of both passes")
+    assert all(abs(a - b) < 0.05 for a, b in zip(timed(got), REFERENCE_LAPS * 2, strict=True))
+    cut = [lap for lap in got["items"] if lap["interrupted"]]
+    assert [(lap["lap"], lap["in_lap"], lap["interrupted"]) for lap in cut] == [(5, True, "jump")]
+    assert got["items"][6]["lap"] == 6 and got["items"][6]["out_lap"]  # the second pass starts with an out-lap
+    assert abs(got["best_lap"]["lap_time"] - min(REFERENCE_LAPS)) < 0.05
+    assert wait_for(lambda: interrupted_count(url, "jump") >= before + 1, 10, "the metric")
+
+
+def interrupted_count(url: str, reason: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    found = re.search(rf'^dashboard_laps_interrupted_total{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
+    assert found, text[-2000:]
+    return float(found.group(1))
