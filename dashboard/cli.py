@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dashboard.config import Settings
+from dashboard.listener import port_number
 
 log = logging.getLogger("dashboard")
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (DASHBOARD_PORT, default 5000; 0: any free port, "
-                       "printed)")
+    serve.add_argument("--port", type=port_number,
+                       help="port to listen on (DASHBOARD_PORT, default 5000; 0: any free port, printed)")
     collect = serve.add_argument_group("collect", "the server sits in the car: also run its monitor, feeding it")
     collect.add_argument("--collect", action="store_true", help="run `dashboard monitor` against this server")
     collect.add_argument("--car-id", default="car-1", help="this car's id (default %(default)s)")

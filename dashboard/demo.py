@@ -21,6 +21,7 @@ from typing import Any
 
 from dashboard.companion import serve_with_companion
 from dashboard.config import Settings
+from dashboard.listener import port_number
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
     demo = subparsers.add_parser("demo", help="server + simulated car on embedded defaults")
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    demo.add_argument("--port", type=int, help="port (default 5000; 0: any free port, printed)")
+    demo.add_argument("--port", type=port_number, help="port (default 5000; 0: any free port, printed)")
     demo.add_argument("--speedup", type=float, default=1.0, help="replay speed of the recorded laps")
     demo.set_defaults(func=cmd_demo)

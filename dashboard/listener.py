@@ -8,6 +8,7 @@ chose is then the one printed.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import socket
 
@@ -18,10 +19,22 @@ class ListenError(Exception):
     """The server cannot listen where it was asked to; ``str()`` is the one line to print."""
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, 0..65535 (0: any free one); argparse's one-line error otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), not {port}")
+    return port
+
+
 def open_listener(host: str, port: int, option: str = "--port") -> socket.socket:
     """A listening TCP socket on ``host:port`` (``SO_REUSEADDR``, as gevent's servers bind); ListenError if not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as gevent's servers read an address
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        family, _, _, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
                                                       flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as exc:
         raise ListenError(f"cannot listen on {host}: not an address of this machine ({exc}); "
