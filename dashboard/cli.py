@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dashboard.config import Settings
+from dashboard.listener import port_number
 
 log = logging.getLogger("dashboard")
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -24,16 +25,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server (migrating the database first); with --collect, also this car's monitor."""
     from dashboard import create_app
     from dashboard.companion import serve_with_companion
+    from dashboard.listener import ListenError, bound_port, open_listener
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
+    if args.collect and not (args.obd or args.gps):
+        print("--collect needs --obd PORT and/or --gps PORT", file=sys.stderr)
+        return 2
     _setup_logging(settings)
+    try:  # first: a taken port is one line, before the database or a companion is touched
+        listener = open_listener(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"dashboard serve: {exc}", file=sys.stderr)
+        return 2
+    settings.port = bound_port(listener)
     app = create_app(settings)
     companion = None
     if args.collect:
-        if not (args.obd or args.gps):
-            print("--collect needs --obd PORT and/or --gps PORT", file=sys.stderr)
-            return 2
         companion = ["monitor", "--server", f"http://127.0.0.1:{settings.port}", "--car-id", args.car_id]
         for flag, value in (("--obd", args.obd), ("--gps", args.gps), ("--mesh", args.mesh), ("--rate", args.rate),
                             ("--outbox", args.outbox), ("--config", args.config)):
@@ -42,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     banner = f"Race dashboard serving on http://{settings.host}:{settings.port}/"
     # the monitor's key travels in its environment, never on its command line (any user can read that)
     env = {"DASHBOARD_API_KEY": settings.api_key} if settings.api_key else None
-    return serve_with_companion(app, settings, companion, banner, env=env)
+    return serve_with_companion(app, settings, companion, banner, env=env, listener=listener)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -85,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (DASHBOARD_PORT, default 5000)")
+    serve.add_argument("--port", type=port_number,
+                       help="port to listen on (DASHBOARD_PORT, default 5000; 0: any free port, printed)")
     collect = serve.add_argument_group("collect", "the server sits in the car: also run its monitor, feeding it")
     collect.add_argument("--collect", action="store_true", help="run `dashboard monitor` against this server")
     collect.add_argument("--car-id", default="car-1", help="this car's id (default %(default)s)")

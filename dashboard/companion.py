@@ -50,10 +50,13 @@ def _server_options(runtime: Any) -> dict[str, Any]:
 
 
 def serve_with_companion(app: Any, settings: Settings, companion: list[str] | None,
-                         banner: str = "", env: dict[str, str] | None = None) -> int:
+                         banner: str = "", env: dict[str, str] | None = None, listener: socket.socket | None = None
+                         ) -> int:
     """Run the server; once it listens, start ``companion`` (a ``dashboard`` command) as a child process.
 
     ``env`` is added to the child's environment: the way its key reaches it (never its command line).
+    ``listener``: the socket bound beforehand (``dashboard/listener.py``); ``banner`` is printed once the
+    server accepts on it, never before.
 
     The companion (a simulated car, or the car's own monitor with ``serve --collect``) runs in its own process:
     its serial reads and threads would otherwise block the server's gevent loop.
@@ -75,13 +78,10 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
 
     if companion:
         socketio.start_background_task(start_companion)
-    if banner:
-        print(banner, flush=True)
     _stop_on_sigterm(socketio, settings)
     _freeze_startup_heap()
     try:
-        socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False,
-                     **_server_options(runtime))
+        _serve(socketio, app, settings, runtime, listener, banner)
     except KeyboardInterrupt:
         pass
     finally:
@@ -92,6 +92,31 @@ def serve_with_companion(app: Any, settings: Settings, companion: list[str] | No
         runtime.hub.stop()
         runtime.core.close()
     return 0
+
+
+def _serve(socketio: Any, app: Any, settings: Settings, runtime: Any, listener: socket.socket | None,
+           banner: str) -> None:
+    """Serve until stopped; the banner (the URL to open) goes out once connections are accepted.
+
+    Under gevent the server is the one Flask-SocketIO's ``run`` makes (a ``pywsgi.WSGIServer``, no access log),
+    on the socket bound beforehand, so a taken port was already said in one line and nothing else ran.
+    """
+    if listener is not None and settings.async_mode == "gevent":
+        from gevent import pywsgi
+
+        server = pywsgi.WSGIServer(listener, app, log=None, **_server_options(runtime))
+        socketio.wsgi_server = server  # what SIGTERM stops
+        server.start()
+        if banner:
+            print(banner, flush=True)
+        server.serve_forever()
+        return
+    if listener is not None:
+        listener.close()  # another async mode binds by itself, on the port this one proved free
+    if banner:
+        print(banner, flush=True)
+    socketio.run(app, host=settings.host, port=settings.port, log_output=False, use_reloader=False,
+                 **_server_options(runtime))
 
 
 def _die_with_parent() -> None:

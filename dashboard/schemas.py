@@ -41,7 +41,8 @@ class SessionCreate(Strict):
     name: Text = ""
     car_id: CarId
     driver: Text | None = None
-    track: Text | None = None
+    track: Text | None = Field(None, description="free text; when a stored track has this name (case-insensitive), "
+                               "laps are timed on it")
     track_id: SessionId | None = Field(None, description="a stored track: laps are timed on it")
 
 
@@ -269,6 +270,9 @@ class LapOut(Out):
     max_gap_s: float = Field(description="longest time between two fixes used: how precise the timing is")
     start_seq: int | None
     end_seq: int | None
+    interrupted: Literal["gap", "jump"] | None = Field(
+        None, description="the trace broke during this lap (no fix for over 3 s, or a GPS relocation): it ended "
+        "there untimed (in_lap), and the next lap is an out-lap")
 
 
 class Timing(Out):
@@ -440,7 +444,10 @@ class MonitorSessionStart(Strict):
     session_id: SessionId | None = None
     name: Text = ""
     driver: Text | None = None
-    track: Text | None = None
+    track: Text | None = Field(None, description="a stored track's name (case-insensitive): a session created "
+                               "is timed on it; no such track is a not_found refusal naming track")
+    track_id: SessionId | None = Field(None, description="a stored track: a session created is timed on it; no such "
+                                       "track is a not_found refusal naming track_id")
 
 
 class TelemetryBatch(Strict):

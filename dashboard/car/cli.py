@@ -48,6 +48,9 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
+    monitor.add_argument("--track", metavar="NAME", help="time the sessions on this stored track (its name, any case); "
+                         "an unknown one is logged and the session starts untimed")
+    monitor.add_argument("--track-id", metavar="ID", help="time the sessions on this stored track (its id)")
     add_key_options(monitor)
     monitor.set_defaults(func=cmd_monitor)
 
@@ -76,7 +79,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
-        "rate_hz", "outbox_path", "ca_cert")}
+        "rate_hz", "outbox_path", "ca_cert", "track", "track_id")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 
     settings = load_settings(getattr(args, "config", None), **overrides)

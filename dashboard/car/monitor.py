@@ -226,7 +226,8 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
     outbox = Outbox(settings.outbox_path, settings.outbox_max_frames)
     uplink = Uplink(
         settings.server_url, settings.car_id, outbox, api_key=settings.api_key,
-        session_name=settings.session_name, track=settings.track, batch_max=settings.batch_max,
+        session_name=settings.session_name, track=settings.track, track_id=settings.track_id,
+        batch_max=settings.batch_max,
         ack_timeout_s=settings.ack_timeout_s, heartbeat_s=settings.heartbeat_s, backlog_fps=settings.backlog_fps,
         ca_cert=settings.ca_cert,
     )

@@ -37,7 +37,11 @@ class MonitorSettings(BaseSettings):
     ca_cert: Path | None = Field(None, description="PEM bundle of a private CA that signed the server's "
                                  "certificate (https:// servers are always verified)")
     session_name: str = Field("", description="name of a session the monitor creates")
-    track: str | None = Field(None, description="track of a session the monitor creates")
+    track: str | None = Field(None, description="a stored track by name (case-insensitive): the sessions the monitor "
+                              "starts are timed on it; one the server does not know is logged and the session "
+                              "starts untimed")
+    track_id: str | None = Field(None, description="a stored track by id (GET /api/v1/tracks): the sessions the "
+                                 "monitor starts are timed on it; wins over track")
     obd_port: str | None = Field(None, description="ELM327 adapter: device path, or socket://host:port")
     obd_protocol: str | None = Field(None, description='ELM327 protocol id ("1"-"A"); unset = auto, ~3 s slower')
     obd_baudrate: int | None = Field(None, description="adapter baud rate; unset = auto-detect")

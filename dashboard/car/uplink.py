@@ -93,6 +93,7 @@ class Uplink(Worker):
         api_key: str | None = None,
         session_name: str = "",
         track: str | None = None,
+        track_id: str | None = None,
         batch_max: int = BATCH_MAX,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         heartbeat_s: float = HEARTBEAT_S,
@@ -108,6 +109,8 @@ class Uplink(Worker):
         self.outbox = outbox
         self.session_name = session_name
         self.track = track
+        self.track_id = track_id
+        self.track_refused = False  # the server knew no such track: sessions start untimed (logged once)
         self.batch_max = batch_max
         self.ack_timeout_s = ack_timeout_s
         self.heartbeat_s = heartbeat_s
@@ -294,10 +297,8 @@ class Uplink(Worker):
         body: dict[str, Any] = {"record_id": record_id, "name": self.session_name}
         if self.session_id:
             body["session_id"] = self.session_id
-        if self.track:
-            body["track"] = self.track
         try:
-            session = self._call("session.start", body)["session"]
+            session = self._session_start(body)
         except ServerError as exc:
             if exc.error.get("field") in ("session_id", "record_id", "status"):
                 # the remembered session is gone, refused (field status) or another car's: start afresh
@@ -328,9 +329,27 @@ class Uplink(Worker):
 
     def _start_fresh_session(self) -> dict[str, Any]:
         self._adopt(None, None, new_record=True)
-        body = {"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name}
-        if self.track:
-            body["track"] = self.track
+        return self._session_start({"record_id": self.outbox.get_meta("uplink.record_id"), "name": self.session_name})
+
+    def _session_start(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``session.start`` with the car's track, by id or name; the session answered.
+
+        A track the server does not know is logged once and the session started untimed: the car's data
+        matter more than its lap times, and the pit can set the track afterwards (every lap is then timed
+        from the stored frames). Refusing would leave the car without a session until its settings change.
+        """
+        track = {} if self.track_refused else {k: v for k, v in (("track", self.track), ("track_id", self.track_id))
+                                                if v}
+        try:
+            return self._call("session.start", {**body, **track})["session"]
+        except ServerError as exc:
+            if not track or exc.error.get("field") not in ("track", "track_id"):
+                raise
+            reason = exc.error.get("message")
+        self.track_refused = True
+        log.error("car %s: the server refused its track (%s); its sessions start untimed until the monitor is "
+                  "restarted with a known track or track_id. The pit can set the track on the session (its laps are "
+                  "then timed from the stored frames)", self.car_id, reason)
         return self._call("session.start", body)["session"]
 
     def _adopt(self, session: dict[str, Any] | None, session_id: str | None, new_record: bool = False) -> None:

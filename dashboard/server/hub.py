@@ -181,8 +181,9 @@ class MonitorNamespace(_AckingNamespace):
     def on_session_start(self, data: Any = None) -> dict[str, Any]:
         self._car(request.sid)
         msg = parse(schemas.MonitorSessionStart, {} if data is None else data)  # no payload: {}; 0, "", [] refused
+        track_id = self.core.tracks.resolve(msg.track, msg.track_id)  # a car naming a track means a stored one
         live = self.core.lifecycle.attach_car(self.cars[request.sid], msg.record_id, msg.session_id, msg.name,
-                                              msg.driver, msg.track)
+                                              msg.driver, msg.track, track_id)
         self._attach(live.id, request.sid)
         return {"ok": True, "session": self.core.sessions.describe(live)}
 

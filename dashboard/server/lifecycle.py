@@ -23,7 +23,7 @@ from dashboard.server.changes import Change
 from dashboard.server.live import FINAL_STATUSES, LiveSession
 from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
-from dashboard.server.tracks import check_track_id
+from dashboard.server.tracks import check_track_id, track_named
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,19 @@ class LifecycleService(Service):
     # ---------------------------------------------------------------- create
     def create(self, car_id: str | None = None, name: str = "", driver: str | None = None,
                track: str | None = None, track_id: str | None = None) -> LiveSession:
-        """A new session in status ``created``."""
+        """A new session in status ``created``; timed on ``track_id``, or on the stored track named ``track``.
+
+        A ``track`` no stored track is called stays free text (the session is not timed until one is set).
+        """
         if track_id is not None:
             track_id = check_track_id(track_id)
-            if self.store.get_track(track_id) is None:
+            stored = self.store.get_track(track_id)
+            if stored is None:
                 raise NotFound(f"no track {track_id}", field="track_id")
+            track = track or stored["name"]
+        elif track:
+            named = track_named(self.store.tracks(), track)
+            track_id = named["id"] if named is not None else None
         now = self.clock()
         row = {"id": str(uuid.uuid4()), "car_id": car_id, "name": name, "driver": driver, "track": track,
                "status": "created", "created_at": now, "started_at": None, "ended_at": None,

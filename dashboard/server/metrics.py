@@ -95,6 +95,11 @@ class _CoreCollector:
                                   value=core.timing.replays)
         yield GaugeMetricFamily("dashboard_lap_replays_running", "Sessions being timed again now",
                                 value=core.timing.replaying)
+        interrupted = CounterMetricFamily("dashboard_laps_interrupted", "Laps ended untimed where the GPS trace "
+                                          "broke (gap: no fix for over 3 s; jump: a relocation)", labels=["reason"])
+        for reason, count in core.timing.interrupted.items():
+            interrupted.add_metric([reason], count)
+        yield interrupted
 
 
 class _ConnectionsCollector:

@@ -126,6 +126,7 @@ class TimingService(Service):
         self.on_alert = on_alert
         self.replays = 0  # sessions timed again from their stored frames (restart or track change)
         self.replaying = 0  # replays running now
+        self.interrupted = {"gap": 0, "jump": 0}  # live laps ended untimed where the trace broke, by reason
 
     # ----------------------------------------------------------- live path
     def processors(self, live: LiveSession) -> SessionTiming:
@@ -183,6 +184,8 @@ class TimingService(Service):
 
     def _store_lap(self, live: LiveSession, lap: dict[str, Any]) -> None:
         sid = live.id
+        if lap.get("interrupted") in self.interrupted:
+            self.interrupted[lap["interrupted"]] += 1
         if not (lap["out_lap"] or lap["in_lap"]):  # the row's lap figures, as the store keeps them
             live.row["laps"] = (live.row.get("laps") or 0) + 1
             best = live.row.get("best_lap_s")

@@ -5,6 +5,11 @@ engineer's laps would otherwise silently lose their reference, and every server 
 database agrees because the check and the delete are one writer job. Detach the sessions first
 (``PUT /sessions/{id}/track {"track_id": null}``). Changing a track's lines times every session on
 it again.
+
+A session's free-text ``track`` finds its track by name, case-insensitive and whatever the spacing
+(``track_named``): a session created as "orlando kart center" is timed on Orlando Kart Center at once.
+Names are not unique; when several tracks share one, the one changed last is taken. A car's monitor
+naming a track (``session.start``) must name a stored one (``TrackService.resolve``).
 """
 from __future__ import annotations
 
@@ -25,6 +30,23 @@ from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
 ORLANDO_TRACK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "race-dashboard:track:orlando-kart-center"))
 BUILTIN_TRACKS = {ORLANDO_TRACK_ID: ORLANDO_KART_CENTER}
 IN_USE_LISTED = 20  # sessions named in a 409 for a track in use
+
+
+KNOWN_LISTED = 10  # track names quoted in the error for an unknown one
+
+
+def name_key(name: str) -> str:
+    """A track name as names are matched: case-folded, spaces collapsed."""
+    return " ".join(name.split()).casefold()
+
+
+def track_named(rows: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
+    """The stored track (row) called ``name``, case-insensitive; the one changed last when several are; or None."""
+    if not name or not name.strip():
+        return None
+    key = name_key(name)
+    matches = [row for row in rows if name_key(row["name"]) == key]
+    return max(matches, key=lambda row: (row["updated_at"], row["id"]), default=None)
 
 
 def check_track_id(track_id: Any) -> str:
@@ -48,6 +70,24 @@ class TrackService(Service):
         for track_id, track in BUILTIN_TRACKS.items():
             if self.store.get_track(track_id) is None:
                 self.save(track.to_dict(), track_id)
+
+    def resolve(self, name: str | None, track_id: str | None) -> str | None:
+        """The track a car names (``session.start``): by id, else by name; None for neither.
+
+        NotFound naming ``track_id`` or ``track`` when there is no such track: a car that names a track wants
+        its laps timed, and a typo must be said, not turned into an untimed session unnoticed.
+        """
+        if track_id is not None:
+            return self.get(track_id)["track_id"]
+        if name is None or not name.strip():
+            return None
+        rows = self.store.tracks()
+        row = track_named(rows, name)
+        if row is None:
+            known = ", ".join(sorted({r["name"] for r in rows})[:KNOWN_LISTED]) or "none"
+            raise NotFound(f"no track named {name[:64]!r} (known: {known}); add it with POST /api/v1/tracks "
+                           "or give track_id", field="track")
+        return row["id"]
 
     def list(self) -> list[dict[str, Any]]:
         """Every track, by name (TrackOut each)."""

@@ -34,10 +34,26 @@ Rejected fixes
     (a 10 Hz frame of a 5 Hz receiver): the move is timed from the first frame
     that carried it, unless it was held longer than ``HOLD_MAX_S`` (then the car
     was standing still, and the move starts from the last frame that held it).
+    A position held while the car moved on is a stale one (the receiver went
+    quiet and the monitor repeated its last fix): the move is then timed from
+    the first frame that carried it, as long as that is within ``GAP_MAX_S``.
+
+Gaps and jumps end a lap untimed
+    A lap is only timed on a continuous trace. No fix for longer than
+    ``GAP_MAX_S`` (a receiver, a monitor or a demo stopped and started again,
+    the recording of a replay looping back) or a relocation after a GPS jump
+    interrupts the lap in progress: it is closed where the trace broke as an
+    untimed lap (``in_lap``, with ``interrupted`` saying why: ``"gap"`` or
+    ``"jump"``), no crossing is looked for across the break, and the trace
+    after it is an out-lap (``out_lap``, the next number) until the next
+    forwards crossing of the line starts a timed lap again. Neither is ever
+    the best lap, and no delta is given on them. During an out-lap a break only
+    re-anchors the trace.
 
 Laps
     Everything before the first forwards crossing is the out-lap (number 0,
-    ``out_lap``); the first crossing starts lap 1. A forwards crossing less than
+    ``out_lap``); the first crossing starts lap 1 (after an interruption, the
+    out-lap has its own number and the crossing starts the next). A forwards crossing less than
     ``min_lap_time_s`` after the lap started is ignored (debounce). ``finish()``
     closes the last partial lap as the in-lap (``in_lap``). Out- and in-laps
     are never the best lap. Sector times run from line to line in the order the
@@ -64,6 +80,13 @@ DEFAULT_MAX_SPEED_KMH = 350.0  # faster than any car on a circuit; a fix implyin
 JUMP_SLACK_M = 5.0  # GPS noise allowance on top of max speed × time, so jitter between close fixes is no jump
 HOLD_MAX_S = 0.5  # a position repeated longer than this is a standing car, not a held sample (receivers >= 2 Hz)
 LEARN_MIN_SPEED_KMH = 10.0  # an "auto" line learns its direction only from a car really driving across it
+# No fix for longer than this breaks the trace: the lap in progress is not timed. The longest silence of a working
+# receiver in the bundled recordings is 1.52 s (0.23 s in the demo's), a 1 Hz receiver missing one fix is silent 2 s;
+# a car standing in the pit still sends fixes (held positions), so a pit stop is no gap. Beyond 3 s a crossing
+# would be interpolated over 80+ m at 100 km/h: no timing, and the monitor, the link or the demo was restarted.
+GAP_MAX_S = 3.0
+INTERRUPTED_BY_GAP = "gap"
+INTERRUPTED_BY_JUMP = "jump"
 
 LAP_COMPLETED = "lap.completed"
 SECTOR_COMPLETED = "sector.completed"
@@ -195,6 +218,7 @@ class Lap:
     max_gap_s: float = 0.0
     start_seq: int | None = None
     end_seq: int | None = None
+    interrupted: str | None = None  # "gap" or "jump": the trace broke during the lap, it was not timed
 
     @property
     def timed(self) -> bool:
@@ -218,6 +242,7 @@ class Lap:
             "max_gap_s": self.max_gap_s,
             "start_seq": self.start_seq,
             "end_seq": self.end_seq,
+            "interrupted": self.interrupted,
         }
 
 
@@ -252,6 +277,9 @@ class LapCounters:
     backward: int = 0  # start/finish crossings the wrong way
     undone: int = 0  # forwards crossings that only undid a backwards one
     debounced: int = 0  # forwards crossings within min_lap_time_s of the lap start
+    gaps: int = 0  # breaks of the trace: no fix for longer than GAP_MAX_S
+    stale: int = 0  # held positions that turned out stale (the car moved on): timed from their first frame
+    interrupted: int = 0  # laps in progress closed untimed by a gap or a relocation
 
 
 @dataclass(frozen=True)
@@ -308,8 +336,9 @@ def _frame_fields(frame: Any) -> tuple[int | None, float | None, float | None, f
 class LapTimer:
     """Times laps and sectors of one car on one track from its frames, one frame at a time."""
 
-    def __init__(self, track: Track, setup_version: int | None = None) -> None:
+    def __init__(self, track: Track, setup_version: int | None = None, gap_max_s: float = GAP_MAX_S) -> None:
         self.track = track
+        self.gap_max_s = gap_max_s
         self.counters = LapCounters()
         self.laps: list[Lap] = []
         self._projection = LocalProjection(((track.a[0] + track.b[0]) / 2, (track.a[1] + track.b[1]) / 2))
@@ -326,6 +355,7 @@ class LapTimer:
         self._first: _Fix | None = None
         # the lap in progress (number 0: the out-lap)
         self._lap_number = 0
+        self._out_lap = True  # before the first crossing, and after an interruption until the next one
         self._lap_start_t = 0.0
         self._lap_start_seq: int | None = None
         self._lap_distance = 0.0
@@ -365,20 +395,25 @@ class LapTimer:
 
     @property
     def current_lap(self) -> int:
-        """Number of the lap in progress (0 while on the out-lap)."""
+        """Number of the lap in progress (0 while on the first out-lap)."""
         return self._lap_number
 
     @property
+    def on_out_lap(self) -> bool:
+        """True while no timed lap is in progress (before the first crossing, or after a gap or jump)."""
+        return self._out_lap
+
+    @property
     def current_lap_elapsed(self) -> float | None:
-        """Seconds since the lap in progress started, at the last accepted fix (None on the out-lap)."""
-        if self._lap_number == 0 or self._anchor is None:
+        """Seconds since the lap in progress started, at the last accepted fix (None on an out-lap)."""
+        if self._out_lap or self._anchor is None:
             return None
         return self._anchor_last_t - self._lap_start_t
 
     @property
     def current_lap_distance(self) -> float | None:
-        """Metres driven since the line in the lap in progress (None on the out-lap)."""
-        return None if self._lap_number == 0 else self._lap_distance
+        """Metres driven since the line in the lap in progress (None on an out-lap)."""
+        return None if self._out_lap else self._lap_distance
 
     @property
     def timed_laps(self) -> list[Lap]:
@@ -409,7 +444,7 @@ class LapTimer:
     @property
     def delta_to_best(self) -> float | None:
         """Seconds behind (> 0) or ahead (< 0) of the best lap at the same distance, now."""
-        if self._lap_number == 0 or self._best is None or self._anchor is None:
+        if self._out_lap or self._best is None or self._anchor is None:
             return None
         best_d, best_t = self._best_trace
         d = self._lap_distance
@@ -454,17 +489,22 @@ class LapTimer:
             self._lap_start_t, self._lap_start_seq = t, seq
             self._accept(fix)
             return []
+        if t - self._anchor_last_t > self.gap_max_s:
+            return self._break(fix, INTERRUPTED_BY_GAP)  # no fix for too long: whatever happened is unknown
         if fix.p == anchor.p:
             self.counters.held += 1
             self._anchor_last_t = t
             return self._delta_events(fix)
         held = self._anchor_last_t - anchor.t
         start = anchor if held <= HOLD_MAX_S else _Fix(self._anchor_last_t, anchor.p, anchor.seq)
+        if (start is not anchor and t - anchor.t <= self.gap_max_s and self._is_jump(start, fix)
+                and not self._is_jump(anchor, fix)):
+            self.counters.stale += 1  # no standing car: a stale position repeated while the car moved on
+            start = anchor
         if self._is_jump(start, fix):
             if self._rejected is not None and not self._is_jump(self._rejected, fix):
                 self.counters.relocations += 1  # the receiver really moved: start again from here
-                self._accept(fix)
-                return self._delta_events(fix)
+                return self._break(fix, INTERRUPTED_BY_JUMP)
             self.counters.jumps += 1
             self._rejected = fix
             return []
@@ -481,8 +521,9 @@ class LapTimer:
         if self._anchor is None or self._first is None:
             return []
         end_t, end_seq = self._anchor_last_t, self._anchor.seq
-        if self._lap_number == 0:
-            lap = self._make_lap(0, self._first.t, end_t, (), out_lap=True, in_lap=True, end_seq=end_seq)
+        if self._out_lap:
+            lap = self._make_lap(self._lap_number, self._lap_start_t, end_t, (), out_lap=True, in_lap=True,
+                                 end_seq=end_seq)
         elif end_t > self._lap_start_t:
             lap = self._make_lap(
                 self._lap_number, self._lap_start_t, end_t, tuple(self._sector_times), in_lap=True, end_seq=end_seq
@@ -498,6 +539,31 @@ class LapTimer:
         self._anchor = fix
         self._anchor_last_t = fix.t
         self._rejected = None
+
+    def _break(self, fix: _Fix, reason: str) -> list[LapEvent]:
+        """The trace broke before ``fix`` (a gap or a relocation): the lap in progress ends untimed there.
+
+        No crossing is looked for across the break; from ``fix`` on the car is on an out-lap until it
+        crosses the line. On an out-lap already, the trace is only anchored again.
+        """
+        if reason == INTERRUPTED_BY_GAP:
+            self.counters.gaps += 1
+        events: list[LapEvent] = []
+        if not self._out_lap:
+            assert self._anchor is not None
+            end_t, end_seq = self._anchor_last_t, self._anchor.seq
+            if end_t > self._lap_start_t:
+                lap = self._make_lap(self._lap_number, self._lap_start_t, end_t, tuple(self._sector_times),
+                                     in_lap=True, end_seq=end_seq, interrupted=reason)
+                self.laps.append(lap)
+                events.append(LapEvent(LAP_COMPLETED, end_t, end_seq, lap.to_dict()))
+                self._lap_number += 1
+            self.counters.interrupted += 1
+            self._start_lap(self._lap_number, fix.t, fix.seq, 0.0)
+            self._out_lap = True
+        self._backward_pending = False  # a backwards crossing before the break is no reason to ignore the next
+        self._accept(fix)
+        return events
 
     def _is_jump(self, a: _Fix, b: _Fix) -> bool:
         return distance(a.p, b.p) > self._max_speed_ms * (b.t - a.t) + JUMP_SLACK_M
@@ -528,7 +594,7 @@ class LapTimer:
             else:
                 events.extend(self._on_sector(index, at, forwards, fix.seq))
         self._lap_distance += (1.0 - done) * length
-        if self._lap_number > 0:
+        if not self._out_lap:
             self._trace_d.append(self._lap_distance)
             self._trace_t.append(fix.t - self._lap_start_t)
         return events
@@ -543,9 +609,8 @@ class LapTimer:
             self._backward_pending = False
             return []
         events: list[LapEvent] = []
-        if self._lap_number == 0:
-            assert self._first is not None
-            lap = self._make_lap(0, self._first.t, at, (), out_lap=True, end_seq=seq)
+        if self._out_lap:
+            lap = self._make_lap(self._lap_number, self._lap_start_t, at, (), out_lap=True, end_seq=seq)
             self.laps.append(lap)
             events.append(LapEvent(LAP_COMPLETED, at, seq, lap.to_dict()))
         elif at - self._lap_start_t < self.track.min_lap_time_s:
@@ -577,6 +642,7 @@ class LapTimer:
 
     def _start_lap(self, number: int, at: float, seq: int | None, dt: float) -> None:
         self._lap_number = number
+        self._out_lap = False
         self._lap_start_t, self._lap_start_seq = at, seq
         self._lap_distance = 0.0
         self._lap_max_gap = dt  # the move that holds the crossing
@@ -587,7 +653,7 @@ class LapTimer:
         self._sector_times = [None] * (len(self._sector_lines) + 1)
 
     def _on_sector(self, index: int, at: float, forwards: bool, seq: int | None) -> list[LapEvent]:
-        if not forwards or self._lap_number == 0 or index < self._next_sector:
+        if not forwards or self._out_lap or index < self._next_sector:
             return []  # wrong way, out-lap, or a line already passed this lap
         time = at - self._sector_start_t if index == self._next_sector else None  # None: a line was missed
         self._next_sector = index + 1
@@ -624,6 +690,7 @@ class LapTimer:
         out_lap: bool = False,
         in_lap: bool = False,
         end_seq: int | None = None,
+        interrupted: str | None = None,
     ) -> Lap:
         return Lap(
             number=number,
@@ -640,10 +707,11 @@ class LapTimer:
             max_gap_s=self._lap_max_gap,
             start_seq=self._lap_start_seq,
             end_seq=end_seq,
+            interrupted=interrupted,
         )
 
     def _delta_events(self, fix: _Fix) -> list[LapEvent]:
-        if self._lap_number == 0:
+        if self._out_lap:
             return []
         delta = self.delta_to_best
         payload = {

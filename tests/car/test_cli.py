@@ -31,6 +31,17 @@ def test_monitor_options_map_to_settings(tmp_path: Path, monkeypatch: pytest.Mon
     assert load_settings(config, rate_hz=20).rate_hz == 20  # the command line beats both
 
 
+def test_monitor_track_by_name_or_id_from_the_command_line_or_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "car.toml"
+    config.write_text('[monitor]\ntrack = "Orlando Kart Center"\ntrack_id = "0b5f1a9e-5d0f-5a8c-9d65-6a4b1e2f3c4d"\n')
+    assert load_settings(config).track == "Orlando Kart Center"
+    assert load_settings(config).track_id == "0b5f1a9e-5d0f-5a8c-9d65-6a4b1e2f3c4d"
+    args = _parser().parse_args(["monitor", "--track", "Lydden Hill", "--track-id", "abc"])
+    assert (args.track, args.track_id) == ("Lydden Hill", "abc")
+    settings = load_settings(config, track=args.track, track_id=args.track_id)
+    assert (settings.track, settings.track_id) == ("Lydden Hill", "abc")  # the command line beats the file
+
+
 def test_monitor_without_sources_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DASHBOARD_OBD_PORT", raising=False)
     monkeypatch.delenv("DASHBOARD_GPS_PORT", raising=False)

@@ -56,3 +56,52 @@ def test_server_killed_and_restarted_every_frame_arrives_exactly_once(live_serve
     assert [f["seq"] for f in frames] == list(range(1, last + 1))  # all, in order, none twice
     assert uplink.connects >= 2
     manager.outbox.close()
+
+
+def test_a_car_names_its_track_and_an_unknown_one_is_logged_once_and_the_session_starts_untimed(
+        live_server, tmp_path: Path, caplog) -> None:
+    """``--track`` by name, any case: the session is timed on it. A name the server does not know: the car's data
+    matter more than its lap times, so the session starts untimed (the pit can set the track later), logged once."""
+    from dashboard.car.monitor import ServiceManager
+    from dashboard.car.outbox import Outbox
+    from dashboard.car.source import ChannelStore
+    from dashboard.car.uplink import Uplink
+    from dashboard.server.tracks import ORLANDO_TRACK_ID
+
+    stop = threading.Event()
+    runners, outboxes = [], []
+
+    def car(car_id: str, track: str) -> Uplink:
+        outbox = Outbox(tmp_path / f"{car_id}.sqlite")
+        store = ChannelStore()
+        store.update({"rpm": 3000.0})
+        uplink = Uplink(live_server.url, car_id, outbox, api_key=live_server.api_key, track=track, heartbeat_s=0.5)
+        manager = ServiceManager([], store, outbox, uplink, rate_hz=10)
+        runner = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+        runner.start()
+        runners.append(runner)
+        outboxes.append(outbox)
+        return uplink
+
+    try:
+        known = car("track-known", "ORLANDO kart center")
+        wait_for(lambda: known.session_id and known.sent_frames > 0, 20, "the known track's session")
+        session = requests.get(f"{live_server.url}/api/v1/sessions/{known.session_id}", timeout=10).json()
+        assert session["track_id"] == ORLANDO_TRACK_ID and not known.track_refused
+        with caplog.at_level("ERROR", logger="dashboard.car.uplink"):
+            unknown = car("track-unknown", "Orlnado Kart Centre")
+            wait_for(lambda: unknown.session_id and unknown.sent_frames > 0, 20, "an untimed session")
+            first = unknown.session_id
+            unknown.link.close()  # the link drops: the uplink connects and starts its session again
+            wait_for(lambda: unknown.connects >= 2 and unknown.state.value == "connected", 20, "reconnected")
+        assert unknown.track_refused and unknown.session_id == first
+        session = requests.get(f"{live_server.url}/api/v1/sessions/{first}", timeout=10).json()
+        assert session["track_id"] is None and session["status"] == "active"
+        refusals = [r for r in caplog.records if "refused its track" in r.getMessage()]
+        assert len(refusals) == 1 and "Orlnado Kart Centre" in refusals[0].getMessage()
+    finally:
+        stop.set()
+        for runner in runners:
+            runner.join(30)
+        for outbox in outboxes:
+            outbox.close()

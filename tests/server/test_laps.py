@@ -1,6 +1,8 @@
 """Laps end to end: a recorded session streamed to a real server, timed live, and timed again on a track change."""
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from pathlib import Path
 
@@ -148,3 +150,95 @@ def test_a_track_in_use_cannot_be_deleted(live_server):
     assert requests.delete(f"{url}/api/v1/tracks/{track['track_id']}", headers=headers, timeout=5).status_code == 204
     assert requests.get(f"{url}/api/v1/tracks/{track['track_id']}", timeout=5).status_code == 404
     assert requests.get(f"{url}/api/v1/sessions/{sid}", timeout=5).json()["track_id"] is None
+
+
+def test_a_session_whose_track_text_names_a_stored_track_is_timed_on_it(live_server):
+    """The free-text track matches a stored track by name (case, spacing): laps are timed without a second step."""
+    url, headers = live_server.url, live_server.headers
+    created = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-1", "track": "  orlando KART   center "},
+                            headers=headers, timeout=5)
+    assert created.status_code == 201 and created.json()["track_id"] == ORLANDO_TRACK_ID
+    free = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-2", "track": "Test Track"},
+                         headers=headers, timeout=5)
+    assert free.status_code == 201 and free.json()["track_id"] is None and free.json()["track"] == "Test Track"
+    by_id = requests.post(f"{url}/api/v1/sessions", json={"car_id": "NAME-3", "track_id": ORLANDO_TRACK_ID},
+                          headers=headers, timeout=5).json()
+    assert by_id["track"] == "Orlando Kart Center"  # the track's name, for lists and pages
+    legacy = requests.post(f"{url}/session_manager/sessions.start", json={"car_id": "NAME-4", "track": "ORLANDO KART "
+                           "CENTER"}, headers=headers, timeout=5)
+    assert legacy.status_code in (200, 201) and legacy.json()["track_id"] == ORLANDO_TRACK_ID, legacy.text
+
+
+def test_a_car_names_its_track_in_session_start(live_server):
+    """A monitor's session.start with a track name or id: the session it starts is timed; an unknown one is refused
+    naming the field, and nothing is created."""
+    url = live_server.url
+    car = f"KART-{uuid.uuid4().hex[:6]}"
+    monitor = connect_monitor(url, car, live_server.api_key)
+    try:
+        def start(body: dict) -> dict:
+            return monitor.call("session.start", body, namespace="/monitor", timeout=CALL_TIMEOUT_S)
+
+        unknown = start({"record_id": "r-unknown", "track": "Orlnado Kart Center"})
+        assert unknown["ok"] is False and unknown["error"]["code"] == "not_found"
+        assert unknown["error"]["field"] == "track" and "Orlando Kart Center" in unknown["error"]["message"]
+        bad_id = start({"record_id": "r-bad-id", "track_id": str(uuid.uuid4())})
+        assert bad_id["ok"] is False and bad_id["error"]["field"] == "track_id"
+        assert requests.get(f"{url}/api/v1/sessions?car_id={car}", timeout=5).json()["total"] == 0
+        ack = start({"record_id": "r-1", "track": "orlando kart center"})
+        assert ack["ok"] and ack["session"]["track_id"] == ORLANDO_TRACK_ID, ack
+        sid = ack["session"]["session_id"]
+        frames = recorded_frames()
+        for i in range(0, len(frames), BATCH):
+            sent = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]}, namespace="/monitor",
+                                timeout=CALL_TIMEOUT_S)
+            assert sent["ok"] and not sent["rejected"], sent
+    finally:
+        monitor.disconnect()
+
+    def laps() -> list[float]:
+        got = timed(requests.get(f"{url}/api/v1/sessions/{sid}/laps", timeout=5).json())
+        return got if len(got) == len(REFERENCE_LAPS) else []
+
+    assert all(abs(a - b) < 0.05 for a, b in zip(wait_for(laps, 15, "the laps"), REFERENCE_LAPS, strict=True))
+    requests.post(f"{url}/api/v1/sessions/{sid}/end", headers=live_server.headers, timeout=5).raise_for_status()
+    other = connect_monitor(url, car, live_server.api_key)
+    try:
+        by_id = other.call("session.start", {"record_id": "r-2", "track_id": ORLANDO_TRACK_ID}, namespace="/monitor",
+                           timeout=CALL_TIMEOUT_S)
+        assert by_id["ok"] and by_id["session"]["session_id"] != sid
+        assert by_id["session"]["track_id"] == ORLANDO_TRACK_ID and by_id["session"]["track"] == "Orlando Kart Center"
+    finally:
+        other.disconnect()
+
+
+def test_the_recording_looped_end_to_start_times_no_fake_lap_and_the_seam_is_counted(live_server):
+    """The demo's loop seam through a real server: two passes of the recording, time running on across the seam
+    (the kart jumps 135 m back to the pit lane). 8 timed laps, each a real one; the lap in progress at the seam is
+    stored untimed (interrupted: jump) and counted in /metrics."""
+    url = live_server.url
+    one = recorded_frames()
+    span = one[-1]["t"] - one[0]["t"] + 0.1
+    shift = time.time() - 2 * span - one[0]["t"] - 5  # the second pass ends about now
+    frames = [{**f, "seq": k * len(one) + f["seq"], "t": f["t"] + shift + k * span} for k in (0, 1) for f in one]
+    before = interrupted_count(url, "jump")
+    sid = stream(live_server, f"KART-{uuid.uuid4().hex[:6]}", frames, track_id=ORLANDO_TRACK_ID)
+
+    def laps() -> dict:
+        got = requests.get(f"{url}/api/v1/sessions/{sid}/laps", timeout=5).json()
+        return got if len(timed(got)) == 2 * len(REFERENCE_LAPS) else {}
+
+    got = wait_for(laps, 15, "every lap of both passes")
+    assert all(abs(a - b) < 0.05 for a, b in zip(timed(got), REFERENCE_LAPS * 2, strict=True))
+    cut = [lap for lap in got["items"] if lap["interrupted"]]
+    assert [(lap["lap"], lap["in_lap"], lap["interrupted"]) for lap in cut] == [(5, True, "jump")]
+    assert got["items"][6]["lap"] == 6 and got["items"][6]["out_lap"]  # the second pass starts with an out-lap
+    assert abs(got["best_lap"]["lap_time"] - min(REFERENCE_LAPS)) < 0.05
+    assert wait_for(lambda: interrupted_count(url, "jump") >= before + 1, 10, "the metric")
+
+
+def interrupted_count(url: str, reason: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    found = re.search(rf'^dashboard_laps_interrupted_total{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
+    assert found, text[-2000:]
+    return float(found.group(1))

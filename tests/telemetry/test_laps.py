@@ -543,7 +543,7 @@ def test_backing_over_the_line_and_driving_on_is_not_a_lap() -> None:
     track = Track("strip", latlon(-8, line_y), latlon(8, line_y), direction="a_left", min_lap_time_s=5)
     # north over the line (lap 1 starts), a long way round, back south over it by 3 m, north again
     path = [(0, -20), (0, 20), (0, 100), (0, 2), (0, -3), (0, 10), (0, 30)]
-    frames = [frame(i, T0 + 10 * i, x, y) for i, (x, y) in enumerate(path)]
+    frames = [frame(i, T0 + 2 * i, x, y) for i, (x, y) in enumerate(path)]
     timer, _ = run(track, frames)
     assert [lap.number for lap in timer.laps] == [0, 1]  # the out-lap, then lap 1 runs on into the in-lap
     assert timer.counters.backward == 1 and timer.counters.undone == 1
@@ -714,7 +714,8 @@ def test_events_and_setup_versions() -> None:
     assert lap2["setup_version"] == 2 and not lap2["setup_changed"]
     assert in_lap["in_lap"] and in_lap["lap_time"] == pytest.approx(frames[-1]["t"] - lap3["end_t"])
     assert set(lap1) == {"lap", "start_t", "end_t", "lap_time", "sectors", "is_best", "out_lap", "in_lap",
-                         "setup_version", "setup_changed", "distance_m", "max_gap_s", "start_seq", "end_seq"}
+                         "setup_version", "setup_changed", "distance_m", "max_gap_s", "start_seq", "end_seq",
+                         "interrupted"}
     assert lap1["sectors"] == [pytest.approx(lap1["lap_time"])]  # no sector lines: one sector, the lap
     assert lap1["max_gap_s"] == pytest.approx(0.1, abs=1e-6)
     assert completed[1].t == lap1["end_t"] and completed[1].seq == lap1["end_seq"]
@@ -757,3 +758,159 @@ def test_no_fixes_no_laps() -> None:
                                               {"seq": 4, "t": T0 + 2}])
     assert timer.laps == [] and events == [] and timer.counters.no_position == 4
     assert timer.best_lap is None and timer.theoretical_best is None and timer.delta_to_best is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A lap is timed only on a continuous trace: gaps, relocations and the demo's loop seam
+
+
+def renumbered(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**f, "seq": i} for i, f in enumerate(frames)]
+
+
+def test_a_gap_mid_lap_ends_the_lap_untimed_and_the_next_crossing_times_again() -> None:
+    """Fixes stop for 20 s in the middle of lap 2 (a monitor restarted): lap 2 is not timed, no lap spans the gap."""
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    frames = stadium.frames(v, 0.1, 3.2 * lap, sigma0=100)  # crosses the line 200 m in, at T0 + 6.67 s
+    first_cross = T0 + 200 / v
+    hole_from, hole_to = first_cross + 1.5 * lap, first_cross + 1.5 * lap + 20  # mid lap 2
+    kept = renumbered([f for f in frames if not hole_from <= f["t"] < hole_to])
+    timer = LapTimer(stadium.track())
+    events: list[LapEvent] = []
+    deltas_after_gap = []
+    for f in kept:
+        out = timer.feed(f)
+        events += out
+        if hole_to <= f["t"] and timer.counters.gaps == 1 and timer.on_out_lap:
+            deltas_after_gap += [e for e in out if e.type == LAP_DELTA]
+            assert timer.delta_to_best is None and timer.current_lap_elapsed is None
+    events += timer.finish()
+    laps = timer.laps
+    assert timer.counters.gaps == 1 and timer.counters.interrupted == 1 and timer.counters.relocations == 0
+    assert [(x.number, x.out_lap, x.in_lap, x.interrupted) for x in laps] == [
+        (0, True, False, None), (1, False, False, None), (2, False, True, "gap"), (3, True, False, None),
+        (4, False, False, None), (5, False, True, None)]
+    assert laps[2].end_t == pytest.approx(hole_from - 0.1, abs=0.11)  # closed at the last fix before the gap
+    assert laps[3].start_t == pytest.approx(hole_to, abs=0.11)  # the out-lap starts with the first fix after it
+    assert [x.lap_time for x in timer.timed_laps] == pytest.approx([lap, lap], abs=1e-5)
+    assert all(x.max_gap_s < 0.2 for x in timer.timed_laps)
+    assert timer.best_lap is not None and timer.best_lap.number in (1, 4)
+    assert not deltas_after_gap  # no delta on the out-lap after the gap
+    assert [e.payload["lap"] for e in events if e.type == LAP_COMPLETED] == [0, 1, 2, 3, 4, 5]
+    assert recompute(stadium.track(), kept) == laps  # a past session timed again: the same laps
+
+
+def test_a_gap_across_the_line_is_no_crossing() -> None:
+    """The line falls in a 10 s gap on the out-lap: no lap starts there (its time would be a guess), the next does."""
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    frames = stadium.frames(v, 0.1, 1.5 * lap, sigma0=100)
+    cross = T0 + 200 / v
+    kept = renumbered([f for f in frames if not cross - 5 <= f["t"] < cross + 5])
+    timer, _ = run(stadium.track(), kept)
+    assert timer.counters.gaps == 1 and timer.counters.interrupted == 0
+    assert [(x.number, x.out_lap, x.in_lap) for x in timer.laps] == [(0, True, False), (1, False, True)]
+    assert timer.laps[0].end_t == pytest.approx(cross + lap, abs=1e-5)  # the crossing after the gap
+
+
+def test_a_jump_mid_lap_ends_the_lap_untimed() -> None:
+    """The trace relocates 300 m along the track mid lap (fixes agreeing with each other after it): not timed."""
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    before = stadium.frames(v, 0.1, 200 / v + 1.5 * lap, sigma0=100)  # into the middle of lap 2
+    t_jump = before[-1]["t"] + 0.1
+    after = stadium.frames(v, 0.1, 2.5 * lap, sigma0=100 + v * (t_jump - T0) + 300, t0=t_jump)
+    frames = renumbered(before + after)
+    timer, events = run(stadium.track(), frames)
+    assert timer.counters.jumps == 1 and timer.counters.relocations == 1 and timer.counters.interrupted == 1
+    interrupted = [x for x in timer.laps if x.interrupted]
+    assert [(x.number, x.in_lap, x.interrupted) for x in interrupted] == [(2, True, "jump")]
+    assert timer.laps[3].out_lap and timer.laps[3].number == 3
+    assert [x.lap_time for x in timer.timed_laps] == pytest.approx([lap] * 3, abs=1e-5)  # laps 1, 4 and 5
+    assert [x.number for x in timer.timed_laps] == [1, 4, 5]
+
+
+def test_a_short_dropout_with_the_position_held_is_still_timed() -> None:
+    """The receiver goes quiet for 2 s over the line and the monitor repeats its last fix: timed from its first frame.
+
+    At 10 Hz the held position outlasts HOLD_MAX_S, so it looks like a standing car, but the next
+    fix is too far for a car moving off from it: the position was stale. Within GAP_MAX_S the
+    move is timed from the first frame that carried it, and the crossing in it counts.
+    """
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    frames = stadium.frames(v, 0.1, 3.5 * lap, sigma0=100)
+    second_cross = T0 + 200 / v + lap
+    i = next(i for i, f in enumerate(frames) if f["t"] >= second_cross - 1)
+    held = frames[i]["channels"]
+    for k in range(i + 1, i + 20):  # 1.9 s of the same position, then the car reappears 60 m further
+        frames[k] = {**frames[k], "channels": dict(held)}
+    timer, _ = run(stadium.track(), frames)
+    assert timer.counters.stale == 1 and timer.counters.gaps == 0 and timer.counters.interrupted == 0
+    assert [x.lap_time for x in timer.timed_laps] == pytest.approx([lap] * 3, abs=1e-5)  # a straight at constant v
+
+
+def test_a_long_frozen_position_is_a_gap_once_the_car_reappears_far_away() -> None:
+    """The monitor repeats a fix for 5 s (its staleness limit), then fixes resume 150 m on: the lap is not timed."""
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    frames = stadium.frames(v, 0.1, 3.5 * lap, sigma0=100)
+    i = next(i for i, f in enumerate(frames) if f["t"] >= T0 + 200 / v + 0.5 * lap)  # mid lap 1
+    for k in range(i + 1, i + 50):
+        frames[k] = {**frames[k], "channels": dict(frames[i]["channels"])}
+    timer, _ = run(stadium.track(), frames)
+    assert timer.counters.interrupted == 1 and timer.counters.stale == 0
+    assert [x.interrupted for x in timer.laps if x.interrupted] == ["jump"]
+    assert [x.lap_time for x in timer.timed_laps] == pytest.approx([lap, lap], abs=1e-5)  # laps 3 and 4
+
+
+def test_a_pit_stop_with_fixes_is_no_gap() -> None:
+    """Standing 60 s in the pit while the receiver keeps sending the same position: the lap is timed, stop and all."""
+    stadium = Stadium()
+    v = 30.0
+    lap = Stadium.LENGTH / v
+    drive = stadium.frames(v, 0.1, 200 / v + 0.5 * lap, sigma0=100)
+    stand_t = drive[-1]["t"]
+    standing = [{**drive[-1], "t": stand_t + 0.1 * k} for k in range(1, 601)]
+    sigma = 100 + v * (stand_t - T0)
+    go = stadium.frames(v, 0.1, 2 * lap, sigma0=sigma, t0=stand_t + 60.1)
+    timer, _ = run(stadium.track(), renumbered(drive + standing + go))
+    assert timer.counters.gaps == 0 and timer.counters.interrupted == 0 and timer.counters.stale == 0
+    assert timer.timed_laps[0].lap_time == pytest.approx(lap + 60, abs=0.15)
+
+
+def looped(frames: list[dict[str, Any]], times: int, pause_s: float = 0.0) -> list[dict[str, Any]]:
+    """The recording played ``times`` times end to start, as the demo's replay loops it (time runs on)."""
+    span = frames[-1]["t"] - frames[0]["t"] + 0.1 + pause_s
+    out = []
+    for k in range(times):
+        out += [{**f, "t": f["t"] + k * span} for f in frames]
+    return renumbered(out)
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 30.0])
+def test_the_bundled_recording_looped_end_to_start_times_no_fake_lap(
+    four_lap_frames: list[dict[str, Any]], reference_4laps: list[float], pause_s: float
+) -> None:
+    """The demo's loop seam: the kart jumps 135 m from where the recording ends back to the pit lane.
+
+    It used to time a 1:25.3 "lap" every four laps (the in-lap and the out-lap joined across the
+    seam). Now each seam closes the lap in progress untimed and the out-lap starts again; with a
+    pause at the seam (a replay that keeps the recording's time base) the same happens as a gap.
+    """
+    timer, _ = run(ORLANDO_KART_CENTER, looped(four_lap_frames, 3, pause_s))
+    real = lap_times(reference_4laps)
+    timed = timer.timed_laps
+    assert len(timed) == 12
+    assert max(x.lap_time for x in timed) < max(real) + 0.05
+    assert [x.lap_time for x in timed] == pytest.approx(real * 3, abs=0.05)
+    reason = "gap" if pause_s else "jump"
+    assert [x.interrupted for x in timer.laps if x.interrupted] == [reason, reason]
+    assert timer.counters.interrupted == 2
+    assert timer.best_lap is not None and timer.best_lap.lap_time == pytest.approx(min(real), abs=0.05)
