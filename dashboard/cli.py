@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pydantic import ValidationError
+
 from dashboard.config import Settings
 from dashboard.listener import port_number
 
@@ -131,7 +133,16 @@ SERVER_COMMANDS = ("serve", "demo")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dashboard`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except ValidationError as exc:
+        if exc.title not in SETTINGS_MODELS:
+            raise
+        print(settings_error(exc), file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in SERVER_COMMANDS and Settings().async_mode == "gevent":
         from gevent import monkey  # before the server's imports, so they get the cooperative stdlib
 
@@ -144,6 +155,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         gevent.config.track_greenlet_tree = False
     args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+SETTINGS_MODELS = ("Settings", "MonitorSettings", "_Layered")
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, naming its variable (or TOML key): a wrong value is no traceback."""
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        value = err.get("input")
+        shown = "" if name in SECRET_SETTINGS or isinstance(value, dict) else f" (got {str(value)[:40]!r})"
+        lines.append(f"dashboard: setting {name} (DASHBOARD_{name.upper()} or its option): {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+SECRET_SETTINGS = ("api_key", "viewer_token", "metrics_token")
 
 
 if __name__ == "__main__":

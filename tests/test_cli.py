@@ -28,3 +28,14 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway", "export"):
         assert command in result.stdout
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(tmp_path):
+    for args, env, variable in ((("demo",), {"DASHBOARD_PORT": "abc"}, "DASHBOARD_PORT"),
+                                (("monitor", "--server", "http://127.0.0.1:9", "--car-id", "c1",
+                                  "--outbox", str(tmp_path / "o.sqlite")), {"DASHBOARD_RATE_HZ": "fast"},
+                                 "DASHBOARD_RATE_HZ")):
+        result = run(*args, env={"DASHBOARD_INSTANCE_PATH": str(tmp_path), **env})
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+        assert variable in result.stderr and not result.stdout

@@ -189,7 +189,9 @@ export class LapsPanel {
       const timed = isTimed(lap);
       const kind = lap.out_lap ? "out" : lap.in_lap ? "in" : "timed";
       const isBest = best !== null && lap.lap === best.lap;
-      const label = lap.out_lap ? "Out" : lap.in_lap ? `${lap.lap} In` : String(lap.lap);
+      const label = lap.out_lap ? "Out"
+        : lap.interrupted ? `${lap.lap} cut (${lap.interrupted})` // no fixes for a while, or a GPS jump: not timed
+        : lap.in_lap ? `${lap.lap} In` : String(lap.lap);
       const delta = timed && best ? lap.lap_time - best.lap_time : null;
       const sectors = [];
       for (let i = 0; i < nSectors; i++) {
