@@ -7,7 +7,6 @@ returns the process exit code.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 from typing import Any, NoReturn
 
@@ -74,6 +73,15 @@ def _setup_logging(level: str) -> None:
         logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _radio_installed() -> bool:
+    """Whether meshtastic (the [mesh] extra) can be imported: a car without a radio installs none of it."""
+    try:
+        import meshtastic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run `dashboard monitor`."""
     from dashboard.car.monitor import run_monitor
@@ -88,7 +96,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if not settings.obd_port and not settings.gps_port:
         log.error("give at least one source: --obd PORT and/or --gps PORT")
         return 2
-    if settings.mesh_port and importlib.util.find_spec("meshtastic") is None:
+    if settings.mesh_port and not _radio_installed():
         log.error("--mesh needs the radio's packages: pip install 'race-dashboard[mesh]' (from a checkout: "
                   "pip install '.[car,mesh]')")
         return 2
