@@ -81,6 +81,11 @@ def test_the_monitor_streams_with_only_the_cars_packages(live_server, elm_emulat
     monitor = MonitorProcess(live_server, "car-only", elm_emulator.get_pty(), gps.link, tmp_path / "outbox.sqlite",
                              tmp_path / "monitor.log")
     monitor.env.update({k: v for k, v in car_env(blocked, report).items() if not k.startswith("DASHBOARD_")})
+    key = tmp_path / "car.key"  # the key from a 0600 file, as systemd's LoadCredential= hands it over
+    key.write_text(live_server.api_key + "\n")
+    key.chmod(0o600)
+    del monitor.env["DASHBOARD_API_KEY"]
+    monitor.args += ["--api-key-file", str(key)]
     monitor.start()
     try:
         def streaming() -> bool:
@@ -105,3 +110,4 @@ def test_the_monitor_streams_with_only_the_cars_packages(live_server, elm_emulat
     assert used <= closure(car_requirements()), f"imported from outside the extra: {used - closure(car_requirements())}"
     assert not set(seen["imported"]) & set(SERVER_AND_RADIO)
     assert "Traceback" not in monitor.log_text(), monitor.log_text()[-3000:]
+    assert live_server.api_key not in monitor.log_text()
