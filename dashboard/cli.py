@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dashboard", description="Live race-car telemetry.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
+    serve = sub.add_parser("serve", help="run the server (migrating the database first)",
+                           description="Run the server: REST API, Socket.IO for cars and viewers, the pages. "
+                           "Settings come from DASHBOARD_* variables (README, Settings).")
     serve.add_argument("--host", help="address to listen on (DASHBOARD_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=port_number,
                        help="port to listen on (DASHBOARD_PORT, default 5000; 0: any free port, printed)")
@@ -108,11 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--config", metavar="FILE", help="the monitor's TOML settings file (its car key...)")
     serve.set_defaults(func=cmd_serve)
 
-    db = sub.add_parser("db", help="database tasks")
+    db = sub.add_parser("db", help="database tasks: `db upgrade` applies the migrations",
+                        description="Database tasks on the database of the settings (DASHBOARD_DATABASE_URL, else "
+                        "DASHBOARD_INSTANCE_PATH/dashboard.db).")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
 
-    schemas = sub.add_parser("schemas", help="regenerate schemas/ from the Pydantic models")
+    schemas = sub.add_parser("schemas", help="regenerate schemas/ from the Pydantic models",
+                             description="Write the OpenAPI document and the JSON Schema of every Socket.IO "
+                             "message into schemas/ (or --out).")
     schemas.add_argument("--out", default=str(SCHEMAS_DIR))
     schemas.set_defaults(func=cmd_schemas)
 
@@ -129,20 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SERVER_COMMANDS = ("serve", "demo")
+# what `pip install` brings what a command imports (pyproject.toml's extras); said when a package is missing
+COMMAND_EXTRAS = {"serve": "server,car", "demo": "server,car", "db": "server", "keys": "server",
+                  "export": "server", "schemas": "server", "monitor": "car", "simulate": "car",
+                  "mesh-gateway": "car,mesh"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dashboard`` console script."""
+    from dashboard.errors import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
-    except ValidationError as exc:
+        return _run(argv)
+    except ValidationError as exc:  # a bad DASHBOARD_* value or TOML value: one line per setting
         if exc.title not in SETTINGS_MODELS:
             raise
         print(settings_error(exc), file=sys.stderr)
         return 2
+    except ConfigError as exc:  # a key file missing or unreadable...: said in one line, the key never in it
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extras = COMMAND_EXTRAS.get(argv[0] if argv else "")
+        if not extras or not exc.name or exc.name.split(".")[0] == "dashboard":
+            raise
+        print(f"error: `dashboard {argv[0]}` needs packages that are not installed (no module {exc.name!r}): "
+              f"pip install 'race-dashboard[{extras}]' (from a checkout: pip install '.[{extras}]')",
+              file=sys.stderr)
+        return 2
 
 
-def _main(argv: list[str]) -> int:
+def _run(argv: list[str]) -> int:
     if argv and argv[0] in SERVER_COMMANDS and Settings().async_mode == "gevent":
         from gevent import monkey  # before the server's imports, so they get the cooperative stdlib
 

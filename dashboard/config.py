@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dashboard.keyfile import key_from
 
 # A club team's grid: a few cars and a pit gateway, tens of viewers (each page one WebSocket and up to 6 kept-alive
 # requests while it loads). 2,000 leaves room for a busy weekend and a second team, and bounds what a flood can hold:
@@ -29,8 +31,10 @@ class Settings(BaseSettings):
 
     instance_path: Path = Field(Path("instance"), description="folder of the SQLite database")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in the instance folder")
-    api_key: str | None = Field(None, description="the admin bootstrap key (every right, key management "
-                                "included); unset and no key created = open server")
+    api_key: str | None = Field(None, repr=False, description="the admin bootstrap key (every right, key "
+                                "management included); unset and no key created = open server")
+    api_key_file: Path | None = Field(None, description="file holding api_key alone (0600, or systemd's "
+                                      "LoadCredential=): the key stays out of the environment and command lines")
     viewer_token: str | None = Field(None, description="token every read needs (REST and viewers); unset = "
                                      "reads open")
     metrics_token: str | None = Field(None, description="token /metrics needs (Authorization: Bearer); unset = "
@@ -78,6 +82,12 @@ class Settings(BaseSettings):
                                      "clock are refused (a car clock set wrong must not pin the latest values)")
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
     log_level: str = Field("INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> "Settings":
+        # ConfigError is no ValueError: pydantic lets it through as it is, never echoing the settings' values
+        self.api_key = key_from(self.api_key, self.api_key_file)
+        return self
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite in the instance folder."""

@@ -97,7 +97,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
-    demo = subparsers.add_parser("demo", help="server + simulated car on embedded defaults")
+    demo = subparsers.add_parser("demo", help="server + simulated car on embedded defaults",
+                                 description="Run the server on embedded defaults with a simulated car replaying "
+                                 "the bundled Orlando Kart Center laps; prints the URL to open.")
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=port_number, help="port (default 5000; 0: any free port, printed)")
     demo.add_argument("--speedup", type=float, default=1.0, help="replay speed of the recorded laps")

@@ -126,3 +126,9 @@ class SourceError(DashboardError):
     """An in-car data source (OBD adapter, GPS receiver, radio) failed."""
 
     code = "source_error"
+
+
+class ConfigError(DashboardError):
+    """A setting that cannot be used (a key file missing, unreadable or empty); the command stops with it."""
+
+    code = "config"

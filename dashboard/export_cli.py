@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
 
 from dashboard.errors import DashboardError
-from dashboard.server.exporting import open_export
-from dashboard.server.store import Store
 from dashboard.telemetry.export import FORMATS
 
 
@@ -41,6 +39,8 @@ def add_commands(subparsers: Any) -> None:
 def export_command(args: argparse.Namespace) -> int:
     """Run ``dashboard export``: 0 on success, 1 when the database, session or lap is not there."""
     from dashboard.config import Settings
+    from dashboard.server.exporting import open_export  # here: `dashboard --help` runs where no server is installed
+    from dashboard.server.store import Store
 
     url = Settings().resolved_database_url()
     missing = _missing_sqlite_file(url)

@@ -23,13 +23,15 @@ from dashboard.errors import DashboardError
 
 def add_commands(subparsers: Any) -> None:
     """Register ``keys`` on the ``dashboard`` command's subparsers; each sets ``func(args) -> int``."""
-    from dashboard.server.keys import ROLE_NAMES
+    from typing import get_args
+
+    from dashboard.schemas import Role  # not dashboard.server: `dashboard --help` runs where no server is installed
 
     keys = subparsers.add_parser("keys", help="create, list and revoke access keys (cars, gateways, people)",
                                  description="Access keys: see README.md, 'Access', for what each role may do.")
     sub = keys.add_subparsers(dest="keys_command", required=True)
     create = sub.add_parser("create", help="make a key; printed once on stdout")
-    create.add_argument("--role", required=True, choices=ROLE_NAMES, help="what the key may do")
+    create.add_argument("--role", required=True, choices=get_args(Role), help="what the key may do")
     create.add_argument("--name", default="", metavar="TEXT", help="who or what holds it (shown in lists)")
     create.add_argument("--car-id", metavar="ID", help="a car key's car: the only car id it may connect as")
     create.set_defaults(func=create_command)

@@ -39,3 +39,19 @@ def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
         assert variable in result.stderr and not result.stdout
+
+
+def test_every_command_says_what_it_does():
+    import argparse
+
+    from dashboard.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    lines = {action.dest: action.help for action in sub._choices_actions}
+    assert set(lines) == set(sub.choices)  # every command has its line in `dashboard --help`
+    for name, parser in sub.choices.items():
+        assert lines[name] and len(lines[name]) > 10, name
+        assert parser.description and len(parser.description) > 20, f"`dashboard {name} --help` has no description"
+    overview = run("--help").stdout
+    for name, line in lines.items():
+        assert name in overview and line.split()[0] in overview

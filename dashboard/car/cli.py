@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
 NO_KEY_ON_COMMAND_LINE = ("keys are not taken on the command line (every user of the machine can read it, and "
-                          "shell histories keep it): put api_key in the TOML file given with --config, or set "
-                          "DASHBOARD_API_KEY in the environment")
+                          "shell histories keep it): give a file holding it with --api-key-file, put api_key in "
+                          "the TOML file given with --config, or set DASHBOARD_API_KEY in the environment")
 
 
 class _RefuseKey(argparse.Action):
@@ -24,9 +24,12 @@ class _RefuseKey(argparse.Action):
 
 
 def add_key_options(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--ca-cert``, and a refusal of ``--api-key`` (monitor, simulate, mesh-gateway)."""
+    """``--config``, ``--api-key-file`` and ``--ca-cert``, and a refusal of ``--api-key`` (monitor, simulate,
+    mesh-gateway)."""
     parser.add_argument("--config", metavar="FILE", help="TOML settings file ([monitor] table or top level): "
-                        "api_key goes here, or in DASHBOARD_API_KEY")
+                        "api_key or api_key_file goes here, or in DASHBOARD_API_KEY(_FILE)")
+    parser.add_argument("--api-key-file", metavar="FILE", help="file holding the key alone (chmod 600; or "
+                        "systemd's LoadCredential=); never the key itself on a command line")
     parser.add_argument("--ca-cert", metavar="FILE", help="PEM bundle of a private CA that signed the server's "
                         "certificate (an https:// server is always verified; without this, against the system's CAs)")
     parser.add_argument("--api-key", nargs="?", action=_RefuseKey, help=argparse.SUPPRESS)
@@ -73,19 +76,32 @@ def _setup_logging(level: str) -> None:
         logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _radio_installed() -> bool:
+    """Whether meshtastic (the [mesh] extra) can be imported: a car without a radio installs none of it."""
+    try:
+        import meshtastic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run `dashboard monitor`."""
     from dashboard.car.monitor import run_monitor
 
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
-        "rate_hz", "outbox_path", "ca_cert", "track", "track_id")}
+        "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 
     settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)
     if not settings.obd_port and not settings.gps_port:
         log.error("give at least one source: --obd PORT and/or --gps PORT")
+        return 2
+    if settings.mesh_port and not _radio_installed():
+        log.error("--mesh needs the radio's packages: pip install 'race-dashboard[mesh]' (from a checkout: "
+                  "pip install '.[car,mesh]')")
         return 2
     run_monitor(settings)
     return 0
@@ -96,7 +112,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from dashboard.car.settings import load_settings
     from dashboard.car.simulate import run_simulation
 
-    settings = load_settings(args.config, ca_cert=args.ca_cert)
+    settings = load_settings(args.config, ca_cert=args.ca_cert, api_key_file=args.api_key_file)
     _setup_logging(settings.log_level)
     summary = run_simulation(
         args.server_url, car_id=args.car_id, api_key=settings.api_key, speedup=args.speedup,

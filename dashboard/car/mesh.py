@@ -20,15 +20,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from meshtastic.protobuf import portnums_pb2
-
 from dashboard.car.backoff import Backoff
 from dashboard.errors import SourceError
 from dashboard.telemetry import lora
 
 log = logging.getLogger(__name__)
 
-PRIVATE_APP = portnums_pb2.PortNum.PRIVATE_APP  # 256: Meshtastic's port for private applications
+# Meshtastic's port for private applications (portnums_pb2.PortNum.PRIVATE_APP; tests/car/test_mesh.py checks it).
+# A number here, not an import: meshtastic is imported only when a radio is opened, so a car without one
+# installs none of it (the [mesh] extra).
+PRIVATE_APP = 256
 DEFAULT_TCP_PORT = 4403  # a networked Meshtastic node's API port
 
 # Airtime budget. One summary is ~60 bytes on air (37 + ~23 of Meshtastic header and

@@ -36,7 +36,8 @@ def mesh_gateway_command(args: argparse.Namespace) -> int:
     """Run the gateway until Ctrl-C; print its counters as JSON on exit."""
     from dashboard.car.settings import load_settings
 
-    settings = load_settings(args.config, ca_cert=args.ca_cert)  # the gateway key: TOML file or DASHBOARD_API_KEY
+    # the gateway key: --api-key-file, the TOML file, or DASHBOARD_API_KEY(_FILE)
+    settings = load_settings(args.config, ca_cert=args.ca_cert, api_key_file=args.api_key_file)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # imported here, not at import: every `dashboard` command, `serve` included, builds this parser
     from dashboard.car.mesh_gateway import DEFAULT_GATEWAY_ID, run_gateway

@@ -11,14 +11,19 @@ and every ``dtc_interval_s``; a new or cleared code becomes an event.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import obd
+# python-obd's unit registry redefines percent, % and ppm in pint: three warnings at every start, none of them ours
+logging.getLogger("pint.util").setLevel(logging.ERROR)
 
-from dashboard.car.backoff import Backoff
-from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
+import obd  # noqa: E402 - after the line above, which must come first
+
+from dashboard.car.backoff import Backoff  # noqa: E402
+from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,54 @@ ADAPTER_TIMEOUT_S = 0.5  # python-obd's timeout for AT commands to the adapter i
 POLL_S = 0.2  # how often the supervising loop checks the connection
 
 EventSink = Callable[[str, dict[str, Any]], None]
+OBD_NOTES_KEPT = 20  # python-obd's recent warnings and errors kept for the next status reason
+
+
+class ObdLogTap(logging.Handler):
+    """python-obd's own warnings and errors, kept for our status line instead of printed.
+
+    python-obd logs to its logger "obd" through a stderr handler of its own and on to ours: every failure
+    came out twice in its format and once more as our status line. Its handler is taken off and its records
+    stop here; the first of those since a connect attempt names the cause in our one line per failure
+    ("adapter on /dev/obd: Not Connected (... could not open port ...)"). Each is still logged at DEBUG.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._lock = threading.Lock()
+        self._notes: deque[tuple[int, str]] = deque(maxlen=OBD_NOTES_KEPT)
+        self._count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record's message (python-obd calls this from its own threads too)."""
+        message = record.getMessage()
+        with self._lock:
+            self._count += 1
+            self._notes.append((self._count, message))
+        log.debug("python-obd %s: %s", record.name, message)
+
+    def mark(self) -> int:
+        """A point to ask ``first_since`` about later."""
+        with self._lock:
+            return self._count
+
+    def first_since(self, mark: int) -> str | None:
+        """python-obd's first warning or error after ``mark``, if any."""
+        with self._lock:
+            return next((message for count, message in self._notes if count > mark), None)
+
+
+def _tap_obd_logger() -> ObdLogTap:
+    obd_logger = logging.getLogger("obd")
+    for handler in list(obd_logger.handlers):  # python-obd's console handler (obd.console_handler)
+        obd_logger.removeHandler(handler)
+    obd_logger.propagate = False
+    tap = ObdLogTap()
+    obd_logger.addHandler(tap)
+    return tap
+
+
+OBD_LOG = _tap_obd_logger()
 
 
 def channel_for(command_name: str) -> tuple[str, str | None]:
@@ -111,6 +164,7 @@ class ObdSource(Source):
         backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while not self._stop.is_set():
             self._set_status(SourceState.CONNECTING)
+            mark = OBD_LOG.mark()
             connection = obd.Async(
                 self.port, baudrate=self.baudrate, protocol=self.protocol, fast=True,
                 timeout=ADAPTER_TIMEOUT_S, check_voltage=self.check_voltage, delay_cmds=WATCH_DELAY_S,
@@ -118,19 +172,26 @@ class ObdSource(Source):
             self._connection = connection
             try:
                 if connection.status() != obd.OBDStatus.CAR_CONNECTED:
-                    self._set_status(SourceState.ERROR, f"adapter on {self.port}: {connection.status()}")
+                    self._set_status(SourceState.ERROR, self._why(f"adapter on {self.port}: {connection.status()}",
+                                                                  mark))
                 else:
                     self.connects += 1
                     self._set_status(SourceState.CONNECTED)
                     backoff.reset()
-                    self._watch(connection)
+                    self._watch(connection, OBD_LOG.mark())
             finally:
                 connection.close()
                 self._connection = None
             if self._wait(backoff.next()):
                 return
 
-    def _watch(self, connection: obd.Async) -> None:
+    @staticmethod
+    def _why(reason: str, mark: int) -> str:
+        """Our reason, with python-obd's first complaint since ``mark`` when it said one."""
+        note = OBD_LOG.first_since(mark)
+        return f"{reason} ({note})" if note else reason
+
+    def _watch(self, connection: obd.Async, mark: int) -> None:
         self.watched, self.unsupported = [], []
         for name in self.command_names:
             command = obd.commands[name]
@@ -147,7 +208,7 @@ class ObdSource(Source):
         connection.start()
         while not self._stop.is_set():
             if not connection.is_connected() or (self.watched and not connection.running):
-                self._set_status(SourceState.ERROR, "adapter disconnected")
+                self._set_status(SourceState.ERROR, self._why("adapter disconnected", mark))
                 return
             if self.dtc_interval_s > 0 and time.monotonic() >= next_dtc:
                 with connection.paused():

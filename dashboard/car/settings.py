@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -23,6 +23,7 @@ from dashboard.car.mesh import MIN_INTERVAL_S as MIN_MESH_INTERVAL_S
 from dashboard.car.obd_source import DEFAULT_COMMANDS, DTC_INTERVAL_S
 from dashboard.car.outbox import DEFAULT_MAX_FRAMES
 from dashboard.car.uplink import ACK_TIMEOUT_S, BACKLOG_FPS, BATCH_MAX, HEARTBEAT_S
+from dashboard.keyfile import key_from
 
 
 class MonitorSettings(BaseSettings):
@@ -32,8 +33,10 @@ class MonitorSettings(BaseSettings):
 
     server_url: str = Field("http://127.0.0.1:5000", description="the dashboard server")
     car_id: str = Field("car-1", description="this car's id (letters, digits, _.:-)")
-    api_key: str | None = Field(None, description="this car's key (a car key, `dashboard keys create --role car`); "
-                                "from the TOML file or DASHBOARD_API_KEY, never the command line")
+    api_key: str | None = Field(None, repr=False, description="this car's key (a car key, `dashboard keys create "
+                                "--role car`); from the TOML file or DASHBOARD_API_KEY, never the command line")
+    api_key_file: Path | None = Field(None, description="file holding the key alone (0600, or systemd's "
+                                      "LoadCredential=): --api-key-file, or DASHBOARD_API_KEY_FILE")
     ca_cert: Path | None = Field(None, description="PEM bundle of a private CA that signed the server's "
                                  "certificate (https:// servers are always verified)")
     session_name: str = Field("", description="name of a session the monitor creates")
@@ -61,6 +64,12 @@ class MonitorSettings(BaseSettings):
     backlog_fps: float = Field(BACKLOG_FPS, gt=0, description="backlog drain cap, frames/s")
     max_source_failures: int = Field(5, gt=0, description="a source crashing this often in a row is given up")
     log_level: str = Field("INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> "MonitorSettings":
+        # ConfigError is no ValueError: pydantic lets it through as it is, never echoing the settings' values
+        self.api_key = key_from(self.api_key, self.api_key_file)
+        return self
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

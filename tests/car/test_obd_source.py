@@ -1,10 +1,12 @@
 """OBD source against the ELM327-emulator (a real peer on a pty), python-obd connecting for real."""
 from __future__ import annotations
 
+import logging
+
 import obd
 import pytest
 
-from dashboard.car.obd_source import ObdSource, convert, diff_codes
+from dashboard.car.obd_source import OBD_LOG, ObdSource, convert, diff_codes
 from dashboard.car.source import ChannelStore, SourceState
 from tests.waiting import wait_for
 
@@ -69,3 +71,39 @@ def test_adapter_gone_is_an_error_status_and_the_source_keeps_retrying(elm_emula
         assert source.running and not source.crashed  # it retries with backoff, it did not die
     finally:
         source.stop()
+
+
+def test_a_failure_is_one_log_line_with_python_obds_reason_in_it(elm_emulator, caplog, capfd) -> None:
+    caplog.set_level(logging.INFO)
+    store = ChannelStore()
+    source = ObdSource(elm_emulator.get_pty(), store, commands=["RPM"], protocol=CAN_11_500, dtc_interval_s=0)
+    source.start()
+    try:
+        wait_for(lambda: source.status.state is SourceState.READING, 15, "reading")
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        elm_emulator.terminate()  # the adapter is unplugged: python-obd complains, and so do we
+        wait_for(lambda: source.status.state is SourceState.ERROR, 20, "error status")
+        first_failure = source.status.reason
+        wait_for(lambda: source.status.state is SourceState.CONNECTING or source.status.reason != first_failure,
+                 20, "a reconnect attempt")
+        wait_for(lambda: source.status.state is SourceState.ERROR, 20, "the reconnect failing")
+    finally:
+        source.stop()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in warnings if r.name.split(".")[0] == "obd"]  # python-obd's records stop at its logger
+    failures = [r.getMessage() for r in warnings]
+    assert failures and all(m.startswith("source obd: error:") for m in failures), failures
+    assert failures[0] == "source obd: error: adapter disconnected (Device disconnected while reading)"
+    assert "could not open port" in failures[-1]  # the reconnect's cause, as python-obd said it, in our line
+    said = [r.getMessage() for r in caplog.records]  # INFO and up: what a crew's journal shows
+    assert sum("Device disconnected while reading" in m for m in said) == 1  # once, not thrice as before
+    assert "[obd" not in capfd.readouterr().err  # python-obd's own stderr handler is gone
+
+
+def test_python_obds_own_handler_is_off_and_its_records_feed_the_tap() -> None:
+    obd_logger = logging.getLogger("obd")
+    assert obd_logger.handlers == [OBD_LOG] and not obd_logger.propagate
+    mark = OBD_LOG.mark()
+    logging.getLogger("obd.elm327").error("Adapter connected, but the ignition is off")
+    assert OBD_LOG.first_since(mark) == "Adapter connected, but the ignition is off"
+    assert OBD_LOG.first_since(OBD_LOG.mark()) is None
