@@ -69,6 +69,11 @@ def test_pipeline_without_server_fills_the_outbox(tmp_path: Path) -> None:
     finally:
         manager.stop()
         manager.stop()
-    frame = manager.outbox.oldest(20)[-1]
-    assert {"rpm", "gear", "throttle", "lat", "lon", "gps_speed", "fuel_level"} <= set(frame["channels"])
+    frames = manager.outbox.oldest(1000)
+    fixes = [f for f in frames if f["channels"].get("lat") is not None]
+    ticks = [f for f in frames if "rpm" in f["channels"]]
+    assert fixes and ticks and len(fixes) + len(ticks) == len(frames)  # every frame one or the other
+    assert all({"lat", "lon", "gps_speed"} <= set(f["channels"]) for f in fixes)
+    assert all({"rpm", "gear", "throttle", "fuel_level"} <= set(f["channels"]) for f in ticks)
+    assert not any(f["channels"].get("lat") is not None for f in ticks)  # positions travel in fix frames only
     assert manager.sources[0].readings > 200  # speedup 0 plays the log as fast as it can
