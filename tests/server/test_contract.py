@@ -135,12 +135,12 @@ def okc_frames() -> list[dict[str, Any]]:
     more than a day old are refused).
     """
     readings = [r for r in read_log(RECORDING) if r.sentence == "RMC"]
-    shift = time.time() - 5.0 - readings[-1].time
+    shift = round(time.time() - 5.0 - readings[-1].time)  # whole seconds: the recording's own times, shifted
     frames = []
     for seq, r in enumerate(readings):
         channels = {k: v for k, v in r.values.items() if v is not None}
         channels["coolant_temp"] = 110.0 if 1500 <= seq < 1600 else 92.0
-        frames.append({"seq": seq, "t": round(r.time + shift, 3), "channels": channels})
+        frames.append({"seq": seq, "t": r.time + shift, "channels": channels})
     return frames
 
 

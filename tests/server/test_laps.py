@@ -1,6 +1,7 @@
 """Laps end to end: a recorded session streamed to a real server, timed live, and timed again on a track change."""
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -18,8 +19,10 @@ BATCH = 250
 
 
 def recorded_frames() -> list[dict]:
+    """The recording's RMC fixes as frames, shifted by whole seconds to end now (live frames a day old are refused)."""
     readings = [r for r in read_log(RECORDING) if r.sentence == "RMC"]
-    return [{"seq": seq, "t": r.time, "channels": {k: v for k, v in r.values.items() if v is not None}}
+    shift = round(time.time() - readings[-1].time)
+    return [{"seq": seq, "t": r.time + shift, "channels": {k: v for k, v in r.values.items() if v is not None}}
             for seq, r in enumerate(readings)]
 
 
