@@ -63,12 +63,12 @@ class ReplayTimeline:
         """The replayed time of a reading recorded at ``recorded`` (readings in log order)."""
         if self._offset is None:
             at = self.first if self.last is None else self.last + LOOP_PAUSE_S
-            self._offset = at - recorded
+            self._offset = round(at - recorded, 3)  # whole ms: recorded ms times stay exact when shifted
         elif self._last_recorded is not None and recorded - self._last_recorded > MAX_GAP_S:
-            self._offset -= recorded - self._last_recorded - MAX_GAP_S  # a long pause, shortened
+            self._offset = round(self._offset - (recorded - self._last_recorded - MAX_GAP_S), 3)  # shortened
         if self._last_recorded is None or recorded > self._last_recorded:
             self._last_recorded = recorded
-        t = recorded + self._offset
+        t = round(recorded + self._offset, 3)
         if self.last is None or t > self.last:
             self.last = t
         return t
