@@ -29,6 +29,7 @@ BACKOFF_INITIAL_S = 0.5  # first retry soon: a loose USB plug is often back at o
 BACKOFF_MAX_S = 10.0  # never wait longer than this for a device to come back
 MAX_PENDING_FIXES = 3000  # 2 min of a 25 Hz receiver: the assembler drains every tick, so only a stuck one fills it
 
+REORDER_S = 1.0  # a fix older than the newest by less than this arrived late; by more, the receiver's time jumped
 Fix = tuple[float, dict[str, float | None]]  # (GPS epoch seconds of the fix, its position channels)
 
 
@@ -70,6 +71,7 @@ class ChannelStore:
         self._fixes: deque[Fix] = deque()
         self._max_fixes = max_fixes
         self._taken_t: float | None = None  # time of the newest fix the assembler took
+        self._newest_t: float | None = None  # time of the newest fix seen: an older one is framed, not "latest"
         self.fixes_dropped = 0  # fixes lost because nobody drained the store (overflow, counted)
 
     def update(self, values: Mapping[str, float | None], at: float | None = None) -> None:
@@ -91,8 +93,10 @@ class ChannelStore:
         if not values:
             return
         with self._lock:
-            for name, value in values.items():
-                self._values[name] = (value, at)
+            if self._newest_t is None or t >= self._newest_t or self._newest_t - t > REORDER_S:
+                self._newest_t = t
+                for name, value in values.items():
+                    self._values[name] = (value, at)
             if self._fixes and self._fixes[-1][0] == t:
                 self._fixes[-1][1].update(values)
                 self._framed.update(values)
