@@ -36,8 +36,10 @@ from dashboard.telemetry.gps import GpsReading, NmeaDecoder, read_log
 log = logging.getLogger(__name__)
 
 BUNDLED_LOG = Path(__file__).resolve().parent.parent / "data" / "okc-2023-4laps.nmea"
-MAX_GAP_S = 2.0  # a longer pause in the recording is shortened to this when replaying
-LOOP_PAUSE_S = 2.0  # recording time between the last fix of a pass and the first of the next
+# A longer pause in the recording is shortened to this when replaying. Still longer than the lap
+# timer's gap limit (3 s): a lap across a pause in the data is not timed, shortened or not.
+MAX_GAP_S = 5.0
+LOOP_PAUSE_S = MAX_GAP_S  # between the last fix of a pass and the first of the next: a gap, never a lap
 MAX_AHEAD_S = 240.0  # frames never stamped further ahead of the wall clock (the server refuses > 300 s by default)
 
 Processor = Callable[[GpsReading], dict[str, float | None]]
