@@ -65,26 +65,30 @@ class FrameAssembler(Worker):
             return None
         return {"t": round(self.clock.now(), 3), "channels": channels}
 
-    def group(self) -> tuple[list[tuple[float, dict[str, Any]]], int]:
-        """The frames of one tick as (t, channels): the pending fixes in time order, then the tick frame.
-
-        Also returns how many of them are fixes.
-        """
-        fixes: list[Fix] = self.store.take_fixes()
+    def group(self, fixes: list[Fix]) -> list[tuple[float, dict[str, Any]]]:
+        """The frames of one tick as (t, channels): ``fixes`` (in time order), then the tick frame."""
         frames = [(round(t, 3), channels) for t, channels in fixes]
         body = self.sample()
         if body is not None:
             frames.append((body["t"], body["channels"]))
-        return frames, len(fixes)
+        return frames
 
     def tick(self) -> int | None:
-        """Make this tick's frames and put them in the outbox; returns the last seq (None: no frame)."""
-        frames, fixes = self.group()
+        """Make this tick's frames and put them in the outbox; returns the last seq (None: no frame).
+
+        When the outbox fails (a full disk), the fixes go back to the store for the next tick.
+        """
+        fixes = self.store.take_fixes()
+        frames = self.group(fixes)
         if not frames:
             return None
-        seq = self.outbox.append_many(frames)[-1]
+        try:
+            seq = self.outbox.append_many(frames)[-1]
+        except BaseException:
+            self.store.put_back(fixes)
+            raise
         self.frames += len(frames)
-        self.fix_frames += fixes
+        self.fix_frames += len(fixes)
         self.last_frame = {"seq": seq, "t": frames[-1][0], "channels": self.store.snapshot()}
         if self.on_frame is not None:
             self.on_frame(seq)

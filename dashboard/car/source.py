@@ -119,6 +119,14 @@ class ChannelStore:
                 self._taken_t = fixes[-1][0]
         return fixes
 
+    def put_back(self, fixes: list[Fix]) -> None:
+        """Fixes taken but not stored (the outbox failed): first in line again, for the next tick."""
+        with self._lock:
+            self._fixes.extendleft(reversed(fixes))
+            while len(self._fixes) > self._max_fixes:
+                self._fixes.pop()  # the newest go first here: the put-back ones are older and owed first
+                self.fixes_dropped += 1
+
     @property
     def pending_fixes(self) -> int:
         """Fixes waiting to be framed."""

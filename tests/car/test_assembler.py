@@ -1,6 +1,7 @@
 """Frame assembler: staleness → null, seq continuity across restarts, GPS time."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,27 @@ def test_a_tick_frames_every_fix_at_its_time_before_the_tick_frame(tmp_path: Pat
     assert asm.last_frame["channels"]["rpm"] == 4000.0
     asm.tick()
     assert [f["channels"] for f in asm.outbox.after(seq, 10)] == [{"rpm": 4000.0, "gps_fix": 1.0}]  # no fix: tick only
+
+
+def test_fixes_of_a_tick_the_outbox_refused_go_out_with_the_next_one(tmp_path: Path) -> None:
+    class FullOnce(Outbox):
+        """An outbox whose disk is full for one write."""
+
+        full = True
+
+        def append_many(self, frames):  # type: ignore[no-untyped-def]
+            if self.full:
+                self.full = False
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().append_many(frames)
+
+    store = ChannelStore()
+    asm = FrameAssembler(store, FullOnce(tmp_path / "o.sqlite"), clock=GpsClock(wall=lambda: 1.8e9))
+    for t in (1.7e9, 1.7e9 + 0.04):
+        store.add_fix(t, {"lat": 28.4, "lon": -81.4 + t - 1.7e9})
+    with pytest.raises(sqlite3.OperationalError):
+        asm.tick()
+    assert store.pending_fixes == 2 and asm.frames == 0
+    store.add_fix(1.7e9 + 0.08, {"lat": 28.4, "lon": -81.32})
+    asm.tick()
+    assert [f["t"] for f in asm.outbox.oldest(10)] == [1.7e9, 1.7e9 + 0.04, 1.7e9 + 0.08]
