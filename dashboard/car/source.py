@@ -29,6 +29,7 @@ BACKOFF_INITIAL_S = 0.5  # first retry soon: a loose USB plug is often back at o
 BACKOFF_MAX_S = 10.0  # never wait longer than this for a device to come back
 MAX_PENDING_FIXES = 3000  # 2 min of a 25 Hz receiver: the assembler drains every tick, so only a stuck one fills it
 
+DROP_LOG_EVERY = 1000  # a stuck assembler is logged at its first dropped fix, then every this many
 REORDER_S = 1.0  # a fix older than the newest by less than this arrived late; by more, the receiver's time jumped
 Fix = tuple[float, dict[str, float | None]]  # (GPS epoch seconds of the fix, its position channels)
 
@@ -109,6 +110,9 @@ class ChannelStore:
             if len(self._fixes) > self._max_fixes:
                 self._fixes.popleft()
                 self.fixes_dropped += 1
+                if self.fixes_dropped % DROP_LOG_EVERY == 1:
+                    log.warning("GPS fixes are not being framed: %d dropped (%d waiting)", self.fixes_dropped,
+                                len(self._fixes))
 
     def take_fixes(self) -> list[Fix]:
         """The fixes not yet framed, in GPS-time order, and forget them."""
