@@ -50,8 +50,10 @@ class ReplayTimeline:
 
     def __init__(self, times: list[float], start: float, speedup: float) -> None:
         self.length = replay_length(times)  # replayed seconds of one pass
-        ends_now = self.length * (1.0 - 1.0 / speedup) if speedup >= 1.0 else self.length if speedup == 0 else 0.0
-        self.first = start - ends_now  # replayed time of the first fix of the first pass
+        # how far before ``start`` a pass begins so that it ends at ``start`` + its own playing time
+        self._lead = self.length * (1.0 - 1.0 / speedup) if speedup >= 1.0 else self.length if speedup == 0 else 0.0
+        self.first = start - self._lead  # replayed time of the first fix of the first pass
+        self._start: float | None = self.first  # where the next pass starts (None: after the last one, a seam)
         self._offset: float | None = None
         self._last_recorded: float | None = None
         self.last: float | None = None  # the newest replayed time
@@ -60,11 +62,19 @@ class ReplayTimeline:
         """The log starts again: its first fix comes ``LOOP_PAUSE_S`` after the last one replayed."""
         self._offset = None
         self._last_recorded = None
+        self._start = None
+
+    def restart(self, now: float) -> None:
+        """The replay was stopped and starts the log again at ``now``: placed as the first pass was (it ends
+        "now"), but never before the last fix replayed (plus the seam's pause)."""
+        self.new_pass()
+        if self.last is not None:
+            self._start = max(self.last + LOOP_PAUSE_S, now - self._lead)
 
     def replayed(self, recorded: float) -> float:
         """The replayed time of a reading recorded at ``recorded`` (readings in log order)."""
         if self._offset is None:
-            at = self.first if self.last is None else self.last + LOOP_PAUSE_S
+            at = self._start if self._start is not None else (self.last or self.first) + LOOP_PAUSE_S
             self._offset = round(at - recorded, 3)  # whole ms: recorded ms times stay exact when shifted
         elif self._last_recorded is not None and recorded - self._last_recorded > MAX_GAP_S:
             self._offset = round(self._offset - (recorded - self._last_recorded - MAX_GAP_S), 3)  # shortened
@@ -103,6 +113,10 @@ class ReplayClock:
     def observe(self, t: float, at_mono: float | None = None) -> None:
         """A fix was replayed at replayed time ``t``."""
         self._anchor = (t, self._mono() if at_mono is None else at_mono)
+
+    def forget(self) -> None:
+        """The replay starts again elsewhere in time: the wall clock until its next fix."""
+        self._anchor = None
 
     @property
     def using_gps(self) -> bool:
@@ -162,6 +176,10 @@ class ReplaySource(Source):
         if self.timeline is None:
             self.timeline = ReplayTimeline([r.time for r in readings if r.time is not None], self._wall(),
                                            self.speedup)
+        else:  # started again after a stop (a paused session): a new pass from now on, paced from now
+            self.timeline.restart(self._wall())
+            self.clock.forget()
+        self._pace = None
         while not self._stop.is_set():
             self._play_once(readings, self.timeline)
             if self._stop.is_set():

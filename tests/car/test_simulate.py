@@ -130,3 +130,14 @@ def test_replay_at_10x_frames_each_fix_at_its_recorded_step(tmp_path: Path) -> N
     assert [round(t - fixes[0][0], 3) for t, _ in fixes] == [round(t - recorded[0], 3) for t in recorded]
     span = recorded[-1] - recorded[0]
     assert started - span <= fixes[0][0] and fixes[-1][0] <= time.time()  # the pass ends about now, never ahead
+
+
+def test_replay_timeline_restarted_after_a_pause_starts_from_now_and_never_goes_back() -> None:
+    recorded = [1000.0 + i * 0.1 for i in range(101)]  # 10 s
+    timeline = ReplayTimeline(recorded, 1.8e9, speedup=1.0)
+    last = [timeline.replayed(t) for t in recorded][-1]
+    timeline.restart(1.8e9 + 600.0)  # the session was stopped for ten minutes, then started again
+    again = [timeline.replayed(t) for t in recorded]
+    assert again[0] == pytest.approx(1.8e9 + 600.0) and again[0] > last
+    timeline.restart(1.8e9 + 1.0)  # a wall clock behind the replay (a restart at once): still forward
+    assert timeline.replayed(recorded[0]) == pytest.approx(again[-1] + LOOP_PAUSE_S)
