@@ -29,6 +29,7 @@ BACKOFF_INITIAL_S = 0.5  # first retry soon: a loose USB plug is often back at o
 BACKOFF_MAX_S = 10.0  # never wait longer than this for a device to come back
 MAX_PENDING_FIXES = 3000  # 2 min of a 25 Hz receiver: the assembler drains every tick, so only a stuck one fills it
 
+FIX_POSITION = frozenset(("lat", "lon"))  # what makes a frame a fix to the lap timer: only ever in fix frames
 DROP_LOG_EVERY = 1000  # a stuck assembler is logged at its first dropped fix, then every this many
 REORDER_S = 1.0  # a fix older than the newest by less than this arrived late; by more, the receiver's time jumped
 Fix = tuple[float, dict[str, float | None]]  # (GPS epoch seconds of the fix, its position channels)
@@ -102,8 +103,8 @@ class ChannelStore:
                 self._fixes[-1][1].update(values)
                 self._framed.update(values)
                 return
-            if t == self._taken_t:  # the epoch's fix is framed already: these go with the next tick
-                self._framed.difference_update(values)
+            if t == self._taken_t:  # the epoch's fix is framed already: the rest go with the next tick frame,
+                self._framed.difference_update(values.keys() - FIX_POSITION)  # its position never does
                 return
             self._framed.update(values)
             self._fixes.append((t, dict(values)))

@@ -97,8 +97,9 @@ def test_every_fix_waits_whole_with_its_own_time_and_one_epoch_is_one_fix() -> N
     assert store.take_fixes() == [(10.00, {"lat": 1.0, "lon": 2.0, "altitude": 5.0, "gps_speed": 30.0}),
                                   (10.02, {"lat": 1.05, "lon": 2.05}), (10.04, {"lat": 1.1, "lon": 2.1})]
     assert store.take_fixes() == []
-    store.add_fix(10.04, {"gps_speed": 31.0})  # a late sentence of an epoch already framed: no second fix frame
-    assert store.take_fixes() == [] and store.tick_channels()["gps_speed"] == 31.0  # it goes with the next tick
+    store.add_fix(10.04, {"lat": 1.1, "lon": 2.1, "gps_speed": 31.0})  # a late sentence of an epoch already framed
+    assert store.take_fixes() == []  # no second fix frame at the same time
+    assert store.tick_channels() == {"gps_speed": 31.0}  # its speed goes with the next tick frame, never a position
     assert store.snapshot()["lat"] == 1.1  # the latest values follow the fixes too (LoRa, staleness)
 
 
