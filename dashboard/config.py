@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     writer_batch_max: int = Field(2000, gt=0, description="most frames written in one database transaction")
     max_clock_ahead_s: float = Field(300.0, gt=0, description="frames stamped further ahead of the server's "
                                      "clock are refused (a car clock set wrong must not pin the latest values)")
+    max_clock_behind_s: float = Field(86_400.0, gt=0, description="live frames stamped further behind the server's "
+                                      "clock are refused (clock_behind); backfill from a car's outbox is taken at "
+                                      "any age")
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
     log_level: str = Field("INFO", description="logging level")
 

@@ -122,6 +122,18 @@ class FrameError(InvalidInput):
     code = "invalid_frame"
 
 
+class ClockAhead(FrameError):
+    """A frame stamped further ahead of the server's clock than ``max_clock_ahead_s``: a car clock set wrong."""
+
+    code = "clock_ahead"
+
+
+class ClockBehind(FrameError):
+    """A live frame stamped further behind the server's clock than ``max_clock_behind_s`` (backfill is exempt)."""
+
+    code = "clock_behind"
+
+
 class SourceError(DashboardError):
     """An in-car data source (OBD adapter, GPS receiver, radio) failed."""
 

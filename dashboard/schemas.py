@@ -460,7 +460,11 @@ class TelemetryBatch(Strict):
 
 class Rejection(Out):
     seq: Any
-    error: ErrorDetail
+    error: ErrorDetail = Field(description="why this frame was not taken: code invalid_frame (a field to blame), "
+                                           "clock_ahead (stamped more than DASHBOARD_MAX_CLOCK_AHEAD_S ahead of the "
+                                           "server's clock), clock_behind (a live frame stamped more than "
+                                           "DASHBOARD_MAX_CLOCK_BEHIND_S behind it; backfill is taken at any age), "
+                                           "session_not_active (sampled after the session stopped)")
 
 
 class TelemetryAck(Out):

@@ -1,10 +1,20 @@
-"""The frame assembler: samples the latest value of every channel at a fixed rate into frames.
+"""The frame assembler: every GPS fix as its own frame, and the other channels sampled at a fixed rate.
 
-Each tick takes a ChannelStore snapshot (stale channels become null), stamps it
-with the frame clock (GPS time while the receiver has a fix, else the system
-clock) and appends it to the outbox, which allocates the seq. Ticks are
-scheduled on a fixed grid; when the process falls behind, missed ticks are
-skipped rather than bunched.
+Each tick makes a group of frames and appends it to the outbox in one
+transaction (the outbox allocates the seqs):
+
+* first every fix the GPS handed the store since the last tick, in GPS-time
+  order, each a frame at the fix's own GPS time with the position channels it
+  carried (so live lap timing sees every fix, at its true time, whatever
+  ``rate_hz`` is and however long the process stalled);
+* then the tick frame: a ChannelStore snapshot of the other channels (stale
+  ones become null; a position channel appears only as null, when stale),
+  stamped with the frame clock (GPS time while the receiver has a fix, else
+  the system clock).
+
+Ticks are scheduled on a fixed grid; when the process falls behind, missed
+ticks are skipped rather than bunched (the fixes of that time are not: they
+wait in the store).
 """
 from __future__ import annotations
 
@@ -15,7 +25,7 @@ from typing import Any
 
 from dashboard.car.clock import GpsClock
 from dashboard.car.outbox import Outbox
-from dashboard.car.source import ChannelStore
+from dashboard.car.source import ChannelStore, Fix
 from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -42,25 +52,44 @@ class FrameAssembler(Worker):
         self.clock = clock or GpsClock()
         self.on_frame = on_frame
         self.frames = 0
+        self.fix_frames = 0  # of which GPS fixes
         self.skipped_ticks = 0
         self.errors = 0
-        self.last_frame: dict[str, Any] | None = None  # the newest frame made, for the LoRa link
+        # the newest state for the LoRa link: the last seq and time, every channel's latest value (position too)
+        self.last_frame: dict[str, Any] | None = None
 
     def sample(self) -> dict[str, Any] | None:
-        """The frame body for now ({t, channels}), or None while no channel was ever seen."""
-        channels = self.store.snapshot()
+        """The tick frame's body for now ({t, channels}), or None while it would carry no channel."""
+        channels = self.store.tick_channels()
         if not channels:
             return None
         return {"t": round(self.clock.now(), 3), "channels": channels}
 
-    def tick(self) -> int | None:
-        """Make one frame and put it in the outbox; returns its seq."""
+    def group(self, fixes: list[Fix]) -> list[tuple[float, dict[str, Any]]]:
+        """The frames of one tick as (t, channels): ``fixes`` (in time order), then the tick frame."""
+        frames = [(round(t, 3), channels) for t, channels in fixes]
         body = self.sample()
-        if body is None:
+        if body is not None:
+            frames.append((body["t"], body["channels"]))
+        return frames
+
+    def tick(self) -> int | None:
+        """Make this tick's frames and put them in the outbox; returns the last seq (None: no frame).
+
+        When the outbox fails (a full disk), the fixes go back to the store for the next tick.
+        """
+        fixes = self.store.take_fixes()
+        frames = self.group(fixes)
+        if not frames:
             return None
-        seq = self.outbox.append_many([(body["t"], body["channels"])])[-1]
-        self.frames += 1
-        self.last_frame = {"seq": seq, **body}
+        try:
+            seq = self.outbox.append_many(frames)[-1]
+        except BaseException:
+            self.store.put_back(fixes)
+            raise
+        self.frames += len(frames)
+        self.fix_frames += len(fixes)
+        self.last_frame = {"seq": seq, "t": frames[-1][0], "channels": self.store.snapshot()}
         if self.on_frame is not None:
             self.on_frame(seq)
         return seq

@@ -63,7 +63,9 @@ def add_commands(subparsers: Any) -> None:
                     "and derive engine channels from it, through the same pipeline as `monitor`.")
     simulate.add_argument("--server", dest="server_url", metavar="URL", required=True, help="server URL")
     simulate.add_argument("--car-id", metavar="ID", default="sim-1", help="car id (default sim-1)")
-    simulate.add_argument("--speedup", type=float, default=1.0, metavar="N", help="replay N times faster")
+    simulate.add_argument("--speedup", type=float, default=1.0, metavar="N",
+                          help="replay N times faster; laps keep their recorded length (the recording's own times, "
+                               "shifted to now)")
     simulate.add_argument("--log", dest="log_path", metavar="FILE", help="NMEA log to replay")
     simulate.add_argument("--once", action="store_true", help="play the log once, send everything, exit")
     simulate.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")

@@ -4,8 +4,11 @@ GPS channels come from the log as recorded; rpm, gear, throttle, engine load,
 coolant and fuel are derived from its speed and acceleration by the pure
 EngineModel. Frames go through the same assembler, outbox and uplink as a
 real car's, so `dashboard simulate` shows the whole system working without
-a car. Frame times are the system clock (the log's own times are years old
-and compressed by ``speedup``).
+a car. Frame times keep the recording's own time base, shifted to now
+(``replay.ReplayTimeline``: the first pass ends now, later passes follow it),
+so laps last what they lasted on the track at any ``speedup``; above 1× the
+frames of later passes run ahead of the wall clock, at most
+``replay.MAX_AHEAD_S`` (the replay slows to real pace there).
 """
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ def build_simulation(
     model = EngineModel()
     replay = ReplaySource(store, log_path or BUNDLED_LOG, speedup=speedup, loop=loop,
                           processors=[engine_processor(model)], on_loop=model.reset_motion)
-    manager = ServiceManager([replay], store, outbox, uplink, rate_hz=rate_hz)
+    manager = ServiceManager([replay], store, outbox, uplink, rate_hz=rate_hz, clock=replay.clock)
     if uplink is not None:
         uplink.sources_status = manager.source_status
     return manager

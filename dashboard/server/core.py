@@ -44,7 +44,8 @@ class Core:
 
     def __init__(self, store: Store, *, idle_s: float = 300.0, recent_window_s: float = 60.0,
                  writer_batch_max: int = 2000, clock: Callable[[], float] = time.time, shared: bool = False,
-                 max_ahead_s: float = 300.0, max_setup_bytes: int = 65_536, max_exports: int = EXPORTS_MAX,
+                 max_ahead_s: float = 300.0, max_behind_s: float | None = None, max_setup_bytes: int = 65_536,
+                 max_exports: int = EXPORTS_MAX,
                  api_key: str | None = None, viewer_token: str | None = None, metrics_token: str | None = None,
                  keys_ttl_s: float = 5.0) -> None:
         self.store = store
@@ -62,7 +63,7 @@ class Core:
         self.tracks = TrackService(parts, self.timing, self.sessions.describe)
         self.monitors = MonitorService(parts, self.lifecycle)
         self.lora = LoraService(parts, self.lifecycle)
-        self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s)
+        self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s, max_behind_s)
         self.exports = ExportService(store, max_exports)
         self.keys = KeyService(parts, keys_ttl_s)
         self.access = Access(self.keys, api_key, viewer_token, metrics_token)
@@ -73,6 +74,7 @@ class Core:
         return cls(Store.from_url(settings.resolved_database_url()), idle_s=settings.session_idle_s,
                    recent_window_s=settings.recent_window_s, writer_batch_max=settings.writer_batch_max,
                    shared=settings.message_queue is not None, max_ahead_s=settings.max_clock_ahead_s,
+                   max_behind_s=settings.max_clock_behind_s,
                    max_setup_bytes=settings.max_setup_bytes, max_exports=settings.max_exports,
                    api_key=settings.api_key, viewer_token=settings.viewer_token,
                    metrics_token=settings.metrics_token, keys_ttl_s=settings.keys_ttl_s)

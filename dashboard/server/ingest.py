@@ -5,6 +5,8 @@
 Why this order (Traccar's processing pipeline is the model: each stage one job, the order here):
 
 1. ``decode``  each frame is validated on its own, first, so a bad frame is rejected and never its batch;
+               its time is checked against the server's clock: too far ahead (``clock_ahead``), or, for a
+               live frame, too far behind (``clock_behind``); backfill is taken at any age, it is late by nature;
 2. ``own``     the session comes from memory (no query on the hot path); the sender must be its car;
                its status decides what is taken (frames sampled after a stop or an end are refused);
 3. ``dedupe``  before anything changes: a resent frame is acknowledged but not stored or told twice,
@@ -25,7 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.errors import FrameError, SeqConflict, SessionNotActive, Unauthorized
+from dashboard.errors import ClockAhead, ClockBehind, SeqConflict, SessionNotActive, Unauthorized
 from dashboard.server.changes import Change
 from dashboard.server.lifecycle import LifecycleService
 from dashboard.server.live import LiveSession
@@ -78,11 +80,12 @@ class Ingest(Service):
     """Runs a batch through the stages (see the module docstring)."""
 
     def __init__(self, shared: Shared, lifecycle: LifecycleService, timing: TimingService,
-                 max_ahead_s: float = 300.0) -> None:
+                 max_ahead_s: float = 300.0, max_behind_s: float | None = None) -> None:
         super().__init__(shared)
         self.lifecycle = lifecycle
         self.timing = timing
         self.max_ahead_s = max_ahead_s  # a frame stamped further ahead of the server's clock is refused
+        self.max_behind_s = max_behind_s  # a live frame stamped further behind is refused (None: no limit)
 
     def __call__(self, session_id: str, raw_frames: list[Any], backfill: bool = False,
                  car_id: str | None = None) -> IngestResult:
@@ -99,16 +102,23 @@ class Ingest(Service):
 
     # ---------------------------------------------------------------- stages
     def decode(self, batch: Batch) -> None:
-        """1. Each frame validated on its own; too far ahead of the server's clock is refused."""
+        """1. Each frame validated on its own; too far ahead of the server's clock, or (live) behind it, refused."""
         good, bad = parse_frames(batch.raw)
         for raw, error in bad:
             batch.rejected.append({"seq": frame_seq(raw), "error": error.to_dict()})
         latest_t = batch.received_at + self.max_ahead_s
+        earliest_t = float("-inf") if batch.backfill or self.max_behind_s is None \
+            else batch.received_at - self.max_behind_s
         valid, received_at = batch.valid, batch.received_at
         for frame in good:
             if frame["t"] > latest_t:
-                error = FrameError(f"frame time is {frame['t'] - received_at:.0f} s ahead of the server's clock "
+                error = ClockAhead(f"frame time is {frame['t'] - received_at:.0f} s ahead of the server's clock "
                                    f"(at most {self.max_ahead_s:.0f} s)", field="t")
+                batch.rejected.append({"seq": frame["seq"], "error": error.to_dict()})
+            elif frame["t"] < earliest_t:
+                error = ClockBehind(f"frame time is {received_at - frame['t']:.0f} s behind the server's clock: "
+                                    f"a live frame at most {self.max_behind_s:.0f} s (frames from the backlog go "
+                                    "as backfill, taken at any age)", field="t")
                 batch.rejected.append({"seq": frame["seq"], "error": error.to_dict()})
             elif frame["seq"] not in valid:
                 frame["received_at"] = received_at

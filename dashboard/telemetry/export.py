@@ -16,6 +16,9 @@ long the session. The readers turn an export back into frames, for round trips.
   per frame with both ``lat`` and ``lon``, with ``<ele>`` from ``altitude``,
   ``<time>`` in UTC, ``<sat>``/``<hdop>``, and speed (m/s) and course in
   Garmin's TrackPointExtension v2, which Strava, GPXSee and most tools read.
+  A frame without position channels at all (a car's tick frame between its
+  fix frames) neither adds a point nor ends the segment; one that carries them
+  as null (no fix, or stale) does. ``<sat>`` is the last count any frame gave.
 """
 from __future__ import annotations
 
@@ -212,8 +215,13 @@ def gpx_chunks(frames: Iterable[FrameLike], name: str, rows_per_chunk: int = CHU
     yield f"{GPX_HEADER}<metadata><name>{label}</name></metadata>\n<trk><name>{label}</name>\n"
     points: list[str] = []
     in_segment = False
+    satellites: Any = None
     for f in frames:
         channels = f["channels"]
+        if "satellites" in channels:
+            satellites = channels["satellites"]
+        if "lat" not in channels and "lon" not in channels:
+            continue  # a tick frame: the positions travel in the fix frames around it
         lat, lon = channels.get("lat"), channels.get("lon")
         if lat is None or lon is None:
             if in_segment:
@@ -223,6 +231,8 @@ def gpx_chunks(frames: Iterable[FrameLike], name: str, rows_per_chunk: int = CHU
         if not in_segment:
             points.append("<trkseg>\n")
             in_segment = True
+        if "satellites" not in channels and satellites is not None:
+            channels = {**channels, "satellites": satellites}
         points.append(_trkpt(f["t"], lat, lon, channels))
         if len(points) >= rows_per_chunk:
             yield "".join(points)

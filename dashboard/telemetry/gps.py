@@ -202,6 +202,13 @@ class NmeaDecoder:
         return GpsReading("VTG", values)
 
 
+def split_fix(values: dict[str, float | None]) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """A reading's values as (what its fix frame carries: the known position channels, everything else)."""
+    fix = {name: value for name, value in values.items() if name in POSITION_CHANNELS and value is not None}
+    rest = {name: value for name, value in values.items() if name not in fix}
+    return fix, rest
+
+
 def read_log(path: str | Path, decoder: NmeaDecoder | None = None) -> Iterator[GpsReading]:
     """Every reading of an NMEA log file, in order (lines decoded as UTF-8, bad bytes replaced)."""
     decoder = decoder or NmeaDecoder()

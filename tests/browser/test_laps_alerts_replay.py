@@ -8,6 +8,7 @@ condition, never a sleep.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from functools import cache
 from pathlib import Path
@@ -30,9 +31,11 @@ OKC_A, OKC_B = [28.41270817, -81.37973266], [28.41273039, -81.37957049]
 
 @cache
 def recorded_frames() -> tuple[dict[str, Any], ...]:
-    """The recording's RMC fixes as frames: seq, GPS time, channels."""
+    """The recording's RMC fixes as frames: seq, GPS time shifted by whole seconds to end now (live frames a
+    day old are refused), channels."""
     readings = [r for r in read_log(RECORDING) if r.sentence == "RMC"]
-    return tuple({"seq": seq, "t": r.time, "channels": {k: v for k, v in r.values.items() if v is not None}}
+    shift = round(time.time() - readings[-1].time)
+    return tuple({"seq": seq, "t": r.time + shift, "channels": {k: v for k, v in r.values.items() if v is not None}}
                  for seq, r in enumerate(readings))
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import requests
 
 from dashboard.car.replay import BUNDLED_LOG
+from dashboard.telemetry.gps import NmeaDecoder
+from tests.car.nmea import shift_to_now
 from tests.servers import ServerProcess
 from tests.waiting import wait_for
 
@@ -32,8 +34,9 @@ def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
     stop = threading.Event()
 
     def feed() -> None:
-        lines = BUNDLED_LOG.read_text().splitlines()
-        for line in lines[2000:]:  # on track
+        recorded = BUNDLED_LOG.read_text().splitlines()[2000:]  # on track
+        lines, _ = shift_to_now(recorded, NmeaDecoder().feed(recorded[0] + "\n")[0].time)  # today's receiver
+        for line in lines:
             if stop.wait(1 / LINES_PER_S):
                 return
             try:

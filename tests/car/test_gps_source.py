@@ -10,7 +10,7 @@ from dashboard.car.clock import GpsClock
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.replay import BUNDLED_LOG
 from dashboard.car.source import ChannelStore, SourceState
-from dashboard.telemetry.gps import with_checksum
+from dashboard.telemetry.gps import NmeaDecoder, split_fix, with_checksum
 from tests.waiting import wait_for
 
 LINES = BUNDLED_LOG.read_text().splitlines(keepends=True)
@@ -78,3 +78,29 @@ def test_missing_port_is_an_error_with_reason_not_a_crash(tmp_path: Path) -> Non
         assert "cannot open" in (source.status.reason or "") and source.running and not source.crashed
     finally:
         source.stop()
+
+
+def test_a_burst_of_25hz_sentences_gives_every_fix_whole_at_its_gps_time(make_pty) -> None:
+    pty = make_pty()
+    store = ChannelStore()
+    source = GpsSource(pty.path, store, clock=GpsClock())
+    recorded = (Path(__file__).resolve().parents[1] / "data" / "okc-tillotson-plain.nmea").read_text()
+    lines = recorded.splitlines(keepends=True)[2000:2500]  # 20 s at 25 Hz, RMC and some GGA, all in one burst
+    vtg = with_checksum("GPVTG,123.4,T,,M,10.0,N,18.5,K,A") + "\r\n"  # no time: belongs to the fix before it
+    expected: dict[float, dict] = {}
+    for reading in NmeaDecoder().feed("".join(lines)):
+        if reading.has_fix and reading.time is not None:
+            expected.setdefault(reading.time, {}).update(split_fix(reading.values)[0])
+    last = max(expected)
+    expected[last].update({"gps_speed": 18.5, "heading": 123.4})
+    source.start()
+    try:
+        wait_for(lambda: source.status.state is SourceState.CONNECTED, 5, "port open")
+        pty.write("".join(lines) + vtg)
+        wait_for(lambda: source.decoder.counters.sentences >= len(lines) + 1, 10, "every sentence read")
+    finally:
+        source.stop()
+    fixes = store.take_fixes()
+    assert len(fixes) == len(expected) > 450  # nothing sampled away: one per epoch
+    assert fixes == sorted(expected.items())  # each at its own GPS time, with that epoch's position channels
+    assert store.fixes_dropped == 0

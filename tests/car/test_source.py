@@ -74,3 +74,53 @@ def test_a_source_that_outlives_the_join_timeout_is_logged_and_let_go(caplog: py
     assert any("source-stuck did not stop within" in r.getMessage() for r in caplog.records)
     assert source.status.state is SourceState.STOPPED and not source.running  # the manager can go on
     source.release.set()
+
+
+# ------------------------------------------------------------- the store's fixes
+class Mono:
+    """Monotonic time moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_fix_waits_whole_with_its_own_time_and_one_epoch_is_one_fix() -> None:
+    store = ChannelStore(clock=Mono())
+    store.add_fix(10.00, {"lat": 1.0, "lon": 2.0, "altitude": 5.0, "hdop": None})  # GGA: no hdop known
+    store.add_fix(10.00, {"lat": 1.0, "lon": 2.0, "gps_speed": 30.0})  # RMC of the same epoch: merged
+    store.add_fix(10.04, {"lat": 1.1, "lon": 2.1})
+    store.add_fix(10.02, {"lat": 1.05, "lon": 2.05})  # out of order on arrival: framed in time order
+    assert store.pending_fixes == 3
+    assert store.take_fixes() == [(10.00, {"lat": 1.0, "lon": 2.0, "altitude": 5.0, "gps_speed": 30.0}),
+                                  (10.02, {"lat": 1.05, "lon": 2.05}), (10.04, {"lat": 1.1, "lon": 2.1})]
+    assert store.take_fixes() == []
+    store.add_fix(10.04, {"lat": 1.1, "lon": 2.1, "gps_speed": 31.0})  # a late sentence of an epoch already framed
+    assert store.take_fixes() == []  # no second fix frame at the same time
+    assert store.tick_channels() == {"gps_speed": 31.0}  # its speed goes with the next tick frame, never a position
+    assert store.snapshot()["lat"] == 1.1  # the latest values follow the fixes too (LoRa, staleness)
+
+
+def test_tick_channels_leave_out_fresh_fix_values_and_send_stale_ones_as_null() -> None:
+    mono = Mono()
+    store = ChannelStore(clock=mono)
+    store.update({"rpm": 3000.0, "gps_fix": 1.0})
+    store.add_fix(10.0, {"lat": 1.0, "lon": 2.0})
+    assert store.tick_channels() == {"rpm": 3000.0, "gps_fix": 1.0}  # the position travels in its fix frame
+    mono.now += 2.5  # past the position's 2 s staleness
+    assert store.tick_channels() == {"rpm": 3000.0, "gps_fix": None, "lat": None, "lon": None}
+    store.update({"lat": None, "lon": None})  # a no-fix sentence: known unknown
+    mono.now -= 2.5
+    assert store.tick_channels()["lat"] is None and "lat" in store.tick_channels()
+
+
+def test_fixes_nobody_takes_are_bounded_and_counted() -> None:
+    store = ChannelStore(clock=Mono(), max_fixes=10)
+    for i in range(15):
+        store.add_fix(float(i), {"lat": 1.0, "lon": float(i)})
+    assert store.fixes_dropped == 5
+    assert [t for t, _ in store.take_fixes()] == [float(i) for i in range(5, 15)]  # the newest kept
+    store.add_fix(20.0, {"lat": None, "lon": None})  # nothing known: no fix frame
+    assert store.take_fixes() == []

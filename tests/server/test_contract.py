@@ -11,6 +11,7 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,18 @@ def check_messages(prefix: str, recorder: Recorder) -> set[str]:
 
 
 def okc_frames() -> list[dict[str, Any]]:
-    """The bundled 4-lap recording as frames, with coolant running hot for a while in the second lap."""
+    """The bundled 4-lap recording as frames, with coolant running hot for a while in the second lap.
+
+    Shifted to end a few seconds ago, as a car sending it live would have stamped it (live frames
+    more than a day old are refused).
+    """
     readings = [r for r in read_log(RECORDING) if r.sentence == "RMC"]
+    shift = round(time.time() - 5.0 - readings[-1].time)  # whole seconds: the recording's own times, shifted
     frames = []
     for seq, r in enumerate(readings):
         channels = {k: v for k, v in r.values.items() if v is not None}
         channels["coolant_temp"] = 110.0 if 1500 <= seq < 1600 else 92.0
-        frames.append({"seq": seq, "t": r.time, "channels": channels})
+        frames.append({"seq": seq, "t": r.time + shift, "channels": channels})
     return frames
 
 
@@ -181,6 +187,13 @@ def test_a_whole_session_every_message_matches_its_model(live_server):
             ack = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]})
             assert ack["ok"] and not ack["rejected"], ack
         monitor.call("telemetry", {"session_id": sid, "frames": frames[:5] + [{"seq": "x"}]})  # resent, and a bad one
+        days_old = {"seq": len(frames), "t": frames[0]["t"] - 3 * 86_400, "channels": {"rpm": 1.0}}
+        ahead = {"seq": len(frames) + 1, "t": time.time() + 3_600, "channels": {"rpm": 2.0}}
+        late = monitor.call("telemetry", {"session_id": sid, "frames": [days_old, ahead]})
+        assert [(r["seq"], r["error"]["code"], r["error"]["field"]) for r in late["rejected"]] == [
+            (days_old["seq"], "clock_behind", "t"), (ahead["seq"], "clock_ahead", "t")]
+        backfill = monitor.call("telemetry", {"session_id": sid, "frames": [days_old], "backfill": True})
+        assert backfill["ok"] and not backfill["rejected"]  # from the car's backlog: taken at any age
         monitor.call("telemetry", {"session_id": str(uuid.uuid4()), "frames": []})  # an error ack
         last = frames[-1]
         gateway.call("lora", {"car_id": car, "car_hash": car_hash(car), "session_prefix": sid.replace("-", "")[:8],

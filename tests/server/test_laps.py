@@ -20,8 +20,10 @@ BATCH = 250
 
 
 def recorded_frames() -> list[dict]:
+    """The recording's RMC fixes as frames, shifted by whole seconds to end now (live frames a day old are refused)."""
     readings = [r for r in read_log(RECORDING) if r.sentence == "RMC"]
-    return [{"seq": seq, "t": r.time, "channels": {k: v for k, v in r.values.items() if v is not None}}
+    shift = round(time.time() - readings[-1].time)
+    return [{"seq": seq, "t": r.time + shift, "channels": {k: v for k, v in r.values.items() if v is not None}}
             for seq, r in enumerate(readings)]
 
 

@@ -98,6 +98,27 @@ def test_frames_far_ahead_of_the_server_clock_are_refused_and_latest_follows_seq
     assert latest["channels"]["rpm"]["value"] == 3100.0
 
 
+def test_live_frames_far_behind_the_server_clock_are_refused_and_backfill_is_taken(server_factory):
+    server = server_factory(max_clock_behind_s="60")  # DASHBOARD_MAX_CLOCK_BEHIND_S
+    monitor = connect_monitor(server.url, f"CAR-{uuid.uuid4().hex[:8]}", server.api_key)
+    try:
+        sid = call(monitor, "session.start", {})["session"]["session_id"]
+        now = time.time()
+        live = [{"seq": 0, "t": now - 120, "channels": {"rpm": 1000.0}},  # a car clock two minutes slow
+                {"seq": 1, "t": now - 30, "channels": {"rpm": 2000.0}}]
+        ack = call(monitor, "telemetry", {"session_id": sid, "frames": live})
+        refused = [(r["seq"], r["error"]["code"], r["error"]["field"]) for r in ack["rejected"]]
+        assert refused == [(0, "clock_behind", "t")]
+        assert "s behind the server's clock" in ack["rejected"][0]["error"]["message"]
+        old = [{"seq": 2, "t": now - 3 * 86_400, "channels": {"rpm": 3000.0}}]  # from the outbox, after a weekend
+        ack = call(monitor, "telemetry", {"session_id": sid, "frames": old, "backfill": True})
+        assert ack["ok"] and not ack["rejected"] and ack["acked_seq"] == 2
+    finally:
+        monitor.disconnect()
+    stored = requests.get(f"{server.url}/api/v1/sessions/{sid}/frames", timeout=10).json()["items"]
+    assert [f["seq"] for f in stored] == [1, 2]
+
+
 def test_legacy_start_refuses_a_second_active_session_for_the_car(live_server):
     car = f"CAR-{uuid.uuid4().hex[:8]}"
     url, headers = f"{live_server.url}/session_manager/sessions.start", live_server.headers

@@ -20,12 +20,14 @@ COPIES = 50  # ~190,000 stored frames: seconds of lap timer work to replay
 
 
 def fill(store: Store, conn: Connection, session_id: str) -> tuple[int, float]:
-    """The recording driven COPIES times in a row (each copy later by its length): last seq and time."""
+    """The recording driven COPIES times in a row (each copy later by its length, the last one ending now, as
+    the recording does: live frames a day old or minutes ahead are refused): last seq and time."""
     base = recorded_frames()
     span = base[-1]["t"] - base[0]["t"] + 1.0
     seq = -1
     for copy in range(COPIES):
-        rows = [{"seq": seq + 1 + i, "t": f["t"] + copy * span, "received_at": f["t"] + copy * span,
+        shift = (copy - COPIES + 1) * span
+        rows = [{"seq": seq + 1 + i, "t": f["t"] + shift, "received_at": f["t"] + shift,
                  "channels": f["channels"]} for i, f in enumerate(base)]
         seq = rows[-1]["seq"]
         store.write_frames([FrameWrite(session_id, rows, seq, rows[-1]["t"])], conn)

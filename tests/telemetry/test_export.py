@@ -183,6 +183,21 @@ def test_gpx_has_one_point_per_frame_with_a_position():
     assert [len(s) for s in root.findall(f"{GPX}trk/{GPX}trkseg")] == [4, 1, 2]
 
 
+def test_gpx_of_a_cars_fix_and_tick_frames_is_one_segment_of_every_fix():
+    frames: list[dict[str, Any]] = []
+    for i in range(30):  # 25 Hz fix frames and, every few of them, a tick frame without position channels
+        frames.append({"seq": len(frames), "t": T0 + i * 0.04,
+                       "channels": {"lat": 28.4127 + i * 1e-5, "lon": -81.3797, "gps_speed": 50.0}})
+        if i % 3 == 2:
+            tick = {"rpm": 8000.0, "satellites": 11.0}
+            frames.append({"seq": len(frames), "t": T0 + i * 0.04 + 0.01, "channels": tick})
+    frames.append({"seq": len(frames), "t": T0 + 2.0, "channels": {"rpm": 8000.0, "lat": None, "lon": None}})  # stale
+    frames.append({"seq": len(frames), "t": T0 + 2.1, "channels": {"lat": 28.5, "lon": -81.3797}})
+    segments = parse_gpx(frames).findall(f"{GPX}trk/{GPX}trkseg")
+    assert [len(s) for s in segments] == [30, 1]  # tick frames break nothing; a stale (null) position does
+    assert segments[0][0].find(f"{GPX}sat") is None and segments[0][3].findtext(f"{GPX}sat") == "11"
+
+
 def test_gpx_speed_course_and_quality_of_a_point():
     root = parse_gpx(sample_frames())
     point = root.findall(f".//{GPX}trkpt")[5]  # frame 8: gps_speed, heading, satellites, hdop
