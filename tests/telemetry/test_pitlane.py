@@ -222,14 +222,23 @@ def recording() -> list[dict[str, Any]]:
     return [{"seq": i, "t": r.time, "channels": dict(r.values)} for i, r in enumerate(readings)]
 
 
-def line_through(frames: list[dict[str, Any]], i: int, half_m: float = 5.0) -> Line:
-    """A line across the path at fix i (through it, perpendicular to the move i-1 → i+1)."""
+def line_across(frames: list[dict[str, Any]], i: int, half_m: float = 5.0) -> Line:
+    """A line across the path through the midpoint of fixes i and i+1 (perpendicular to the move i-1 → i+2).
+
+    The move i → i+1 passes through that midpoint half-way, so the car crosses it at (t_i + t_i+1) / 2.
+    """
     proj = LocalProjection(ORLANDO_KART_CENTER.a)
-    p0, p, p1 = (proj.to_xy(frames[j]["channels"]["lat"], frames[j]["channels"]["lon"]) for j in (i - 1, i, i + 1))
+    p0, pa, pb, p1 = (proj.to_xy(frames[j]["channels"]["lat"], frames[j]["channels"]["lon"])
+                      for j in (i - 1, i, i + 1, i + 2))
+    p = ((pa[0] + pb[0]) / 2, (pa[1] + pb[1]) / 2)
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     n = math.hypot(dx, dy)
     nx, ny = -dy / n * half_m, dx / n * half_m
     return Line(proj.to_latlon(p[0] + nx, p[1] + ny), proj.to_latlon(p[0] - nx, p[1] - ny), "auto")
+
+
+def crossing_t(frames: list[dict[str, Any]], i: int) -> float:
+    return (frames[i]["t"] + frames[i + 1]["t"]) / 2
 
 
 def with_hold(frames: list[dict[str, Any]], at: int, hold_s: float) -> list[dict[str, Any]]:
@@ -244,14 +253,15 @@ def with_hold(frames: list[dict[str, Any]], at: int, hold_s: float) -> list[dict
 @pytest.mark.parametrize("with_speed", [True, False])
 def test_recording_with_a_held_position_gives_the_stop_to_a_tenth(with_speed: bool) -> None:
     original = recording()
-    lane = PitLane(line_through(original, PIT_IN_FIX), line_through(original, PIT_OUT_FIX))
+    lane = PitLane(line_across(original, PIT_IN_FIX), line_across(original, PIT_OUT_FIX))
     frames = with_hold(original, HOLD_FIX, HOLD_S)
     if not with_speed:
         frames = [{**f, "channels": {k: v for k, v in f["channels"].items() if k != "gps_speed"}} for f in frames]
     detector = PitDetector(lane)
     events = run(detector, frames)
     (stop,) = detector.stops  # the four laps after it never cross the lane's lines
-    expected_lane = original[PIT_OUT_FIX]["t"] - original[PIT_IN_FIX]["t"] + HOLD_S
+    expected_lane = crossing_t(original, PIT_OUT_FIX) - crossing_t(original, PIT_IN_FIX) + HOLD_S
+    assert stop.entry_t == pytest.approx(crossing_t(original, PIT_IN_FIX), abs=0.01)
     assert stop.lane_time == pytest.approx(expected_lane, abs=TOLERANCE_S)
     assert stop.stationary_time == pytest.approx(HOLD_S, abs=TOLERANCE_S)
     assert [e.type for e in events] == [PIT_ENTRY, PIT_STATIONARY, PIT_STOP]
