@@ -28,9 +28,9 @@ From a model (``ModelFuel``, unit: litres)
     A tank size, a starting level (full) and a use per lap that the crew sets; every completed
     lap (out- and in-laps too: a partial lap is counted whole, to err on the safe side) takes
     one lap's use. After a stop the crew says what went in ("filled 40 l"): the level goes up
-    by that much (at most to the tank size); when they filled it to full, the amount is what
-    was used since the last known level, and the use per lap is corrected to it (amount /
-    laps since).
+    by that much (at most to the tank size); when they filled it to full, the fuel used since
+    the level was last known (the start, or the last fill to full) is that level + everything
+    added since − the tank size, and the use per lap is corrected to it (used / laps since).
 
 Both
     Use per lap for the forecast: from the sensor, the slope of the line at the last lap's end
@@ -38,9 +38,9 @@ Both
     not one lap's noisy difference; a lap with a refill in it does not count); from the model,
     its use per lap. Laps left = level / use per lap. The sensor's forecast is ``settled`` once
     its line has ``SETTLE_S`` (4 min) of driving behind it; before that it is shown but the
-    low-fuel alert waits (on the test trace, unsettled forecasts were off by up to 60 %). ``alert_laps_left``: a
-    ``fuel.low`` event once, when laps left first falls to that number or below; a refill
-    that brings it back above re-arms it.
+    low-fuel alert waits (on the test trace, unsettled forecasts were off by up to 60 %).
+    ``alert_laps_left``: a ``fuel.low`` event once, when laps left first falls to that number
+    or below; a refill that brings it back above re-arms it.
 """
 from __future__ import annotations
 
@@ -347,7 +347,9 @@ class ModelFuel:
         self.use_per_lap_l = use_per_lap_l
         self.level_l = tank_l if level_l is None else level_l
         self._alert = _LowAlert(alert_laps_left)
-        self._laps_since_known = 0  # laps since the level was last known for sure (full)
+        self._known_l = self.level_l  # the level last known for sure (the start, or a fill to full)
+        self._added_since_l = 0.0  # litres added since then
+        self._laps_since_known = 0  # laps since then
         self._last_lap_used: float | None = None
 
     def feed(self, frame: Any) -> list[FuelEvent]:
@@ -373,13 +375,16 @@ class ModelFuel:
             raise ValueError("say how much went in, or that the tank was filled to full")
         before = self.level_l
         if to_full:
-            if added is not None and added > 0 and self._laps_since_known > 0:
-                self.use_per_lap_l = added / self._laps_since_known
-            self.level_l = self.tank_l
-            self._laps_since_known = 0
+            if added is not None and self._laps_since_known > 0:
+                used = self._known_l + self._added_since_l + added - self.tank_l
+                if used > 0:
+                    self.use_per_lap_l = used / self._laps_since_known
+            self.level_l = self._known_l = self.tank_l
+            self._laps_since_known, self._added_since_l = 0, 0.0
         else:
             assert added is not None
             self.level_l = min(self.tank_l, self.level_l + added)
+            self._added_since_l += added
         self._alert.check(t, self.estimate().laps_left)  # re-arms when back above the threshold
         return [FuelEvent(FUEL_REFILL, t, {"before": before, "after": self.level_l,
                                             "use_per_lap": self.use_per_lap_l})]

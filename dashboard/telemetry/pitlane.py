@@ -212,7 +212,6 @@ class _Open:
     entry_seq: int | None
     stationary: float = 0.0
     gaps: int = 0
-    announced: bool = False  # pit.stationary sent for the current run
 
 
 @dataclass
@@ -223,7 +222,11 @@ class _Run:
 
 
 class PitDetector:
-    """Finds the pit stops of one car from its position frames, one frame at a time."""
+    """Finds the pit stops of one car from its position frames, one frame at a time.
+
+    ``lane`` None: the fallback (a long standstill is a stop). ``origin``: the local plane's origin
+    (default the pit-in line's first point, else the first fix).
+    """
 
     def __init__(
         self,
@@ -261,8 +264,11 @@ class PitDetector:
 
     @property
     def status(self) -> PitStatus:
-        """``stopped`` (stationary for at least the minimum, in the lane or, without one, anywhere),
-        ``in_lane``, or ``on_track``."""
+        """``stopped``, ``in_lane`` or ``on_track``.
+
+        Stopped: stationary for at least the minimum, in the lane (or, on a track without one, anywhere
+        for longer than ``fallback_stop_s``).
+        """
         if self._run is not None and self._run.end_t - self._run.start.t >= self._stationary_limit():
             if self.lane is None or self._open is not None:
                 return "stopped"

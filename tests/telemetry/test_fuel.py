@@ -162,6 +162,12 @@ def test_model_fuel_counts_down_and_learns_from_a_fill_to_full() -> None:
         model.refilled(T0)
     with pytest.raises(ValueError):
         ModelFuel(tank_l=0, use_per_lap_l=1)
+    partial = ModelFuel(tank_l=60.0, use_per_lap_l=2.5, level_l=40.0)  # started with 40 l
+    for lap in range(1, 11):
+        partial.lap_completed({"lap": lap, "start_t": lap, "end_t": lap + 1})
+    partial.refilled(20.0, added=10.0)  # a splash: 10 l
+    partial.refilled(30.0, added=38.0, to_full=True)  # 40 + 10 + 38 - 60 = 28 l used in 10 laps
+    assert partial.use_per_lap_l == pytest.approx(2.8) and partial.level_l == 60.0
     assert model.feed({"t": T0, "channels": {"fuel_level": 5.0}}) == []
 
 
