@@ -1,19 +1,29 @@
 """The frame assembler: samples the latest value of every channel at a fixed rate into frames.
 
-Each tick takes a ChannelStore snapshot (stale channels become null), stamps it
-with the frame clock (GPS time while the receiver has a fix, else the system
-clock) and appends it to the outbox, which allocates the seq. Ticks are
-scheduled on a fixed grid; when the process falls behind, missed ticks are
-skipped rather than bunched.
+Each tick takes a ChannelStore snapshot (stale channels become null) and stamps
+it with the frame clock (clock.py: GPS time run on between fixes; None while
+real time is unknown, the frame then keeps its monotonic time). Frames are
+kept in memory and committed to the outbox in groups, one transaction per
+``max(tick period, FLUSH_S)``: at 100 Hz that is 10 commits a second instead
+of 100 on an SD card. The outbox allocates the seqs at the commit; only then
+do the uplink and the LoRa link hear of the frames (``on_frame``), so nothing
+is ever sent that a power cut could take back. A power cut loses at most the
+group not yet committed (at most ``FLUSH_S`` of frames, or one tick's);
+``stop()`` commits what is held, so a clean stop loses nothing. Before a group
+is committed, frames still waiting for real time are re-stamped once the clock
+knows it. Ticks are scheduled on a fixed grid; when the process falls behind,
+missed ticks are skipped rather than bunched.
 """
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from dashboard.car.clock import GpsClock
+from dashboard.car.clock import GpsClock, trusted
 from dashboard.car.outbox import Outbox
 from dashboard.car.source import ChannelStore
 from dashboard.car.worker import Worker
@@ -21,6 +31,13 @@ from dashboard.car.worker import Worker
 log = logging.getLogger(__name__)
 
 DEFAULT_RATE_HZ = 10.0  # the dashboard's refresh; OBD over ELM327 delivers ~5-20 values/s in total
+FLUSH_S = 0.1  # one outbox commit (one fsync on the card) per this long at most: 10 a second at any rate
+
+# a frame held for the next commit: (t or None while real time is unknown, channels, monotonic time made)
+MAX_HELD = 6000  # frames held while commits fail (a minute at 100 Hz), then the oldest are dropped
+HeldFrame = tuple[float | None, dict[str, float | None], float]
+
+
 class FrameAssembler(Worker):
     """Turns the store into frames at ``rate_hz``; start()/stop() safe to call twice."""
 
@@ -39,31 +56,75 @@ class FrameAssembler(Worker):
         self.store = store
         self.outbox = outbox
         self.period = 1.0 / rate_hz
-        self.clock = clock or GpsClock()
+        self.group_ticks = max(1, math.ceil(FLUSH_S / self.period - 1e-9))  # ticks per commit
+        # no clock given (simulate, tests): the system clock is taken as right; the car's monitor checks it
+        self.clock = clock or GpsClock(synced=trusted)
         self.on_frame = on_frame
-        self.frames = 0
+        self.frames = 0  # frames committed
+        self.commits = 0
+        self.lost_frames = 0  # held frames dropped because commits kept failing
         self.skipped_ticks = 0
         self.errors = 0
-        self.last_frame: dict[str, Any] | None = None  # the newest frame made, for the LoRa link
+        self.last_frame: dict[str, Any] | None = None  # the newest frame committed, for the LoRa link
+        self._held: list[HeldFrame] = []
+        self._held_ticks = 0
+        self._flush_lock = threading.Lock()
 
     def sample(self) -> dict[str, Any] | None:
-        """The frame body for now ({t, channels}), or None while no channel was ever seen."""
+        """The frame for now ({t, channels, mono}; t None while real time is unknown); None before any channel."""
         channels = self.store.snapshot()
         if not channels:
             return None
-        return {"t": round(self.clock.now(), 3), "channels": channels}
+        mono = self.clock.mono()
+        t = self.clock.at(mono)
+        return {"t": None if t is None else round(t, 3), "channels": channels, "mono": mono}
+
+    def hold(self, frames: list[HeldFrame]) -> None:
+        """Add frames made elsewhere (GPS fixes) to the group the next commit stores."""
+        with self._flush_lock:
+            self._held.extend(frames)
+            excess = len(self._held) - MAX_HELD
+            if excess > 0:  # commits keep failing (a full card): memory stays bounded, the oldest go
+                del self._held[:excess]
+                self.lost_frames += excess
 
     def tick(self) -> int | None:
-        """Make one frame and put it in the outbox; returns its seq."""
+        """Make one frame; commit the held group when it is due. Returns the last seq committed now, or None."""
         body = self.sample()
-        if body is None:
+        if body is not None:
+            self.hold([(body["t"], body["channels"], body["mono"])])
+        self._held_ticks += 1
+        if self._held_ticks < self.group_ticks:
             return None
-        seq = self.outbox.append_many([(body["t"], body["channels"])])[-1]
-        self.frames += 1
-        self.last_frame = {"seq": seq, **body}
+        return self.flush()
+
+    def flush(self) -> int | None:
+        """Commit every held frame in one outbox transaction; returns the last seq, or None when none was held."""
+        with self._flush_lock:
+            self._held_ticks = 0
+            held, self._held = self._held, []
+            if not held:
+                return None
+            offset = self.clock.offset()
+            if offset is not None and self.outbox.unstamped():
+                self.outbox.restamp(offset)  # first, so stamped frames never precede unstamped ones in seq
+            rows = [(round(mono + offset, 3) if t is None and offset is not None else t, channels, mono)
+                    for t, channels, mono in held]
+            try:
+                seqs = self.outbox.append_many([(t, channels) if t is not None else (None, channels, mono)
+                                                for t, channels, mono in rows])
+            except BaseException:
+                self._held = held + self._held  # not stored: kept for the next try
+                raise
+        self.frames += len(seqs)
+        self.commits += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("committed seq %d..%d", seqs[0], seqs[-1])
+        t, channels, _mono = rows[-1]
+        self.last_frame = {"seq": seqs[-1], "t": t, "channels": channels}
         if self.on_frame is not None:
-            self.on_frame(seq)
-        return seq
+            self.on_frame(seqs[-1])
+        return seqs[-1]
 
     def _run(self) -> None:
         next_tick = time.monotonic()
@@ -80,3 +141,12 @@ class FrameAssembler(Worker):
                 self.skipped_ticks += missed
                 next_tick += missed * self.period
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop ticking and commit what is held (a clean stop loses nothing); safe to call twice."""
+        super().stop(timeout)
+        try:
+            self.flush()
+        except Exception:
+            self.errors += 1
+            log.exception("assembler: the last group could not be committed")

@@ -73,13 +73,14 @@ class ServiceManager:
         """A frame is in the outbox: wake the uplink, and hand it to the LoRa link."""
         if self.uplink is not None:
             self.uplink.wake(seq)
-        if self.mesh is not None and self.assembler.last_frame is not None:
+        frame = self.assembler.last_frame
+        if self.mesh is not None and frame is not None and frame["t"] is not None:  # never a frame without a time
             statuses = self.source_status()
             status = lora.make_status(
                 uplink=self.uplink is not None and self.uplink.state is LinkState.CONNECTED,
                 backlog=self.outbox.count() > 0, recording=self.collecting,
                 obd=statuses.get("obd", "").startswith("reading"), gps=statuses.get("gps", "").startswith("reading"))
-            self.mesh.update(self.uplink.session_id if self.uplink else None, self.assembler.last_frame, status)
+            self.mesh.update(self.uplink.session_id if self.uplink else None, frame, status)
 
     def source_status(self) -> dict[str, str]:
         """Status of every source as text, for heartbeats and the log."""
