@@ -120,12 +120,12 @@ class Outbox:
         """Connect, check the file is a sound outbox, create or upgrade the tables; raises DatabaseError."""
         db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            problem = db.execute("PRAGMA quick_check").fetchone()[0]
+            problem = db.execute("PRAGMA quick_check").fetchone()[0]  # checked before anything is written
             if problem != "ok":
                 raise CorruptOutbox(f"quick_check: {problem}")
             _check_tables(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             _upgrade_frames(db)
             self._set_unstamped_aside(db)

@@ -25,7 +25,8 @@ class FakeClock:
 def test_stale_channel_is_null_not_its_old_value(tmp_path: Path) -> None:
     mono = FakeClock()
     store = ChannelStore(clock=mono)
-    asm = FrameAssembler(store, Outbox(tmp_path / "o.sqlite"), clock=GpsClock(wall=lambda: 1.7e9 + mono.now - 1000.0, mono=mono, synced=trusted))
+    clock = GpsClock(wall=lambda: 1.7e9 + mono.now - 1000.0, mono=mono, synced=trusted)
+    asm = FrameAssembler(store, Outbox(tmp_path / "o.sqlite"), clock=clock)
     assert asm.tick() is None  # nothing seen yet: no frame
     store.update({"rpm": 5000.0, "lat": 28.4, "fuel_level": 50.0})
     mono.now += 1.9  # lat goes stale after 2 s, rpm after 5 s, fuel after 30 s
@@ -91,7 +92,7 @@ def test_frames_are_committed_in_groups_of_a_tenth_of_a_second_and_the_rest_at_s
     assert committed == [10, 20, 25] and asm.outbox.count() == 25
     frames = asm.outbox.oldest(100)
     assert [f["seq"] for f in frames] == list(range(1, 26))
-    assert all(b["t"] - a["t"] == pytest.approx(0.01, abs=1e-6) for a, b in zip(frames, frames[1:]))
+    assert all(b["t"] - a["t"] == pytest.approx(0.01, abs=1e-6) for a, b in zip(frames, frames[1:], strict=False))
     assert FrameAssembler(store, asm.outbox, rate_hz=10).group_ticks == 1  # slower than 10 Hz: a commit a tick
     assert FrameAssembler(store, asm.outbox, rate_hz=25).group_ticks == 3  # 120 ms: never more often than 100 ms
 
