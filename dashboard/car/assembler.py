@@ -68,6 +68,7 @@ class FrameAssembler(Worker):
         self.last_frame: dict[str, Any] | None = None  # the newest frame committed, for the LoRa link
         self._held: list[HeldFrame] = []
         self._held_ticks = 0
+        self._warned_no_time = False
         self._flush_lock = threading.Lock()
 
     def sample(self) -> dict[str, Any] | None:
@@ -110,6 +111,10 @@ class FrameAssembler(Worker):
                 self.outbox.restamp(offset)  # first, so stamped frames never precede unstamped ones in seq
             rows = [(round(mono + offset, 3) if t is None and offset is not None else t, channels, mono)
                     for t, channels, mono in held]
+            if offset is None and not self._warned_no_time:
+                self._warned_no_time = True
+                log.warning("real time unknown (no GPS fix yet, system clock not synchronized): frames wait in the "
+                            "outbox without a date and are stamped once it is known")
             try:
                 seqs = self.outbox.append_many([(t, channels) if t is not None else (None, channels, mono)
                                                 for t, channels, mono in rows])

@@ -403,6 +403,8 @@ class Uplink(Worker):
                 log.warning("server rejected %d frames of car %s in session %s (first: %s)", len(rejected),
                             self.car_id, self.session_id, rejected[0])
             self.outbox.delete(f["seq"] for f in batch)
+            if log.isEnabledFor(logging.DEBUG):  # read by the power-cut test: every acked seq must be on the server
+                log.debug("acked seq %s", ",".join(str(f["seq"]) for f in batch))
             self.sent_frames += len(batch)
             self.acked_batches += 1
             frames = frames[len(batch):]

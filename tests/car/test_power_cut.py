@@ -1,0 +1,228 @@
+"""Power cuts: a real `dashboard monitor` killed with SIGKILL at random instants while it writes, over and over.
+
+A real server, a real monitor process (GPS on a pty at 20 Hz, frames at 50 Hz: a commit every 100 ms
+and acks deleting frames all the time), killed at a random delay after it is streaming, restarted, 50
+times (seeded; the seed is printed). The monitor logs, at DEBUG, each group it committed ("committed seq
+A..B") and each batch the server acked ("acked seq ..."). The claims checked:
+
+- after every kill the outbox is a sound SQLite database and the restarted monitor opens it (it never
+  moved it aside) and goes on with seqs above every one it logged;
+- every frame the server acked is stored on the server;
+- every frame the monitor logged as committed is on the server or in the outbox, and once a last run
+  drains the outbox, on the server: none lost;
+- no seq is stored twice, and a seq both on the server and in the outbox has the same content.
+
+The random delays land anywhere in the 100 ms commit cycle; a kill between a commit and its log line
+only makes the test's list shorter, never wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tests.car.conftest import Pty
+from tests.clients import stored_frames
+from tests.servers import REPO, ServerProcess
+from tests.waiting import wait_for
+
+CYCLES = int(os.environ.get("POWER_CUT_CYCLES", "50"))
+SEED = int(os.environ.get("POWER_CUT_SEED", "20261129"))
+MAX_KILL_DELAY_S = 1.0
+FIX_PERIOD_S = 0.05  # a 20 Hz receiver
+RATE_HZ = "50"
+START_TIMEOUT_S = 60.0  # two busy cores: a monitor's start can take a few seconds
+DRAIN_TIMEOUT_S = 90.0
+COMMITTED = re.compile(r"committed seq (\d+)\.\.(\d+)")
+ACKED = re.compile(r"acked seq ([\d,]+)")
+
+
+def nmea(body: str) -> str:
+    """A sentence with its checksum."""
+    checksum = 0
+    for char in body:
+        checksum ^= ord(char)
+    return f"${body}*{checksum:02X}\r\n"
+
+
+def fix_sentences(now: datetime, n: int) -> str:
+    """An RMC and a GGA at ``now`` (real UTC time: the frames carry today's date), moving east a little."""
+    hhmmss = now.strftime("%H%M%S.") + f"{now.microsecond // 10000:02d}"
+    lon_min = 22.8 + (n % 1000) * 0.0001
+    rmc = nmea(f"GPRMC,{hhmmss},A,2824.6000,N,081{lon_min:07.4f},W,20.0,90.0,{now.strftime('%d%m%y')},,,A")
+    gga = nmea(f"GPGGA,{hhmmss},2824.6000,N,081{lon_min:07.4f},W,1,08,0.9,30.0,M,-30.0,M,,")
+    return rmc + gga
+
+
+class Receiver:
+    """A GPS receiver on a pty sending fixes at 20 Hz; writes never block (unread sentences are dropped)."""
+
+    def __init__(self) -> None:
+        self.pty = Pty()
+        os.set_blocking(self.pty.master, False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(FIX_PERIOD_S):
+            n += 1
+            try:
+                os.write(self.pty.master, fix_sentences(datetime.now(timezone.utc), n).encode("ascii"))
+            except OSError:  # buffer full while no monitor reads: a real receiver's sentences are lost too
+                pass
+
+    def close(self) -> None:
+        """Stop sending and close the pty."""
+        self._stop.set()
+        self._thread.join(5)
+        self.pty.close()
+
+
+class Monitor:
+    """One `dashboard monitor` run, logging at DEBUG into its own file."""
+
+    def __init__(self, server: ServerProcess, gps: str, outbox: Path, log_path: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
+        env.update({"PYTHONUNBUFFERED": "1", "DASHBOARD_API_KEY": server.api_key or "",
+                    "DASHBOARD_LOG_LEVEL": "DEBUG", "DASHBOARD_HEARTBEAT_S": "1",
+                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dashboard", "monitor", "--server", server.url, "--car-id", "power-cut",
+                 "--gps", gps, "--outbox", str(outbox), "--rate", RATE_HZ],
+                cwd=outbox.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        """What it logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the power cut."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, as systemd would."""
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def logged_seqs(text: str) -> tuple[set[int], set[int]]:
+    """(committed, acked) seqs in a monitor's log."""
+    committed: set[int] = set()
+    for first, last in COMMITTED.findall(text):
+        committed.update(range(int(first), int(last) + 1))
+    acked = {int(s) for line in ACKED.findall(text) for s in line.split(",")}
+    return committed, acked
+
+
+def outbox_rows(path: Path) -> dict[int, tuple[Any, str]]:
+    """seq → (t, channels) of every frame in the outbox file, after a check that the file is sound."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        return {seq: (t, body) for seq, t, body in db.execute("SELECT seq, t, channels FROM frames")}
+
+
+def outbox_meta(path: Path, key: str) -> str | None:
+    """A meta value of the outbox file."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def server_frames(server: ServerProcess, session_ids: set[str]) -> list[dict[str, Any]]:
+    """Every frame stored in these sessions."""
+    frames: list[dict[str, Any]] = []
+    for session_id in session_ids:
+        frames += stored_frames(server.url, session_id)
+    return frames
+
+
+def check_claims(server: ServerProcess, sessions: set[str], outbox: dict[int, tuple[Any, str]],
+                 committed: set[int], acked: set[int]) -> set[int]:
+    """Acked ⊆ server; committed ⊆ server ∪ outbox; no seq twice; a seq in both has the same content."""
+    frames = server_frames(server, sessions)
+    seqs = [f["seq"] for f in frames]
+    assert len(seqs) == len(set(seqs)), "a seq stored twice on the server"
+    on_server = set(seqs)
+    assert acked <= on_server, f"acked but not stored: {sorted(acked - on_server)[:20]}"
+    lost = committed - on_server - set(outbox)
+    assert not lost, f"committed, then neither on the server nor in the outbox: {sorted(lost)[:20]}"
+    for frame in frames:
+        if frame["seq"] in outbox:  # acked, its delete cut short by the kill: the same frame, not a reused seq
+            t, body = outbox[frame["seq"]]
+            assert t == frame["t"] and json.loads(body) == frame["channels"], f"seq {frame['seq']} differs"
+    return on_server
+
+
+def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    print(f"power-cut seed {SEED}, {CYCLES} cycles (POWER_CUT_SEED / POWER_CUT_CYCLES to change)")
+    server = ServerProcess(tmp_path / "server").start()
+    receiver = Receiver()
+    outbox_path = tmp_path / "car" / "outbox.sqlite"
+    outbox_path.parent.mkdir()
+    committed: set[int] = set()
+    acked: set[int] = set()
+    sessions: set[str] = set()
+    delays = []
+    monitor: Monitor | None = None
+    try:
+        for cycle in range(CYCLES):
+            monitor = Monitor(server, receiver.pty.path, outbox_path, tmp_path / f"monitor-{cycle}.log")
+            # mostly once frames flow to the server (commits, acks and deletes all under way), sometimes as
+            # soon as the first group is committed (the uplink still connecting, a backlog being sent)
+            streaming = ACKED if rng.random() < 0.75 else COMMITTED
+            wait_for(lambda m=monitor, pattern=streaming: pattern.search(m.text()), START_TIMEOUT_S,
+                     f"cycle {cycle}: the monitor streaming (log {monitor.log_path})")
+            delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
+            delays.append(delay)
+            time.sleep(delay)  # the random instant of the power cut: what this test is about
+            monitor.kill()
+            text = monitor.text()
+            assert "unreadable" not in text and "Traceback" not in text, text[-3000:]
+            run_committed, run_acked = logged_seqs(text)
+            assert not (run_committed & committed), "a seq committed again after a restart"
+            committed |= run_committed
+            acked |= run_acked
+            rows = outbox_rows(outbox_path)  # sound after the kill (quick_check)
+            last_seq = int(outbox_meta(outbox_path, "last_seq") or 0)
+            assert last_seq >= max(committed), "the outbox's seq went back below a committed frame"
+            session = outbox_meta(outbox_path, "uplink.session_id")
+            if session:
+                sessions.add(session)
+        assert len(sessions) == 1, f"one session across every restart, got {sessions}"
+        assert len(acked) > 0 and len(committed) > 10 * CYCLES
+        check_claims(server, sessions, outbox_rows(outbox_path), committed, acked)
+
+        # one last run, stopped cleanly once the server holds everything ever committed
+        monitor = Monitor(server, receiver.pty.path, outbox_path, tmp_path / "monitor-drain.log")
+        wait_for(lambda: committed <= {f["seq"] for f in server_frames(server, sessions)}, DRAIN_TIMEOUT_S,
+                 "every committed frame on the server")
+        monitor.stop()
+        run_committed, run_acked = logged_seqs(monitor.text())
+        committed |= run_committed
+        acked |= run_acked
+        rows = outbox_rows(outbox_path)
+        on_server = check_claims(server, sessions, rows, committed, acked)
+        assert committed <= on_server | set(rows)
+        print(f"{CYCLES} kills at {min(delays):.3f}-{max(delays):.3f} s: {len(committed)} frames committed, "
+              f"{len(on_server)} on the server, {len(rows)} still in the outbox")
+    finally:
+        if monitor is not None and monitor.proc.poll() is None:
+            monitor.kill()
+        receiver.close()
+        server.stop()
