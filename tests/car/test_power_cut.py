@@ -31,7 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from tests.car.conftest import Pty
+from tests.car.test_outbox import corrupt
 from tests.clients import stored_frames
 from tests.servers import REPO, ServerProcess
 from tests.waiting import wait_for
@@ -93,7 +96,8 @@ class Receiver:
 class Monitor:
     """One `dashboard monitor` run, logging at DEBUG into its own file."""
 
-    def __init__(self, server: ServerProcess, gps: str, outbox: Path, log_path: Path) -> None:
+    def __init__(self, server: ServerProcess, gps: str, outbox: Path, log_path: Path,
+                 car_id: str = "power-cut") -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
         env.update({"PYTHONUNBUFFERED": "1", "DASHBOARD_API_KEY": server.api_key or "",
                     "DASHBOARD_LOG_LEVEL": "DEBUG", "DASHBOARD_HEARTBEAT_S": "1",
@@ -101,7 +105,7 @@ class Monitor:
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dashboard", "monitor", "--server", server.url, "--car-id", "power-cut",
+                [sys.executable, "-m", "dashboard", "monitor", "--server", server.url, "--car-id", car_id,
                  "--gps", gps, "--outbox", str(outbox), "--rate", RATE_HZ],
                 cwd=outbox.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -149,6 +153,13 @@ def server_frames(server: ServerProcess, session_ids: set[str]) -> list[dict[str
     for session_id in session_ids:
         frames += stored_frames(server.url, session_id)
     return frames
+
+
+def session_events(server: ServerProcess, session_id: str) -> list[str]:
+    """The event types logged in a session."""
+    answer = requests.get(f"{server.url}/api/v1/sessions/{session_id}/events", timeout=10)
+    answer.raise_for_status()
+    return [event["event_type"] for event in answer.json()["items"]]
 
 
 def check_claims(server: ServerProcess, sessions: set[str], outbox: dict[int, tuple[Any, str]],
@@ -221,6 +232,58 @@ def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Pa
         assert committed <= on_server | set(rows)
         print(f"{CYCLES} kills at {min(delays):.3f}-{max(delays):.3f} s: {len(committed)} frames committed, "
               f"{len(on_server)} on the server, {len(rows)} still in the outbox")
+    finally:
+        if monitor is not None and monitor.proc.poll() is None:
+            monitor.kill()
+        receiver.close()
+        server.stop()
+
+
+def test_a_corrupt_outbox_is_moved_aside_and_the_monitor_streams_with_a_fresh_one(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server").start()
+    receiver = Receiver()
+    monitor: Monitor | None = None
+    try:
+        for how in ("truncated", "garbage", "missing-table"):
+            folder = tmp_path / how
+            folder.mkdir()
+            outbox_path = folder / "outbox.sqlite"
+            car = f"car-{how}"
+            # a first run: the car has a session on the server and frames stored there
+            monitor = Monitor(server, receiver.pty.path, outbox_path, folder / "first.log", car_id=car)
+            wait_for(lambda m=monitor: ACKED.search(m.text()), START_TIMEOUT_S, f"{how}: first run streaming")
+            monitor.kill()
+            first_session = outbox_meta(outbox_path, "uplink.session_id")
+            assert first_session is not None
+            before = {f["seq"]: f["t"] for f in stored_frames(server.url, first_session)}
+            for part in folder.glob("outbox.sqlite*"):
+                part.unlink()
+            corrupt(outbox_path, how)
+            damaged = outbox_path.read_bytes()
+            monitor = Monitor(server, receiver.pty.path, outbox_path, folder / "second.log", car_id=car)
+            wait_for(lambda m=monitor: ACKED.search(m.text()), START_TIMEOUT_S, f"{how}: streaming again")
+            text = monitor.text()
+            asides = [p for p in folder.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+            assert len(asides) == 1 and asides[0].read_bytes()[:100] == damaged[:100]
+            error = next(line for line in text.splitlines() if " ERROR " in line)
+            assert str(outbox_path) in error and str(asides[0]) in error  # loud, naming both files
+            assert monitor.proc.poll() is None, "the monitor keeps running"
+            session = wait_for(lambda p=outbox_path: outbox_meta(p, "uplink.session_id"), START_TIMEOUT_S, "a session")
+            committed, acked = logged_seqs(text)
+            wait_for(lambda s=session, a=acked: a <= {f["seq"] for f in stored_frames(server.url, s)},
+                     START_TIMEOUT_S, f"{how}: the fresh outbox's frames on the server")
+            # the fresh outbox counts from 1 again; the server's session goes on, so its seqs never mix with the
+            # old ones: the uplink moves them past the server's (seq jumps), or renumbers on a seq conflict
+            if session == first_session:
+                assert "seq jumps" in text or "seq conflict" in text
+                after = {f["seq"]: f["t"] for f in stored_frames(server.url, session)}
+                assert all(after[seq] == t for seq, t in before.items()), "a stored frame was overwritten"
+                assert min(after.keys() - before.keys()) > max(before)
+            else:
+                assert min(committed) == 1
+            wait_for(lambda s=session: "outbox.replaced" in session_events(server, s), START_TIMEOUT_S,
+                     f"{how}: the outbox.replaced event on the server")
+            monitor.stop()
     finally:
         if monitor is not None and monitor.proc.poll() is None:
             monitor.kill()
