@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,7 @@ class GpsClock:
         self._next_sync_check = float("-inf")
         self._last: float | None = None  # the last time handed out: never handed out smaller
         self.corrections = 0  # anchors that disagreed by more than LOG_CORRECTION_S
+        self._lock = threading.Lock()  # fixes come from the GPS thread, frames are stamped on the assembler's
 
     @property
     def source(self) -> str | None:
@@ -114,15 +116,17 @@ class GpsClock:
     def observe(self, gps_epoch: float, at_mono: float | None = None) -> None:
         """Record the receiver's time of a fix, received at monotonic ``at_mono``."""
         if MIN_T <= gps_epoch <= MAX_T:
-            self._set_anchor(gps_epoch, self._mono() if at_mono is None else at_mono, GPS)
+            with self._lock:
+                self._set_anchor(gps_epoch, self._mono() if at_mono is None else at_mono, GPS)
 
     def offset(self) -> float | None:
         """Epoch minus monotonic time (epoch = mono + offset), or None while real time is unknown."""
-        self._check_system_clock()
-        if self._anchor is None:
-            return None
-        epoch, at = self._anchor
-        return epoch - at
+        with self._lock:
+            self._check_system_clock()
+            if self._anchor is None:
+                return None
+            epoch, at = self._anchor
+            return epoch - at
 
     def now(self) -> float | None:
         """Epoch seconds for a frame made now, or None while real time is unknown."""
@@ -130,14 +134,15 @@ class GpsClock:
 
     def at(self, mono: float) -> float | None:
         """Epoch seconds at monotonic time ``mono`` (not before the last time handed out), or None if unknown."""
-        self._check_system_clock()
-        if self._anchor is None:
-            return None
-        value = self._running(mono)
-        if self._last is not None and value < self._last:
-            value = self._last  # a fix re-anchored while slewing: never backwards
-        self._last = value
-        return value
+        with self._lock:
+            self._check_system_clock()
+            if self._anchor is None:
+                return None
+            value = self._running(mono)
+            if self._last is not None and value < self._last:
+                value = self._last  # a fix that came in just behind a frame stamped after it: never backwards
+            self._last = value
+            return value
 
     def _running(self, mono: float) -> float:
         """Our time at ``mono``: the anchor run on, plus what is left of a lag being slewed away."""
