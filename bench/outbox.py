@@ -10,9 +10,11 @@ per rate and mode: frames/s, commits/s, fsyncs/s and bytes written to storage pe
 
 Modes:
 - ``per-frame``: one transaction per frame (the monitor before group commits);
+- ``per-frame+acks``: the monitor before, streaming live: each frame also deleted at once in a
+  transaction with its own fsync, as the uplink did on the server's ack;
 - ``grouped``: one transaction per max(tick, 100 ms) (the monitor now);
-- ``grouped+acks``: as the car streaming live: each committed group is also deleted at once in
-  a second transaction, as the uplink does on the server's ack.
+- ``grouped+acks``: the monitor now, streaming live: each committed group also deleted at once,
+  as the uplink does on the server's ack (without an fsync of its own).
 
 It also prints the cost of the DEBUG "committed seq" log line the power-cut test reads.
 """
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("per-frame", "grouped", "grouped+acks")
+MODES = ("per-frame", "per-frame+acks", "grouped", "grouped+acks")
 CHANNELS = {"rpm": 6123.0, "speed": 101.5, "throttle_pos": 78.0, "engine_load": 64.0, "coolant_temp": 92.0,
             "intake_temp": 31.0, "fuel_level": 55.0, "gear": 4.0, "lat": 28.41234567, "lon": -81.38123456,
             "gps_speed": 101.2, "heading": 271.3}  # a car's frame: OBD channels and a GPS fix
@@ -56,10 +58,12 @@ def child(rate: float, mode: str, seconds: float, folder: Path) -> dict[str, Any
         part.unlink()
     box = Outbox(path)
     assembler = FrameAssembler(store, box, rate_hz=rate, clock=GpsClock(synced=trusted))
-    if mode == "per-frame":
+    if mode.startswith("per-frame"):
         assembler.group_ticks = 1
     if mode == "grouped+acks":
         assembler.on_frame = lambda seq: box.delete(range(max(1, seq - 2 * assembler.group_ticks), seq + 1))
+    if mode == "per-frame+acks":
+        assembler.on_frame = lambda seq: _synced_delete(box, seq)
     refresh = _refresher(store)
     before = _write_bytes()
     started = time.monotonic()
@@ -73,6 +77,14 @@ def child(rate: float, mode: str, seconds: float, folder: Path) -> dict[str, Any
     box.close()
     return {"rate": rate, "mode": mode, "seconds": round(elapsed, 2), "frames": assembler.frames,
             "commits": assembler.commits, "write_bytes": written}
+
+
+def _synced_delete(box: Any, seq: int) -> None:
+    """The uplink's delete as it was before: a transaction with synchronous=FULL, so an fsync of its own."""
+    with box._lock:
+        box._db.execute("BEGIN IMMEDIATE")
+        box._db.execute("DELETE FROM frames WHERE seq = ?", (seq,))
+        box._db.execute("COMMIT")
 
 
 def _refresher(store: Any) -> Any:
