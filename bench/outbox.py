@@ -16,7 +16,8 @@ Modes:
 - ``grouped+acks``: the monitor now, streaming live: each committed group also deleted at once,
   as the uplink does on the server's ack (without an fsync of its own).
 
-It also prints the cost of the DEBUG "committed seq" log line the power-cut test reads.
+It also prints the cost of the DEBUG "committed seq" log line the power-cut test reads, and how
+long opening an outbox with a long outage's backlog takes (``PRAGMA quick_check`` reads it all).
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def run(seconds: float, rates: list[float], folder: Path) -> list[dict[str, Any]
     """Every rate × mode in a child under strace; the rows printed as they come."""
     strace = shutil.which("strace")
     rows = []
-    print(f"{'rate':>5} {'mode':<13} {'frames/s':>9} {'commits/s':>10} {'fsyncs/s':>9} {'KB written/s':>13}")
+    print(f"{'rate':>5} {'mode':<15} {'frames/s':>9} {'commits/s':>10} {'fsyncs/s':>9} {'KB written/s':>13}")
     for rate in rates:
         for mode in MODES:
             out = folder / f"strace-{rate:g}-{mode}.txt"
@@ -145,9 +146,25 @@ def run(seconds: float, rates: list[float], folder: Path) -> list[dict[str, Any]
                        kb_written_per_s=round(row["write_bytes"] / per_s / 1024, 1))
             rows.append(row)
             fsyncs = "n/a" if row["fsyncs_per_s"] is None else f"{row['fsyncs_per_s']:.1f}"
-            print(f"{rate:>5g} {mode:<13} {row['frames_per_s']:>9.1f} {row['commits_per_s']:>10.1f} "
+            print(f"{rate:>5g} {mode:<15} {row['frames_per_s']:>9.1f} {row['commits_per_s']:>10.1f} "
                   f"{fsyncs:>9} {row['kb_written_per_s']:>13.1f}", flush=True)
     return rows
+
+
+def open_time(folder: Path, frames: int) -> float:
+    """Seconds to open (quick_check included) an outbox holding ``frames`` frames: a long outage's backlog."""
+    from dashboard.car.outbox import Outbox
+
+    path = folder / "outbox-open.sqlite"
+    for part in folder.glob(path.name + "*"):
+        part.unlink()
+    box = Outbox(path, max_frames=frames + 1)
+    for first in range(0, frames, 10_000):
+        box.append_many([(1.7e9 + i / 10, CHANNELS) for i in range(first, min(frames, first + 10_000))])
+    box.close()
+    started = time.perf_counter()
+    Outbox(path).close()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -155,6 +172,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rates", default="10,25,100")
     parser.add_argument("--dir", default="instance/bench-outbox", help="where the outboxes go (the card, on a car)")
+    parser.add_argument("--open-frames", type=int, default=360_000, help="backlog of the open-time figure "
+                        "(default: 10 h at 10 Hz)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
@@ -170,6 +189,8 @@ def main() -> None:
     enabled, disabled = debug_line_cost()
     print(f"DEBUG 'committed seq' line: {enabled:.1f} µs each when logged to a file, {disabled:.2f} µs at INFO "
           f"(one per commit: at most 10 a second)")
+    print(f"open (quick_check included) of an outbox holding {args.open_frames:,} frames: "
+          f"{open_time(folder, args.open_frames):.2f} s")
 
 
 if __name__ == "__main__":
