@@ -34,6 +34,7 @@ DEFAULT_RATE_HZ = 10.0  # the dashboard's refresh; OBD over ELM327 delivers ~5-2
 FLUSH_S = 0.1  # one outbox commit (one fsync on the card) per this long at most: 10 a second at any rate
 
 # a frame held for the next commit: (t or None while real time is unknown, channels, monotonic time made)
+T_RESOLUTION_S = 0.001  # frame times are stored to the ms: two frames closer than this would share a time
 MAX_HELD = 6000  # frames held while commits fail (a minute at 100 Hz), then the oldest are dropped
 HeldFrame = tuple[float | None, dict[str, float | None], float]
 
@@ -69,6 +70,7 @@ class FrameAssembler(Worker):
         self._held: list[HeldFrame] = []
         self._held_ticks = 0
         self._warned_no_time = False
+        self._last_made: tuple[float, float | None] | None = None  # (mono, t) of the last frame made
         self._flush_lock = threading.Lock()
 
     def sample(self) -> dict[str, Any] | None:
@@ -79,6 +81,13 @@ class FrameAssembler(Worker):
         mono = self.clock.mono()
         t = self.clock.at(mono)
         return {"t": None if t is None else round(t, 3), "channels": channels, "mono": mono}
+
+    def _bunched(self, body: dict[str, Any]) -> bool:
+        """True when this frame would not be later than the last one made (times are stored to the ms)."""
+        if self._last_made is None:
+            return False
+        mono, t = self._last_made
+        return body["mono"] - mono < T_RESOLUTION_S or (t is not None and body["t"] is not None and body["t"] <= t)
 
     def hold(self, frames: list[HeldFrame]) -> None:
         """Add frames made elsewhere (GPS fixes) to the group the next commit stores."""
@@ -92,7 +101,11 @@ class FrameAssembler(Worker):
     def tick(self) -> int | None:
         """Make one frame; commit the held group when it is due. Returns the last seq committed now, or None."""
         body = self.sample()
+        if body is not None and self._bunched(body):
+            self.skipped_ticks += 1  # a late tick's catch-up within the same millisecond: the same instant again
+            body = None
         if body is not None:
+            self._last_made = (body["mono"], body["t"])
             self.hold([(body["t"], body["channels"], body["mono"])])
         self._held_ticks += 1
         if self._held_ticks < self.group_ticks:

@@ -128,3 +128,18 @@ def test_frames_before_real_time_wait_without_a_date_and_are_stamped_when_a_fix_
     frames = box.oldest(10)
     assert [f["seq"] for f in frames] == [1, 2, 3, 4, 5, 6] and box.unstamped() == 0
     assert [f["t"] for f in frames] == pytest.approx([1.7e9 - 0.5 + 0.1 * i for i in range(6)], abs=1e-6)
+
+
+def test_a_late_ticks_catch_up_in_the_same_millisecond_makes_no_second_frame_with_the_same_time(tmp_path: Path) -> None:
+    mono = FakeClock()
+    store = ChannelStore(clock=mono)
+    store.update({"rpm": 1.0})
+    clock = GpsClock(wall=lambda: 1.7e9 + mono.now, mono=mono, synced=trusted)
+    asm = FrameAssembler(store, Outbox(tmp_path / "o.sqlite"), rate_hz=10, clock=clock)
+    assert asm.tick() == 1
+    mono.now += 0.0004  # the tick that was due came right after a late one
+    assert asm.tick() is None and asm.skipped_ticks == 1
+    mono.now += 0.1
+    assert asm.tick() == 2
+    times = [f["t"] for f in asm.outbox.oldest(10)]
+    assert times[1] > times[0]

@@ -134,3 +134,44 @@ def test_a_fix_that_returns_behind_the_running_time_is_slewed_not_stepped_back()
     assert clock.now() == pytest.approx(before + 1.0 - SLEW_RATE)
     mono.now += 2.0 / SLEW_RATE
     assert clock.now() == pytest.approx(GPS_EPOCH + 8.0 + 1.0 + 2.0 / SLEW_RATE)  # caught up: GPS time again
+
+
+def test_frames_made_before_real_time_reach_the_server_only_once_stamped(monitor_server, tmp_path) -> None:
+    """A real ServiceManager and Uplink: held while the time is unknown, then sent re-stamped, in seq order."""
+    import threading
+    import time
+
+    from dashboard.car.monitor import ServiceManager
+    from dashboard.car.outbox import Outbox
+    from dashboard.car.source import ChannelStore
+    from dashboard.car.uplink import LinkState, Uplink
+    from tests.waiting import wait_for
+
+    outbox = Outbox(tmp_path / "o.sqlite")
+    store = ChannelStore()
+    store.update({"rpm": 3000.0})
+    clock = GpsClock(wall=lambda: 0.0, synced=lambda: False)  # a Pi just booted: 1970, no NTP, no fix yet
+    uplink = Uplink(monitor_server.url, "car-clock", outbox, api_key=monitor_server.api_key, heartbeat_s=0.2)
+    manager = ServiceManager([], store, outbox, uplink, rate_hz=20, clock=clock)
+    stop = threading.Event()
+    runner = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: uplink.state is LinkState.CONNECTED and outbox.unstamped() >= 20, 15,
+                 "connected, with frames waiting for the time")
+        assert monitor_server.calls_of("telemetry") == []  # nothing without a date left the car
+        waited = outbox.unstamped()
+        first_fix = time.time()
+        clock.observe(first_fix, time.monotonic())
+        session = uplink.session_id
+        wait_for(lambda: len(monitor_server.stored_seqs(session)) >= waited + 20, 15, "the frames on the server")
+        frames = monitor_server.stored(session)
+        assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+        times = [f["t"] for f in frames]
+        assert all(b > a for a, b in zip(times, times[1:], strict=False)), [(a, b) for a, b in zip(frames, frames[1:], strict=False) if b["t"] <= a["t"]]
+        assert first_fix - 60 < times[0] < first_fix - (waited - 1) / 20 + 0.5  # dated back from the fix
+        assert all(abs(t - first_fix) < 60 for t in times)  # never 1970
+    finally:
+        stop.set()
+        runner.join(30)
+        outbox.close()
