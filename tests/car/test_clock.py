@@ -168,7 +168,8 @@ def test_frames_made_before_real_time_reach_the_server_only_once_stamped(monitor
         frames = monitor_server.stored(session)
         assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
         times = [f["t"] for f in frames]
-        assert all(b > a for a, b in zip(times, times[1:], strict=False)), [(a, b) for a, b in zip(frames, frames[1:], strict=False) if b["t"] <= a["t"]]
+        not_later = [(a, b) for a, b in zip(frames, frames[1:], strict=False) if b["t"] <= a["t"]]
+        assert not_later == []  # one time base, increasing
         assert first_fix - 60 < times[0] < first_fix - (waited - 1) / 20 + 0.5  # dated back from the fix
         assert all(abs(t - first_fix) < 60 for t in times)  # never 1970
     finally:
