@@ -98,16 +98,19 @@ def test_frames_are_committed_in_groups_of_a_tenth_of_a_second_and_the_rest_at_s
 
 
 def test_a_group_that_cannot_be_committed_is_kept_for_the_next_commit(tmp_path: Path) -> None:
-    store = ChannelStore()
+    mono = FakeClock()
+    store = ChannelStore(clock=mono)
     store.update({"rpm": 1.0})
     box = Outbox(tmp_path / "o.sqlite")
-    asm = FrameAssembler(store, box, rate_hz=10)
+    asm = FrameAssembler(store, box, rate_hz=10, clock=GpsClock(wall=lambda: 1.7e9 + mono.now, mono=mono,
+                                                                synced=trusted))
     real_append = box.append_many
     box.append_many = lambda frames: (_ for _ in ()).throw(OSError("disk full"))  # type: ignore[method-assign]
     with pytest.raises(OSError):
         asm.tick()
     assert box.count() == 0
     box.append_many = real_append  # type: ignore[method-assign]
+    mono.now += 0.1
     assert asm.tick() == 2 and [f["seq"] for f in box.oldest(10)] == [1, 2]
 
 
