@@ -100,6 +100,7 @@ class Outbox:
         self.boot_id = boot_id or current_boot_id()
         self.moved_aside: Path | None = None  # where a corrupt file went, when this open found one
         self.unstamped_moved = 0  # frames of earlier boots that never learnt real time, moved out on open
+        self.restamped_through = 0  # the highest seq re-stamped by this process: the uplink sends up to it as backlog
         self._lock = threading.Lock()
         try:
             self._db = self._open()
@@ -233,6 +234,8 @@ class Outbox:
                 return 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                last = self._db.execute("SELECT max(seq) FROM frames WHERE t IS NULL AND boot = ?",
+                                        (self.boot_id,)).fetchone()[0]
                 cursor = self._db.execute(
                     "UPDATE frames SET t = round(mono + ?, 3), mono = NULL, boot = NULL WHERE t IS NULL AND boot = ?",
                     (offset, self.boot_id))
@@ -241,6 +244,7 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._unstamped = 0
+            self.restamped_through = max(self.restamped_through, last or 0)
         if cursor.rowcount:
             log.info("outbox: %d frames made before real time was known re-stamped (offset %.3f s)",
                      cursor.rowcount, offset)

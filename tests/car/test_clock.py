@@ -172,6 +172,9 @@ def test_frames_made_before_real_time_reach_the_server_only_once_stamped(monitor
         assert not_later == []  # one time base, increasing
         assert first_fix - 60 < times[0] < first_fix - (waited - 1) / 20 + 0.5  # dated back from the fix
         assert all(abs(t - first_fix) < 60 for t in times)  # never 1970
+        backfill = {f["seq"] for c in monitor_server.calls_of("telemetry") if c.data.get("backfill")
+                    for f in c.data["frames"]}
+        assert set(range(1, waited + 1)) <= backfill  # dated late: sent as backlog, not as live frames
     finally:
         stop.set()
         runner.join(30)
