@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 import time
@@ -48,14 +49,22 @@ GPS = "gps"
 SYSTEM = "system"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (find_library may run ldconfig: never on every frame)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def _adjtimex_state() -> int | None:
     """adjtimex(2)'s clock state (read only: modes 0), or None where it cannot be asked."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = ctypes.create_string_buffer(_TIMEX_SIZE)  # modes = 0: nothing is set
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None or not hasattr(libc, "adjtimex"):
         return None
+    buf = ctypes.create_string_buffer(_TIMEX_SIZE)  # modes = 0: nothing is set
+    state = libc.adjtimex(buf)
     return None if state < 0 else int(state)
 
 
