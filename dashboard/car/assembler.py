@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_RATE_HZ = 10.0  # the dashboard's refresh; OBD over ELM327 delivers ~5-20 values/s in total
 FLUSH_S = 0.1  # one outbox commit (one fsync on the card) per this long at most: 10 a second at any rate
 
-# a frame held for the next commit: (t or None while real time is unknown, channels, monotonic time made)
 T_RESOLUTION_S = 0.001  # frame times are stored to the ms: two frames closer than this would share a time
 MAX_HELD = 6000  # frames held while commits fail (a minute at 100 Hz), then the oldest are dropped
+
+# a frame held for the next commit: (t or None while real time is unknown, channels, monotonic time made)
 HeldFrame = tuple[float | None, dict[str, float | None], float]
 
 
