@@ -12,12 +12,17 @@ A..B") and each batch the server acked ("acked seq ..."). The claims checked:
   drains the outbox, on the server: none lost;
 - no seq is stored twice, and a seq both on the server and in the outbox has the same content.
 
-The random delays land anywhere in the 100 ms commit cycle; a kill between a commit and its log line
-only makes the test's list shorter, never wrong.
+Half the kills come at a uniform random delay (0-1 s). The other half are aimed into a commit: commits
+recur on a 100 ms grid whose phase the log's stamps give, and the kill is timed for the last 2 ms before
+a coming commit returns. The test counts the kills that cut a transaction (the WAL ends in frames of its
+current generation after its last commit frame) and those that came after a commit was stored and
+before its log line (the outbox holds seqs the log never mentions). A kill between a commit and its log
+line only makes the test's list shorter, never wrong.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -47,6 +52,9 @@ RATE_HZ = "50"
 START_TIMEOUT_S = 60.0  # two busy cores: a monitor's start can take a few seconds
 DRAIN_TIMEOUT_S = 90.0
 COMMITTED = re.compile(r"committed seq (\d+)\.\.(\d+)")
+COMMIT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG \S+: committed seq", re.M)
+COMMIT_PERIOD_S = 0.1  # the assembler commits a group every 100 ms at 50 Hz (5 ticks)
+COMMIT_WINDOW_S = 0.002  # a commit (BEGIN, inserts, COMMIT with its fsync) ends within this of starting
 ACKED = re.compile(r"acked seq ([\d,]+)")
 
 
@@ -124,6 +132,40 @@ class Monitor:
         self.proc.wait(30)
 
 
+def aimed_delay(text: str, rng: random.Random) -> float:
+    """A delay that ends inside a commit to come.
+
+    Commits run on the assembler's fixed 100 ms grid. Their log lines (ms stamps) give the grid's phase:
+    the earliest end in the cycle is the grid plus the quickest commit. The kill is aimed at the 2 ms
+    before that phase, some cycles ahead, where the commit's writes and fsync happen.
+    """
+    ends = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in COMMIT_LINE.findall(text)]
+    first = ends[0]
+    phase = min((end - first + COMMIT_PERIOD_S / 2) % COMMIT_PERIOD_S - COMMIT_PERIOD_S / 2 for end in ends)
+    target = first + phase + rng.randint(1, 8) * COMMIT_PERIOD_S - rng.uniform(0.0, COMMIT_WINDOW_S)
+    target += max(0, math.ceil((time.time() - target) / COMMIT_PERIOD_S)) * COMMIT_PERIOD_S
+    return target - time.time()
+
+
+def torn_wal_frames(path: Path) -> int:
+    """WAL frames after the last commit frame of the WAL's current generation: a transaction the kill cut."""
+    try:
+        wal = Path(str(path) + "-wal").read_bytes()
+    except FileNotFoundError:
+        return 0
+    if len(wal) < 32:
+        return 0
+    page_size = int.from_bytes(wal[8:12], "big")
+    salts = wal[16:24]
+    torn = 0
+    for offset in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
+        header = wal[offset:offset + 24]
+        if header[8:16] != salts:
+            break  # an older generation's frame: the current one ends here
+        torn = 0 if int.from_bytes(header[4:8], "big") else torn + 1  # a commit frame has the db size
+    return torn
+
+
 def logged_seqs(text: str) -> tuple[set[int], set[int]]:
     """(committed, acked) seqs in a monitor's log."""
     committed: set[int] = set()
@@ -190,6 +232,9 @@ def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Pa
     acked: set[int] = set()
     sessions: set[str] = set()
     delays = []
+    aimed = 0
+    unlogged = 0
+    torn = 0
     monitor: Monitor | None = None
     try:
         for cycle in range(CYCLES):
@@ -199,10 +244,16 @@ def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Pa
             streaming = ACKED if rng.random() < 0.75 else COMMITTED
             wait_for(lambda m=monitor, pattern=streaming: pattern.search(m.text()), START_TIMEOUT_S,
                      f"cycle {cycle}: the monitor streaming (log {monitor.log_path})")
-            delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
+            if cycle % 2:  # anywhere
+                delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
+            else:  # aimed into a commit: the last few ms before a coming group's commit returns
+                delay = aimed_delay(monitor.text(), rng)
+                aimed += 1
             delays.append(delay)
             time.sleep(delay)  # the random instant of the power cut: what this test is about
             monitor.kill()
+            if torn_wal_frames(outbox_path):
+                torn += 1  # killed inside a commit: its pages written, its commit frame not
             text = monitor.text()
             assert "unreadable" not in text and "Traceback" not in text, text[-3000:]
             run_committed, run_acked = logged_seqs(text)
@@ -212,6 +263,8 @@ def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Pa
             rows = outbox_rows(outbox_path)  # sound after the kill (quick_check)
             last_seq = int(outbox_meta(outbox_path, "last_seq") or 0)
             assert last_seq >= max(committed), "the outbox's seq went back below a committed frame"
+            if last_seq > max(run_committed, default=0):
+                unlogged += 1  # killed after a commit returned and before its log line: inside the commit path
             session = outbox_meta(outbox_path, "uplink.session_id")
             if session:
                 sessions.add(session)
@@ -230,7 +283,10 @@ def test_kill_minus_nine_at_random_instants_loses_nothing_committed(tmp_path: Pa
         rows = outbox_rows(outbox_path)
         on_server = check_claims(server, sessions, rows, committed, acked)
         assert committed <= on_server | set(rows)
-        print(f"{CYCLES} kills at {min(delays):.3f}-{max(delays):.3f} s: {len(committed)} frames committed, "
+        print(f"{CYCLES} kills ({aimed} aimed into a commit; {torn} cut a transaction in the WAL, {unlogged} came "
+              f"between a commit and its log line) "
+              f"at {min(delays):.3f}-{max(delays):.3f} s after "
+              f"streaming: {len(committed)} frames committed, "
               f"{len(on_server)} on the server, {len(rows)} still in the outbox")
     finally:
         if monitor is not None and monitor.proc.poll() is None:
