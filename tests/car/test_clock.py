@@ -179,3 +179,17 @@ def test_frames_made_before_real_time_reach_the_server_only_once_stamped(monitor
         stop.set()
         runner.join(30)
         outbox.close()
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_the_monitor_asks_the_kernel_unless_told_to_trust_the_system_clock(tmp_path, trust: bool) -> None:
+    from dashboard.car.monitor import build_monitor
+    from dashboard.car.settings import load_settings
+
+    settings = load_settings(None, outbox_path=tmp_path / "o.sqlite", gps_port="/dev/null", trust_system_clock=trust)
+    manager = build_monitor(settings)
+    try:
+        expected = clock_module.trusted if trust else clock_module.system_clock_synced
+        assert manager.assembler.clock._synced is expected
+    finally:
+        manager.outbox.close()
