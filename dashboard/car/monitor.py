@@ -21,7 +21,7 @@ from typing import Any
 
 from dashboard.car.assembler import FrameAssembler
 from dashboard.car.backoff import Backoff
-from dashboard.car.clock import GpsClock
+from dashboard.car.clock import GpsClock, system_clock_synced, trusted
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.mesh import MeshLink
 from dashboard.car.obd_source import ObdSource
@@ -73,13 +73,14 @@ class ServiceManager:
         """A frame is in the outbox: wake the uplink, and hand it to the LoRa link."""
         if self.uplink is not None:
             self.uplink.wake(seq)
-        if self.mesh is not None and self.assembler.last_frame is not None:
+        frame = self.assembler.last_frame
+        if self.mesh is not None and frame is not None and frame["t"] is not None:  # never a frame without a time
             statuses = self.source_status()
             status = lora.make_status(
                 uplink=self.uplink is not None and self.uplink.state is LinkState.CONNECTED,
                 backlog=self.outbox.count() > 0, recording=self.collecting,
                 obd=statuses.get("obd", "").startswith("reading"), gps=statuses.get("gps", "").startswith("reading"))
-            self.mesh.update(self.uplink.session_id if self.uplink else None, self.assembler.last_frame, status)
+            self.mesh.update(self.uplink.session_id if self.uplink else None, frame, status)
 
     def source_status(self) -> dict[str, str]:
         """Status of every source as text, for heartbeats and the log."""
@@ -222,8 +223,12 @@ def _install_signal_handlers(stop_event: threading.Event) -> Any:
 def build_monitor(settings: MonitorSettings) -> ServiceManager:
     """A ServiceManager for a real car: OBD and/or GPS sources from the settings."""
     store = ChannelStore()
-    clock = GpsClock()
+    clock = GpsClock(synced=trusted if settings.trust_system_clock else system_clock_synced)
     outbox = Outbox(settings.outbox_path, settings.outbox_max_frames)
+    if outbox.moved_aside is not None:  # the crew hears of it in the session's log, not only the car's
+        outbox.add_event("outbox.replaced", {"moved_aside": outbox.moved_aside.name})
+    if outbox.unstamped_moved:
+        outbox.add_event("outbox.unstamped", {"frames": outbox.unstamped_moved})
     uplink = Uplink(
         settings.server_url, settings.car_id, outbox, api_key=settings.api_key,
         session_name=settings.session_name, track=settings.track, track_id=settings.track_id,

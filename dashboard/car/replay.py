@@ -123,12 +123,25 @@ class ReplayClock:
         """True once a fix was replayed (the frames' time is the recording's)."""
         return self._anchor is not None
 
+    def mono(self) -> float:
+        """The monotonic time this clock runs on (the assembler's interface, as GpsClock's)."""
+        return self._mono()
+
+    def offset(self) -> float:
+        """Replayed time minus monotonic time now: a replay always knows its time."""
+        mono = self._mono()
+        return self.at(mono) - mono
+
     def now(self) -> float:
         """Replayed time now, for a tick frame."""
+        return self.at(self._mono())
+
+    def at(self, mono: float) -> float:
+        """Replayed time at monotonic ``mono``."""
         if self._anchor is None:
             return self._wall()
         t, at = self._anchor
-        return min(t + (self._mono() - at) * self.speedup, max(t, self._wall() + self.max_ahead_s))
+        return min(t + (mono - at) * self.speedup, max(t, self._wall() + self.max_ahead_s))
 
 
 class ReplaySource(Source):

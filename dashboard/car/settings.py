@@ -57,6 +57,9 @@ class MonitorSettings(BaseSettings):
     gps_baudrate: int = Field(9600, gt=0, description="GPS baud rate")
     rate_hz: float = Field(10.0, gt=0, le=100, description="frames per second")
     outbox_path: Path = Field(Path("instance/outbox.sqlite"), description="SQLite outbox file")
+    trust_system_clock: bool = Field(False, description="take the system clock as right before the first GPS fix "
+                                     "even when the kernel says it is not NTP-synchronized (a battery-backed "
+                                     "clock); otherwise frames wait without a date until a fix or a sync")
     outbox_max_frames: int = Field(DEFAULT_MAX_FRAMES, gt=0, description="oldest frames dropped above this")
     batch_max: int = Field(BATCH_MAX, gt=0, le=1000, description="frames per telemetry emit")
     ack_timeout_s: float = Field(ACK_TIMEOUT_S, gt=0, description="wait this long for a server ack")

@@ -383,12 +383,13 @@ class Uplink(Worker):
 
     def _send_frames(self, now: float) -> bool:
         """Live frames, then (at most ``backlog_fps``) the backlog; True when something was sent."""
-        live = self.outbox.after(self._live_from, self._batch_size)
+        live_from = max(self._live_from, self.outbox.restamped_through)  # frames dated late are backlog, not live
+        live = self.outbox.after(live_from, self._batch_size)
         if live:
             if not self._send(live):
                 return True
         if now >= self._next_backlog:
-            backlog = self.outbox.oldest(self._batch_size, upto=self._live_from)
+            backlog = self.outbox.oldest(self._batch_size, upto=live_from)
             if backlog:
                 if not self._send(backlog, backfill=True):
                     return True
@@ -422,6 +423,8 @@ class Uplink(Worker):
                 log.warning("server rejected %d frames of car %s in session %s (first: %s)", len(rejected),
                             self.car_id, self.session_id, rejected[0])
             self.outbox.delete(f["seq"] for f in batch)
+            if log.isEnabledFor(logging.DEBUG):  # read by the power-cut test: every acked seq must be on the server
+                log.debug("acked seq %s", ",".join(str(f["seq"]) for f in batch))
             self.sent_frames += len(batch)
             self.acked_batches += 1
             frames = frames[len(batch):]

@@ -1,6 +1,7 @@
 """The outbox: seq allocation and continuity, ack deletion, renumbering, size cap, crash safety."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -10,6 +11,8 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from dashboard.car.outbox import Outbox
 
@@ -157,3 +160,100 @@ def test_kill_minus_nine_mid_write_loses_and_duplicates_nothing(tmp_path: Path) 
     assert box.append(1.7e9, {}) == box.last_seq
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_frames_without_a_time_are_held_then_restamped_in_one_go(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", boot_id="boot-a")
+    assert box.append_many([(None, {"rpm": 1.0}, 100.0), (None, {"rpm": 2.0}, 100.1)]) == [1, 2]
+    assert box.unstamped() == 2 and box.count() == 2 and box.oldest_t() is None
+    assert box.oldest(10) == [] and box.after(0, 10) == []
+    try:
+        box.append_many([(None, {"rpm": 3.0})])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a frame with neither t nor monotonic time was stored")
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite", boot_id="boot-a")  # a monitor restart in the same boot: still stampable
+    assert box.unstamped() == 2
+    assert box.restamp(1.7e9) == 2 and box.unstamped() == 0
+    assert box.append(1.7e9 + 100.2, {"rpm": 3.0}) == 3
+    assert [(f["seq"], f["t"]) for f in box.oldest(10)] == [(1, 1.7e9 + 100.0), (2, 1.7e9 + 100.1), (3, 1.7e9 + 100.2)]
+
+
+def test_frames_of_an_earlier_boot_that_never_learnt_the_time_are_kept_aside_not_sent(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", boot_id="boot-a")
+    box.append_many([(None, {"rpm": 1.0}, 100.0), (1.7e9, {"rpm": 2.0})])
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite", boot_id="boot-b")  # rebooted before any fix: boot-a's times are lost
+    assert box.unstamped_moved == 1 and box.unstamped() == 0 and box.count() == 1
+    assert box.restamp(1.8e9) == 0 and [f["seq"] for f in box.oldest(10)] == [2]
+    with sqlite3.connect(tmp_path / "o.sqlite") as db:
+        assert db.execute("SELECT seq, t, mono, boot FROM unstamped").fetchall() == [(1, None, 100.0, "boot-a")]
+
+
+def test_an_outbox_from_before_unstamped_frames_is_upgraded_keeping_its_frames(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE frames (seq INTEGER PRIMARY KEY, t REAL NOT NULL, channels TEXT NOT NULL);
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO frames VALUES (7, 1700000000.0, '{"rpm":1.0}');
+            INSERT INTO meta VALUES ('last_seq', '7');
+        """)
+    box = Outbox(path)
+    assert box.moved_aside is None and box.oldest(10) == [{"seq": 7, "t": 1.7e9, "channels": {"rpm": 1.0}}]
+    assert box.append_many([(None, {}, 1.0)]) == [8]
+
+
+def corrupt(path: Path, how: str) -> None:
+    """Damage an outbox file as a power cut, a bad card or a wrong file would."""
+    if how == "garbage":
+        path.write_bytes(os.urandom(8192))
+    elif how == "truncated":
+        box = Outbox(path)
+        box.append_many([(1.7e9 + i, {"rpm": float(i), "pad": float(i) * 1e6}) for i in range(3000)])
+        box.close()
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+    elif how == "missing-table":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("CREATE TABLE other (x)")
+    else:
+        raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "missing-table"])
+def test_a_corrupt_outbox_is_moved_aside_and_a_fresh_one_opened(tmp_path: Path, how: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "o.sqlite"
+    corrupt(path, how)
+    damaged = path.read_bytes()
+    with caplog.at_level(logging.ERROR, logger="dashboard.car.outbox"):
+        box = Outbox(path)
+    assert box.moved_aside is not None and box.moved_aside.name.startswith("o.sqlite.corrupt-")
+    assert box.moved_aside.read_bytes() == damaged  # kept as it was, for a person to look at
+    assert str(path) in caplog.text and str(box.moved_aside) in caplog.text
+    assert box.count() == 0 and box.append(1.7e9, {"rpm": 1.0}) == 1  # a fresh outbox: seq from 1
+    box.close()
+    assert Outbox(path).moved_aside is None  # the fresh one is sound
+
+
+def test_a_locked_outbox_is_not_taken_for_a_corrupt_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dashboard.car.outbox as outbox_module
+
+    path = tmp_path / "o.sqlite"
+    Outbox(path).close()
+    monkeypatch.setattr(outbox_module, "BUSY_TIMEOUT_S", 0.1)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")  # another process holds an exclusive lock
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            Outbox(path)
+        assert not list(tmp_path.glob("*.corrupt-*"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
