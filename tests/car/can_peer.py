@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stop.is_set() and (not args.count or round_no < args.count):
             for message in messages:
-                data = message.encode({s.name: raw_value(s, round_no) for s in message.signals}, scaling=False)
+                data = message.encode({s.name: raw_value(s, round_no) for s in message.signals}, scaling=False,
+                                      strict=False)
                 bus.send(can.Message(arbitration_id=message.frame_id, data=data,
                                      is_extended_id=message.is_extended_frame))
                 sent += 1
@@ -84,3 +85,46 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CanPeer:
+    """This program as a process of a test: ``start()`` waits for ``ready``; ``stop()`` is SIGTERM (safe twice).
+
+    ``port`` isolates the tests' udp_multicast buses from each other (python-can's CAN_CONFIG variable,
+    which the monitor's python-can reads too).
+    """
+
+    def __init__(self, bus: str, dbc: str, *args: str, port: int) -> None:
+        import os
+        from pathlib import Path
+
+        repo = Path(__file__).resolve().parents[2]
+        self.args = [sys.executable, "-m", "tests.car.can_peer", "--bus", bus, "--dbc", dbc, *args]
+        self.env = dict(os.environ, CAN_CONFIG=f'{{"port": {port}}}',
+                        PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.cwd = repo
+        self.proc: Any = None
+
+    def start(self, timeout: float = 30.0) -> "CanPeer":
+        """Start sending; returns once the bus is open."""
+        import subprocess
+
+        self.proc = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not ready or ready[0].strip() != "ready":
+            self.proc.kill()
+            raise AssertionError(f"CAN peer did not start: {ready} {self.proc.stdout.read()}")
+        return self
+
+    def stop(self) -> str:
+        """SIGTERM, wait; returns what it printed after ``ready`` (``sent N``)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return ""
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+        return out
