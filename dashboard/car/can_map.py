@@ -80,7 +80,8 @@ def read_map(path: str | Path) -> dict[str, dict[str, Any]]:
             raise CanMapError(f"{where}: expected a table with channel = \"...\"")
         unknown = set(entry) - MAP_KEYS
         if unknown:
-            raise CanMapError(f"{where}: unknown key {', '.join(sorted(unknown))} (known: {', '.join(sorted(MAP_KEYS))})")
+            raise CanMapError(f"{where}: unknown key {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(MAP_KEYS))})")
         channel = entry.get("channel")
         if not is_valid_name(channel):
             raise CanMapError(f"{where}: channel {channel!r} is not a channel name "
@@ -98,7 +99,8 @@ def read_map(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def _route(signal: Any, channel: str, entry: dict[str, Any], where: str) -> SignalRoute:
     if "scale" in entry or "offset" in entry:
-        return SignalRoute(signal.name, channel, Linear(float(entry.get("scale", 1.0)), float(entry.get("offset", 0.0))))
+        linear = Linear(float(entry.get("scale", 1.0)), float(entry.get("offset", 0.0)))
+        return SignalRoute(signal.name, channel, linear)
     registered = get_channel(channel)
     if registered is None:
         return SignalRoute(signal.name, channel, Linear())
