@@ -38,9 +38,9 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: Any) -> None:
     """Register the `monitor` and `simulate` subcommands."""
     monitor = subparsers.add_parser(
-        "monitor", help="run the in-car monitor (OBD-II + GPS → server)",
-        description="Read an ELM327 OBD-II adapter and an NMEA GPS, keep every frame in an on-disk outbox "
-                    "and push it to the server. PORT is a device/pty path or socket://host:port.")
+        "monitor", help="run the in-car monitor (OBD-II, GPS, CAN bus → server)",
+        description="Read an ELM327 OBD-II adapter, an NMEA GPS and/or a CAN bus (with its DBC), keep every frame "
+                    "in an on-disk outbox and push it to the server. PORT is a device/pty path or socket://host:port.")
     monitor.add_argument("--server", dest="server_url", metavar="URL", help="server URL, e.g. http://pit:5000")
     monitor.add_argument("--car-id", metavar="ID", help="this car's id")
     monitor.add_argument("--obd", dest="obd_port", metavar="PORT", help="ELM327 adapter port")
