@@ -127,3 +127,16 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     empty.write_text('VERSION ""\n')
     with pytest.raises(CanMapError, match="describes no message"):
         load_decoder(empty)
+
+
+def test_a_multiplexed_signal_comes_only_with_its_multiplexer_value(tmp_path: Path) -> None:
+    decoder = load_decoder(DBC, write_map(tmp_path, '[signals.SW_version_High_upper]\nchannel = "sw_high"\n'
+                                                    '[signals.HU_date_year]\nchannel = "hu_year"\n'))
+    message = DB.get_message_by_name("BREMSE_52")
+    version = message.encode({"Mplx_SW_Info": 1, "SW_version_High_upper": 3, "SW_version_High_lower": 4,
+                              "SW_version_Mid_upper": 0, "SW_version_Mid_lower": 0, "SW_version_Low_upper": 0,
+                              "SW_version_Low_lower": 0}, strict=False)
+    assert decoder.decode(message.frame_id, False, version) == {"sw_high": 3.0}
+    unknown_mux = bytes([0x0F]) + version[1:]  # a multiplexer value the DBC does not describe
+    assert decoder.decode(message.frame_id, False, unknown_mux) == {}
+    assert decoder.decode_errors == 1
