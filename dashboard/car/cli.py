@@ -38,14 +38,21 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: Any) -> None:
     """Register the `monitor` and `simulate` subcommands."""
     monitor = subparsers.add_parser(
-        "monitor", help="run the in-car monitor (OBD-II + GPS → server)",
-        description="Read an ELM327 OBD-II adapter and an NMEA GPS, keep every frame in an on-disk outbox "
-                    "and push it to the server. PORT is a device/pty path or socket://host:port.")
+        "monitor", help="run the in-car monitor (OBD-II, GPS, CAN bus → server)",
+        description="Read an ELM327 OBD-II adapter, an NMEA GPS and/or a CAN bus (with its DBC), keep every frame "
+                    "in an on-disk outbox and push it to the server. PORT is a device/pty path or socket://host:port.")
     monitor.add_argument("--server", dest="server_url", metavar="URL", help="server URL, e.g. http://pit:5000")
     monitor.add_argument("--car-id", metavar="ID", help="this car's id")
     monitor.add_argument("--obd", dest="obd_port", metavar="PORT", help="ELM327 adapter port")
     monitor.add_argument("--obd-protocol", metavar="ID", help='ELM327 protocol "1".."A" (faster connect)')
     monitor.add_argument("--gps", dest="gps_port", metavar="PORT", help="NMEA GPS port")
+    monitor.add_argument("--can", dest="can_bus", metavar="INTERFACE:CHANNEL",
+                         help="CAN bus as python-can names it: socketcan:can0, slcan:/dev/ttyACM0, gs_usb:0...")
+    monitor.add_argument("--dbc", dest="can_dbc", metavar="FILE", help="DBC file of the CAN bus (with --can)")
+    monitor.add_argument("--can-map", metavar="FILE", help="TOML map of DBC signals to channels, with units "
+                         "(default: every signal, named after it)")
+    monitor.add_argument("--can-bitrate", type=int, metavar="BPS", help="CAN bit rate for slcan, gs_usb... "
+                         "(socketcan's is set with ip link)")
     monitor.add_argument("--mesh", dest="mesh_port", metavar="PORT",
                          help="Meshtastic radio for LoRa summaries: serial device or tcp://host[:4403]")
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
@@ -87,19 +94,48 @@ def _radio_installed() -> bool:
     return True
 
 
+def _can_ready(settings: Any) -> bool:
+    """Whether --can can run: its packages installed (the [can] extra), the bus named well, the DBC and map usable."""
+    try:
+        import can  # noqa: F401
+        import cantools  # noqa: F401
+    except ImportError:
+        log.error("--can needs the CAN packages: pip install 'race-dashboard[can]' (from a checkout: "
+                  "pip install '.[car,can]')")
+        return False
+    from dashboard.car.can_decoder import load_decoder
+    from dashboard.car.can_map import CanMapError
+    from dashboard.car.can_source import CanSpecError, check_interface, parse_bus
+
+    if settings.can_dbc is None:
+        log.error("--can needs the bus's DBC file: --dbc FILE.dbc")
+        return False
+    try:
+        check_interface(parse_bus(settings.can_bus)[0])
+        decoder = load_decoder(settings.can_dbc, settings.can_map)
+    except (CanSpecError, CanMapError) as exc:
+        log.error("%s", exc)
+        return False
+    log.info("CAN %s: %d channel(s) from %s", settings.can_bus, len(decoder.channels), settings.can_dbc)
+    return True
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run `dashboard monitor`."""
     from dashboard.car.monitor import run_monitor
 
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
-        "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file")}
+        "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file",
+        "can_bus", "can_dbc", "can_map", "can_bitrate")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 
     settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)
-    if not settings.obd_port and not settings.gps_port:
-        log.error("give at least one source: --obd PORT and/or --gps PORT")
+    if not settings.obd_port and not settings.gps_port and not settings.can_bus:
+        log.error("give at least one source: --obd PORT, --gps PORT and/or --can INTERFACE:CHANNEL")
+        return 2
+    if settings.can_bus and not _can_ready(settings):
         return 2
     if settings.mesh_port and not _radio_installed():
         log.error("--mesh needs the radio's packages: pip install 'race-dashboard[mesh]' (from a checkout: "

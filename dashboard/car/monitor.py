@@ -221,7 +221,7 @@ def _install_signal_handlers(stop_event: threading.Event) -> Any:
 
 
 def build_monitor(settings: MonitorSettings) -> ServiceManager:
-    """A ServiceManager for a real car: OBD and/or GPS sources from the settings."""
+    """A ServiceManager for a real car: OBD, GPS and/or CAN sources from the settings."""
     store = ChannelStore()
     clock = GpsClock(synced=trusted if settings.trust_system_clock else system_clock_synced)
     outbox = Outbox(settings.outbox_path, settings.outbox_max_frames)
@@ -244,6 +244,12 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
         ))
     if settings.gps_port:
         sources.append(GpsSource(settings.gps_port, store, baudrate=settings.gps_baudrate, clock=clock))
+    if settings.can_bus:  # python-can and cantools (the [can] extra) are imported only here
+        from dashboard.car.can_decoder import load_decoder
+        from dashboard.car.can_source import CanSource
+
+        sources.append(CanSource(settings.can_bus, store, load_decoder(settings.can_dbc, settings.can_map),
+                                 bitrate=settings.can_bitrate))
     mesh = MeshLink(settings.mesh_port, settings.car_id, interval_s=settings.mesh_interval_s) \
         if settings.mesh_port else None
     manager = ServiceManager(sources, store, outbox, uplink, rate_hz=settings.rate_hz, clock=clock,
@@ -256,7 +262,7 @@ def run_monitor(settings: MonitorSettings, stop_event: threading.Event | None = 
     """Run the in-car monitor until stopped."""
     manager = build_monitor(settings)
     if not manager.sources:
-        log.warning("no source configured (--obd / --gps): frames will not be made")
+        log.warning("no source configured (--obd / --gps / --can): frames will not be made")
     log.info("monitor for car %s: sources %s, outbox %s (%d frames waiting, last seq %d)",
              settings.car_id, [s.name for s in manager.sources] or "none", settings.outbox_path,
              manager.outbox.count(), manager.outbox.last_seq)

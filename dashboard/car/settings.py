@@ -55,6 +55,13 @@ class MonitorSettings(BaseSettings):
     mesh_interval_s: float = Field(DEFAULT_MESH_INTERVAL_S, ge=MIN_MESH_INTERVAL_S,
                                    description="seconds between LoRa summaries (airtime budget: see mesh.py)")
     gps_baudrate: int = Field(9600, gt=0, description="GPS baud rate")
+    can_bus: str | None = Field(None, description="CAN bus as python-can names it, INTERFACE:CHANNEL: socketcan:can0, "
+                                "slcan:/dev/ttyACM0, gs_usb:0... (needs pip install '.[car,can]')")
+    can_dbc: Path | None = Field(None, description="the DBC file describing the bus's messages (needed with can_bus)")
+    can_map: Path | None = Field(None, description="TOML map: which DBC signal becomes which channel, unit "
+                                 "conversion (tests/data/can/abs-map.toml); unset: every signal, named after it")
+    can_bitrate: int | None = Field(None, gt=0, description="bus bit rate for adapters python-can sets up (slcan, "
+                                    "gs_usb...); socketcan's is set with ip link")
     rate_hz: float = Field(10.0, gt=0, le=100, description="frames per second")
     outbox_path: Path = Field(Path("instance/outbox.sqlite"), description="SQLite outbox file")
     trust_system_clock: bool = Field(False, description="take the system clock as right before the first GPS fix "

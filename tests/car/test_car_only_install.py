@@ -72,6 +72,8 @@ def test_help_and_a_server_command_on_a_car(blocked: set[str], tmp_path: Path) -
     assert "pip install 'race-dashboard[server,car]'" in serve.stderr and "Traceback" not in serve.stderr
     radio = run("monitor", "--gps", "/dev/null", "--mesh", "/dev/ttyACM0", "--outbox", str(tmp_path / "o.sqlite"))
     assert radio.returncode == 2 and "race-dashboard[mesh]" in radio.stderr, radio.stderr
+    bus = run("monitor", "--can", "socketcan:can0", "--dbc", "ecu.dbc", "--outbox", str(tmp_path / "o.sqlite"))
+    assert bus.returncode == 2 and "race-dashboard[can]" in bus.stderr and "Traceback" not in bus.stderr, bus.stderr
 
 
 def test_the_monitor_streams_with_only_the_cars_packages(live_server, elm_emulator, blocked: set[str],
