@@ -81,7 +81,8 @@ def import_command(args: argparse.Namespace) -> int:
         store = Store.from_url(settings.resolved_database_url())
         try:
             result = import_lines(store, reading, fmt, car_id=args.car_id, track=args.track,
-                                  name=args.name or "", progress=progress, progress_every=max(1, args.progress_every))
+                                  name=args.name or "", filename=path.name, progress=progress,
+                                   progress_every=max(1, args.progress_every))
         except DashboardError as exc:
             print(f"error: {path.name}: {exc.message}", file=sys.stderr)
             return 1

@@ -108,9 +108,11 @@ def candidates(store: Store, track: str | None) -> list[Candidate]:
 
 
 def import_lines(store: Store, lines: Iterable[str], fmt: str, *, car_id: str | None = None,
-                 track: str | None = None, name: str = "", progress: Progress | None = None,
+                 track: str | None = None, name: str = "", filename: str = "", progress: Progress | None = None,
                  progress_every: int = 50_000, clock: Callable[[], float] = time.time) -> ImportResult:
     """Import a file's lines (any iterable of text lines) as one ended session, in one transaction.
+
+    The session is called ``name``, else the title the file gives itself, else ``filename``.
 
     BadImportFile (naming the line) for a file that is not of ``fmt`` or holds no frame; NotFound for an
     unknown ``track``. Either way, and on any other failure, nothing is stored.
@@ -132,7 +134,7 @@ def import_lines(store: Store, lines: Iterable[str], fmt: str, *, car_id: str | 
                 row = {"seq": seq, "t": frame.t, "received_at": now, "channels": frame.channels}
                 if seq == 0:
                     first_t = frame.t
-                    store.insert_session(_session_row(session_id, car_id, name or report.meta.get("title", ""),
+                    store.insert_session(_session_row(session_id, car_id, name or report.meta.get("title") or filename,
                                                       report.meta.get("driver"), now, frame.t), conn=conn)
                 last_t = frame.t if last_t is None else max(last_t, frame.t)
                 stats.feed(row)
