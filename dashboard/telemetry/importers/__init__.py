@@ -66,7 +66,8 @@ class ImportReport:
         if not self.skipped:
             return ""
         shown = "; ".join(f"line {line}: {reason}" for line, reason in self.examples)
-        return f"{self.skipped} bad row{'s' if self.skipped > 1 else ''} skipped ({shown}{'; ...' if self.skipped > len(self.examples) else ''})"
+        more = "; ..." if self.skipped > len(self.examples) else ""
+        return f"{self.skipped} bad row{'s' if self.skipped > 1 else ''} skipped ({shown}{more})"
 
 
 def channel_name(raw: str) -> str:
