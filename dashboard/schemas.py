@@ -112,6 +112,27 @@ class SessionOut(Out):
     stats: SessionStats
 
 
+class SkippedRow(Out):
+    """A bad row of an imported file: its line and why it was skipped."""
+
+    line: int
+    reason: str
+
+
+class ImportOut(Out):
+    """What an import made: the session (ended, laps timed), its frames, and the rows skipped."""
+
+    session: SessionOut
+    format: str = Field(description="racecapture, racechrono, nmea, gpx or csv")
+    frames: int = Field(description="frames stored")
+    rows: int = Field(description="data rows (or sentences, track points) read")
+    skipped: int = Field(description="bad rows skipped")
+    skipped_examples: list[SkippedRow] = Field(description="the first few bad rows")
+    laps: int = Field(description="timed laps (out- and in-laps not counted)")
+    best_lap_s: float | None
+    notes: list[str] = Field(description="columns kept as custom channels or dropped, and why")
+
+
 class SessionList(Out):
     items: list[SessionOut]
     total: int

@@ -23,15 +23,18 @@ Laps
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from dashboard.errors import NotFound
+from dashboard.errors import NotFound, TooManyRequests
+from dashboard.server.blocking import Offload
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.tracks import BUILTIN_TRACKS, track_named
-from dashboard.telemetry.importers import ImportReport, iter_frames
+from dashboard.telemetry.importers import SNIFF_CHARS, ImportReport, detect_format, iter_frames
 from dashboard.telemetry.laps import LAP_COMPLETED, LapTimer, Track
 from dashboard.telemetry.stats import FrameStats
 
@@ -199,3 +202,42 @@ def _chosen(timers: list[Candidate], track: str | None) -> Candidate | None:
     if track is not None and track.strip():
         return timers[0]
     return next((c for c in timers if c.crossed), None)
+
+
+def import_file(store: Store, path: str | Path, fmt: str | None = None, **options: Any) -> ImportResult:
+    """Import the file at ``path`` (format told from its content when ``fmt`` is None); see ``import_lines``."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        fmt = fmt or detect_format(f.read(SNIFF_CHARS), str(options.get("filename") or path))
+        f.seek(0)
+        return import_lines(store, f, fmt, **options)
+
+
+IMPORTS_MAX = 1  # imports running at once in a server: each holds the write transaction (SQLite: the file's lock)
+IMPORT_RETRY_AFTER_S = 10  # what a refused import is told to wait
+
+
+class ImportService:
+    """Uploaded files imported in a native thread, never on the event loop; one at a time (more answer 429)."""
+
+    def __init__(self, store: Store, limit: int = IMPORTS_MAX) -> None:
+        self.store = store
+        self.limit = limit
+        self._run = Offload(limit, "imports")
+        self._slots = threading.BoundedSemaphore(limit)
+        self.running = 0
+
+    def run(self, path: str | Path, fmt: str | None = None, **options: Any) -> ImportResult:
+        """Import the file at ``path`` (``import_file``'s options); TooManyRequests while another one runs."""
+        if not self._slots.acquire(blocking=False):
+            raise TooManyRequests(f"{self.limit} import(s) running: try again shortly", field="file",
+                                  retry_after=IMPORT_RETRY_AFTER_S)
+        self.running += 1
+        try:
+            return self._run(import_file, self.store, path, fmt, **options)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop the import thread (safe twice)."""
+        self._run.close()

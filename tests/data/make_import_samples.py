@@ -33,14 +33,14 @@ BATTERY_EVERY = 25  # battery once a second
 
 
 def epochs() -> list[dict]:
-    """The excerpt's GPS epochs as {t, lat, lon, speed_kmh, heading?, altitude?, satellites?, hdop?}."""
+    """The excerpt's GPS epochs as {t, lat, lon, speed (km/h), altitude, satellites, hdop}: None where unsaid."""
     lines = RECORDING.read_text().splitlines(keepends=True)[EXCERPT]
     out = []
     for frame in nmea_frames(lines, ImportReport()):
         c = frame.channels
         if c.get("lat") is None:
             continue
-        out.append({"t": round(frame.t, 3), "lat": c["lat"], "lon": c["lon"], "speed": c.get("gps_speed", 0.0),
+        out.append({"t": round(frame.t, 3), "lat": c["lat"], "lon": c["lon"], "speed": c.get("gps_speed"),
                     "altitude": c.get("altitude"), "satellites": c.get("satellites"), "hdop": c.get("hdop")})
     return out
 
@@ -53,6 +53,10 @@ def rpm(speed_kmh: float) -> float:
 def engine_temp_c(i: int) -> float:
     """Warming up from 60 °C by a degree every 250 rows, made up."""
     return 60.0 + i // 250
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
 
 
 def _num(value: float | None, fmt: str = "") -> str:
@@ -71,10 +75,10 @@ def racecapture(rows: list[dict]) -> str:
         engine = i % ENGINE_EVERY == 0
         cells = [str(round((r["t"] - start) * 1000) + 61_000), str(round(r["t"] * 1000)),
                  "13.8" if i % BATTERY_EVERY == 0 else "", repr(r["lat"]), repr(r["lon"]),
-                 _num(r["speed"] * KMH_TO_MPH, ".2f"),
+                 _num(_times(r["speed"], KMH_TO_MPH), ".2f"),
                  _num(None if r["altitude"] is None else r["altitude"] * M_TO_FT, ".1f"),
                  _num(r["satellites"], ".0f"),
-                 str(rpm(r["speed"])) if engine else "",
+                 str(rpm(r["speed"] or 0.0)) if engine else "",
                  _num(engine_temp_c(i) * 9 / 5 + 32, ".1f") if engine else ""]
         out.append(",".join(cells))
     return "\n".join(out) + "\n"
@@ -93,8 +97,9 @@ def racechrono(rows: list[dict]) -> str:
     for i, r in enumerate(rows):
         engine = i % ENGINE_EVERY == 0
         cells = [f"{r['t']:.3f}", "0", "", f"{r['t'] - start:.3f}", "", _num(r["altitude"], ".1f"), "", "25.0",
-                 repr(r["lat"]), repr(r["lon"]), _num(r["satellites"], ".0f"), f"{r['speed'] * KMH_TO_MS:.3f}",
-                 f"{r['speed'] * KMH_TO_MS:.3f}", str(rpm(r["speed"])) if engine else "",
+                 repr(r["lat"]), repr(r["lon"]), _num(r["satellites"], ".0f"),
+                 _num(_times(r["speed"], KMH_TO_MS), ".3f"), _num(_times(r["speed"], KMH_TO_MS), ".3f"),
+                 str(rpm(r["speed"] or 0.0)) if engine else "",
                  _num(engine_temp_c(i), ".1f") if engine else ""]
         out.append(",".join(cells))
     return "\n".join(out) + "\n"
@@ -120,8 +125,8 @@ def plain_csv(rows: list[dict]) -> str:
     """A plain CSV: ISO 8601 time, position, speed in mph, coolant in °F, rpm."""
     out = ["Time,Latitude,Longitude,Speed (mph),Coolant Temp (F),RPM"]
     for i, r in enumerate(rows):
-        out.append(f"{_iso(r['t'])},{r['lat']!r},{r['lon']!r},{r['speed'] * KMH_TO_MPH:.2f},"
-                   f"{engine_temp_c(i) * 9 / 5 + 32:.1f},{rpm(r['speed'])}")
+        out.append(f"{_iso(r['t'])},{r['lat']!r},{r['lon']!r},{_num(_times(r['speed'], KMH_TO_MPH), '.2f')},"
+                   f"{engine_temp_c(i) * 9 / 5 + 32:.1f},{rpm(r['speed'] or 0.0)}")
     return "\n".join(out) + "\n"
 
 
