@@ -204,6 +204,7 @@ class ErrorDetail(Out):
     next_seq: int | None = Field(None, description="seq_conflict: where the monitor's numbering must continue")
     retry_after: float | None = Field(None, description="unavailable: seconds to wait before sending again")
     max_frames: int | None = Field(None, description="too_large: most frames accepted in one batch")
+    line: int | None = Field(None, description="bad_file: the line of the imported file to blame")
 
 
 class ErrorBody(Out):
