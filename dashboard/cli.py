@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.set_defaults(func=cmd_schemas)
 
     for module in ("dashboard.car.cli", "dashboard.car.mesh_cli", "dashboard.demo", "dashboard.export_cli",
-                   "dashboard.keys_cli"):
+                   "dashboard.import_cli", "dashboard.keys_cli"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError as exc:
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 SERVER_COMMANDS = ("serve", "demo")
 # what `pip install` brings what a command imports (pyproject.toml's extras); said when a package is missing
 COMMAND_EXTRAS = {"serve": "server,car", "demo": "server,car", "db": "server", "keys": "server",
-                  "export": "server", "schemas": "server", "monitor": "car", "simulate": "car",
+                  "export": "server", "import": "server", "schemas": "server", "monitor": "car", "simulate": "car",
                   "mesh-gateway": "car,mesh"}
 
 

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address `dashboard serve` listens on")
     port: int = Field(5000, ge=0, le=65535, description="port `dashboard serve` listens on")
     max_body_bytes: int = Field(1_048_576, gt=0, description="largest accepted HTTP body")
+    max_import_bytes: int = Field(268_435_456, gt=0, description="largest log file accepted by POST /api/v1/imports "
+                                  "(streamed to a temporary file; a million-row CSV is ~60-100 MB)")
     max_message_bytes: int = Field(8_388_608, gt=0, description="largest Socket.IO message: a telemetry batch of "
                                    "max_frames_per_batch frames of 128 channels fits; a larger one closes the link")
     max_setup_bytes: int = Field(65_536, gt=0, description="largest accepted car setup, as JSON")

@@ -112,6 +112,27 @@ class SessionOut(Out):
     stats: SessionStats
 
 
+class SkippedRow(Out):
+    """A bad row of an imported file: its line and why it was skipped."""
+
+    line: int
+    reason: str
+
+
+class ImportOut(Out):
+    """What an import made: the session (ended, laps timed), its frames, and the rows skipped."""
+
+    session: SessionOut
+    format: str = Field(description="racecapture, racechrono, nmea, gpx or csv")
+    frames: int = Field(description="frames stored")
+    rows: int = Field(description="data rows (or sentences, track points) read")
+    skipped: int = Field(description="bad rows skipped")
+    skipped_examples: list[SkippedRow] = Field(description="the first few bad rows")
+    laps: int = Field(description="timed laps (out- and in-laps not counted)")
+    best_lap_s: float | None
+    notes: list[str] = Field(description="columns kept as custom channels or dropped, and why")
+
+
 class SessionList(Out):
     items: list[SessionOut]
     total: int
@@ -183,6 +204,7 @@ class ErrorDetail(Out):
     next_seq: int | None = Field(None, description="seq_conflict: where the monitor's numbering must continue")
     retry_after: float | None = Field(None, description="unavailable: seconds to wait before sending again")
     max_frames: int | None = Field(None, description="too_large: most frames accepted in one batch")
+    line: int | None = Field(None, description="bad_file: the line of the imported file to blame")
 
 
 class ErrorBody(Out):

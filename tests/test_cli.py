@@ -26,7 +26,7 @@ def test_db_upgrade_creates_the_tables(tmp_path):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway", "export"):
+    for command in ("serve", "db", "schemas", "demo", "monitor", "simulate", "mesh-gateway", "export", "import"):
         assert command in result.stdout
 
 

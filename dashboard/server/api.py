@@ -8,7 +8,9 @@ what it needs with ``@require`` (who may: ``dashboard/server/access.py``).
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
 from functools import wraps
 from typing import Any, Callable, TypeVar
 
@@ -27,6 +29,7 @@ from dashboard.errors import (
 )
 from dashboard.server import params
 from dashboard.server.access import KEYS, METRICS, READ, WRITE, Principal, rest_credential, rest_field
+from dashboard.server.changes import Change
 from dashboard.server.core import Core
 from dashboard.server.openapi import openapi_document
 from dashboard.server.params import INT64_MAX
@@ -312,6 +315,55 @@ def set_session_track(session_id: str) -> Response:
 @require(READ)
 def laps(session_id: str) -> Response:
     return jsonify(core().timing.laps(session_id))
+
+
+# ----------------------------------------------------------------- imports
+UPLOAD_CHUNK = 65_536  # bytes of an upload read (and written to its temporary file) at a time
+
+
+@bp.post("/api/v1/imports")
+@require(WRITE)
+def import_log() -> tuple[Response, int]:
+    """Another logger's file (the raw body, or the ``file`` part of a form) as an ended session with timed laps.
+
+    The upload is streamed to a temporary file (at most ``max_import_bytes``: 413 beyond), then imported in a
+    native thread (``ImportService``); the answer waits for it (a million rows: tens of seconds).
+    """
+    settings = current_app.extensions["dashboard"].settings
+    request.max_content_length = settings.max_import_bytes  # this route's own limit, not max_body_bytes
+    fmt, car_id = params.IMPORT_FORMAT.read(), params.CAR_ID.read()
+    track, name = params.TRACK.read(), params.NAME.read()
+    fd, path = tempfile.mkstemp(prefix="dashboard-import-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            filename = _upload(out, settings.max_import_bytes)
+        result = core().imports.run(path, fmt, car_id=car_id, track=track, name=name or "", filename=filename)
+    finally:
+        os.unlink(path)
+    live = core().cache.get(result.session_id)
+    session = core().sessions.describe(live)
+    core().bus.tell(Change.SESSION, session)
+    body = result.to_dict()
+    return jsonify({"session": session, **{k: body[k] for k in ("format", "frames", "rows", "skipped",
+                                                                "skipped_examples", "laps", "best_lap_s",
+                                                                "notes")}}), 201
+
+
+def _upload(out: Any, limit: int) -> str:
+    """Copy the request's file into ``out``: a form's ``file`` part, else the raw body; its file name, or ""."""
+    if request.mimetype == "multipart/form-data":
+        part = request.files.get("file")
+        if part is None:
+            raise InvalidInput("a form upload needs its file in the part named 'file'", field="file")
+        part.save(out, UPLOAD_CHUNK)
+        return os.path.basename(part.filename or "")
+    size = 0
+    while chunk := request.stream.read(UPLOAD_CHUNK):  # a chunked body has no length to refuse early
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the file is over {limit} bytes (DASHBOARD_MAX_IMPORT_BYTES)", field="file")
+        out.write(chunk)
+    return ""
 
 
 # ------------------------------------------------------------------ alerts

@@ -40,6 +40,13 @@ SECURITY_SCHEMES = {
                "description": "Authorization: Bearer with the viewer token, the metrics token (/metrics) or a key"},
 }
 
+# Routes whose body is a file, not JSON: the raw bytes, or a form with the file in its part ``file``.
+UPLOADS = {"/imports": {"required": True, "description": "the log file: RaceCapture/Pro .log, RaceChrono CSV v3, "
+                        "NMEA, GPX or a CSV with a time column", "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+
 # (method, path, summary, request model, response status, response model, permission, session path param,
 # query parameters: the objects of dashboard/server/params.py the route reads them with). The permission is what
 # the route's @require enforces (dashboard/server/access.py); a test holds the app's routes to this table.
@@ -67,6 +74,8 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
      True, [q.AFTER_SEQ, q.ITEMS_LIMIT]),
     ("get", "/sessions/{session_id}/events", "Event log", None, 200, schemas.EventList, READ, True,
      [q.AFTER_ID, q.ITEMS_LIMIT]),
+    ("post", "/imports", "Import another logger's file as an ended session with timed laps", None, 201,
+     schemas.ImportOut, WRITE, False, [q.IMPORT_FORMAT, q.CAR_ID, q.TRACK, q.NAME]),
     ("get", "/sessions/{session_id}/export.csv", "Every frame as CSV (text/csv)", None, 200, None, READ, True, []),
     ("get", "/sessions/{session_id}/export", "Frames streamed as csv, jsonl or gpx, whole session or one lap", None,
      200, None, READ, True, [q.FORMAT, q.LAP]),
@@ -133,6 +142,8 @@ def openapi_document() -> dict[str, Any]:
         if req is not None:
             op["requestBody"] = {"required": req is not schemas.RecordRequest,
                                  "content": {"application/json": {"schema": {"$ref": REF.format(model=req.__name__)}}}}
+        if path in UPLOADS:
+            op["requestBody"] = UPLOADS[path]
         ok: dict[str, Any] = {"description": "OK"}
         if resp is not None:
             ok["content"] = {"application/json": {"schema": {"$ref": REF.format(model=resp.__name__)}}}

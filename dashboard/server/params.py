@@ -15,6 +15,7 @@ from flask import request
 
 from dashboard.errors import InvalidInput
 from dashboard.telemetry.export import FORMATS
+from dashboard.telemetry.importers import FORMATS as IMPORT_FORMATS
 
 INT64_MAX = 2**63 - 1  # the largest integer every database here stores
 MAX_PAGE = 100  # sessions in one page of GET /sessions
@@ -117,3 +118,9 @@ AFTER_ID = IntQuery("after_id", 0, 0, doc="events after this id")
 ITEMS_LIMIT = IntQuery("limit", 1000, 1, MAX_ITEMS, "items in this page")
 FORMAT = EnumQuery("format", FORMATS, "csv", "csv (a column per channel), jsonl or gpx")
 LAP = IntQuery("lap", None, 0, doc="only this lap (0: the out-lap); the whole session without it")
+IMPORT_FORMAT = EnumQuery("format", IMPORT_FORMATS, doc="the file's format; told from its content without it")
+TRACK = TextQuery("track", r"^[^\x00]{1,200}$", "a track's name or id (up to 200 characters)",
+                  "a stored track's name (case-insensitive) or id to time the laps on; without it, the first "
+                  "stored track whose start/finish line the path crosses")
+NAME = TextQuery("name", r"^[^\x00]{1,200}$", "a name of up to 200 characters", "the session's name (default: the "
+                 "file's own title, else its file name)")

@@ -62,7 +62,8 @@ def test_help_and_a_server_command_on_a_car(blocked: set[str], tmp_path: Path) -
 
     overview = run("--help")
     assert overview.returncode == 0, overview.stderr
-    for command in ("serve", "monitor", "simulate", "mesh-gateway", "demo", "export", "keys", "db", "schemas"):
+    for command in ("serve", "monitor", "simulate", "mesh-gateway", "demo", "export", "import", "keys", "db",
+                    "schemas"):
         assert f"    {command}" in overview.stdout
     assert not set(json.loads(report.read_text())["imported"]) & set(SERVER_AND_RADIO)
     monitor = run("monitor", "--help")
