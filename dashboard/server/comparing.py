@@ -41,7 +41,10 @@ from dashboard.telemetry.compare import (
 MARGIN_S = 1.0  # read this much either side of a lap: the fixes that hold its start and end
 SEQ_MARGIN = 2000  # seqs either side of the lap's own: 20 s of frames at 100 Hz, more than MARGIN_S at any rate
 MAX_LAPS = 6  # laps in one comparison
-COMPARE_THREADS = 2  # comparisons computed at once (the machine has few cores; more would only queue on the GIL)
+# comparisons computed at once: one. The work is pure Python and holds the GIL while it runs; every other thread of
+# the process (the event loop among them) waits up to the switch interval (5 ms) for it each time it needs it, so a
+# second computing thread would not go faster and would take the loop's share twice (bench/compare.py measures it).
+COMPARE_THREADS = 1
 CLEAN_RULE = (f"clean: timed line to line (not an out-, in- or interrupted lap), no pit entry or exit, not flagged "
               f"(yellow or alerted time loss), setup unchanged during it, and within {round(CLEAN_MAX_RATIO * 100)} % "
               f"of the best such lap of the set (each setup version is judged against its own best)")

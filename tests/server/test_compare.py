@@ -216,14 +216,13 @@ def test_long_laps_are_compared_while_another_cars_acks_go_on(tmp_path):
             resp = requests.get(f"{server.url}/api/v1/compare", params={"laps": laps, "points": 4000}, timeout=120)
             return resp.status_code, time.monotonic() - started, resp.json()
 
-        with ThreadPoolExecutor(3) as pool:
-            results = list(pool.map(compare, range(3)))
+        with ThreadPoolExecutor(2) as pool:  # two at once: the second waits for the first
+            results = list(pool.map(compare, range(2)))
         during = car.latencies[before:]
         for status, _took, body in results:
             assert status == 200 and all(abs(d["final_s"]) < 0.01 for d in body["deltas"]), body.get("error")
         slowest = max(took for _s, took, _b in results)
-        assert slowest > 1.0, "the comparisons were too quick to show anything"  # 180,000 frames read, each time
-        print("LAT", sorted(during)[-15:], [round(t, 2) for _s, t, _b in results])
+        assert slowest > 1.0, "the comparisons were too quick to show anything"  # 180,000 frames read each
         assert len(during) >= 10 and max(during) < ACK_BOUND_S, f"acks during the comparisons: max {max(during):.3f} s"
     finally:
         car.stop()
