@@ -173,11 +173,12 @@ LONG_LAP_S = 1200  # 20 minutes a lap at 25 Hz: 30,000 frames each
 HZ = 25
 
 
-def fill_long_laps(db, session_id: str, laps: int) -> None:
-    """An ended session of ``laps`` long laps round a 1 km circle, written straight into the database."""
+def fill_long_laps(db, session_id: str, laps: int, lap_s: float = LONG_LAP_S) -> None:
+    """An ended session of ``laps`` laps of ``lap_s`` round a 1 km circle, written straight into the database."""
     store = Store.from_url(f"sqlite:///{db}")
     t0 = time.time() - 86_400
-    frames = laps * LONG_LAP_S * HZ + 2 * HZ
+    lap_s = int(lap_s)
+    frames = laps * lap_s * HZ + 2 * HZ
     with store.engine.begin() as conn:
         store.insert_session({"id": session_id, "car_id": "LONG-1", "name": "long laps", "status": "ended",
                               "created_at": t0, "started_at": t0, "ended_at": t0 + frames / HZ,
@@ -186,15 +187,15 @@ def fill_long_laps(db, session_id: str, laps: int) -> None:
         for start in range(0, frames, 5000):
             rows = []
             for s in range(start, min(frames, start + 5000)):
-                angle = 2 * math.pi * (s / HZ - 1) / LONG_LAP_S
+                angle = 2 * math.pi * (s / HZ - 1) / lap_s
                 rows.append({"seq": s, "t": t0 + s / HZ, "received_at": t0 + s / HZ, "channels": {
                     "lat": 28.41 + 0.0014 * math.sin(angle), "lon": -81.38 + 0.0016 * math.cos(angle),
                     "speed": 50.0 + s % 40, "rpm": 9000.0 + s % 3000, "throttle": float(s % 100)}})
             store.write_frames([FrameWrite(session_id, rows, rows[-1]["seq"], rows[-1]["t"])], conn)
         store.replace_laps(session_id, [
-            {"lap": n, "start_t": t0 + 1 + (n - 1) * LONG_LAP_S, "end_t": t0 + 1 + n * LONG_LAP_S,
-             "lap_time": float(LONG_LAP_S), "start_seq": HZ + (n - 1) * LONG_LAP_S * HZ,
-             "end_seq": HZ + n * LONG_LAP_S * HZ, "out_lap": False, "in_lap": False, "setup_version": None}
+            {"lap": n, "start_t": t0 + 1 + (n - 1) * lap_s, "end_t": t0 + 1 + n * lap_s,
+             "lap_time": float(lap_s), "start_seq": HZ + (n - 1) * lap_s * HZ,
+             "end_seq": HZ + n * lap_s * HZ, "out_lap": False, "in_lap": False, "setup_version": None}
             for n in range(1, laps + 1)], conn=conn)
     store.close()
 
