@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from dashboard import schemas
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from tests.clients import CALL_TIMEOUT_S, Car, connect_monitor
@@ -73,6 +74,7 @@ def test_the_delta_trace_ends_at_the_difference_of_the_lap_times(live_server, tw
         "laps": f"{first}:2,{first}:4,{second}:3", "channels": "gps_speed,rpm", "points": 1500}, timeout=30)
     assert resp.status_code == 200, resp.text
     body = resp.json()
+    schemas.Comparison.model_validate(body)  # exactly the documented fields
     assert body["reference"] == {"session_id": first, "lap": 2} and body["points"] == 1500
     assert body["track_id"] == ORLANDO_TRACK_ID and len(body["laps"]) == 3 and len(body["deltas"]) == 2
     other = lap_times(live_server, second)
@@ -93,7 +95,7 @@ def test_the_delta_trace_ends_at_the_difference_of_the_lap_times(live_server, tw
 def test_a_lap_trace_is_a_few_thousand_points_at_most(live_server, two_sessions):
     _car, first, _second = two_sessions
     url = f"{live_server.url}/api/v1/sessions/{first}/laps/3/trace"
-    trace = requests.get(url, timeout=30).json()
+    trace = schemas.LapTrace.model_validate(requests.get(url, timeout=30).json()).model_dump()
     assert trace["points"] == 2000 and len(trace["time_s"]) == 2000 and set(trace["channels"]) == {
         "speed", "gps_speed", "rpm", "throttle"}
     assert trace["time_s"][-1] == pytest.approx(trace["lap_time"], abs=0.001)
@@ -106,6 +108,7 @@ def test_the_picker_lists_the_cars_laps_across_sessions(live_server, two_session
     car, first, second = two_sessions
     listed = requests.get(f"{live_server.url}/api/v1/cars/{car}/laps", params={"track_id": ORLANDO_TRACK_ID},
                           timeout=10).json()
+    schemas.CarLapList.model_validate(listed)
     assert listed["track_id"] == ORLANDO_TRACK_ID and listed["track_name"] == "Orlando Kart Center"
     items = listed["items"]
     assert [i["session_id"] for i in items if not (i["out_lap"] or i["in_lap"])] == [first] * 4 + [second] * 4
@@ -126,6 +129,7 @@ def test_the_picker_lists_the_cars_laps_across_sessions(live_server, two_session
 def test_the_setup_table_says_what_changed_next_to_the_change_in_lap_time(live_server, two_sessions):
     car, first, second = two_sessions
     table = requests.get(f"{live_server.url}/api/v1/cars/{car}/setups/compare", timeout=10).json()
+    schemas.SetupComparison.model_validate(table)
     one, two = table["items"]
     assert (one["car_setup_version"], two["car_setup_version"]) == (1, 2)
     assert one["laps"] == two["laps"] == 6 and one["clean_laps"] == two["clean_laps"] == 4
