@@ -23,12 +23,11 @@ from pathlib import Path
 import requests
 
 from dashboard.server.comparing import CompareService
-from dashboard.server.store import FrameWrite, Store
+from dashboard.server.store import Store
 from dashboard.server.tracks import ORLANDO_TRACK_ID
-from dashboard.telemetry.laps import ORLANDO_KART_CENTER, recompute
+from dashboard.telemetry.laps import ORLANDO_KART_CENTER
 from tests.clients import Car
-from tests.server.test_compare import HZ, fill_long_laps
-from tests.server.test_laps import recorded_frames
+from tests.server.test_compare import HZ, fill_long_laps, okc_session
 from tests.servers import ServerProcess
 from tests.waiting import wait_for
 
@@ -38,21 +37,6 @@ CHANNELS = ["speed", "gps_speed", "rpm", "throttle"]
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def okc_session(store: Store) -> tuple[str, int]:
-    """The bundled recording as an ended session with its laps; (session id, a timed lap)."""
-    frames = recorded_frames()
-    sid = str(uuid.uuid4())
-    t0 = frames[0]["t"]
-    with store.engine.begin() as conn:
-        store.insert_session({"id": sid, "car_id": "OKC", "name": "okc", "status": "ended", "created_at": t0,
-                              "frame_count": 0, "track_id": ORLANDO_TRACK_ID}, conn=conn)
-        rows = [{**f, "received_at": f["t"]} for f in frames]
-        store.write_frames([FrameWrite(sid, rows, rows[-1]["seq"], rows[-1]["t"])], conn)
-        laps = [lap.to_dict() for lap in recompute(ORLANDO_KART_CENTER, frames)]
-        store.replace_laps(sid, laps, conn=conn)
-    return sid, 2
 
 
 def in_process(laps: int, lap_s: float) -> None:

@@ -12,8 +12,11 @@ import pytest
 import requests
 
 from dashboard import schemas
+from dashboard.errors import NotFound
+from dashboard.server.comparing import CompareService
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.tracks import ORLANDO_TRACK_ID
+from dashboard.telemetry.laps import ORLANDO_KART_CENTER, recompute
 from tests.clients import CALL_TIMEOUT_S, Car, connect_monitor
 from tests.server.test_laps import BATCH, recorded_frames, stream, timed
 from tests.servers import ServerProcess
@@ -170,6 +173,49 @@ def test_bad_input_is_refused_naming_the_field(live_server, two_sessions):
     for path, query, status, field in cases:
         resp = requests.get(url + path, params=query, timeout=30)
         assert resp.status_code == status and resp.json()["error"]["field"] == field, (path, query, resp.text)
+
+
+def okc_session(store: Store, car_id: str = "OKC") -> tuple[str, int]:
+    """The bundled recording as an ended session with its laps; (session id, a timed lap)."""
+    frames = recorded_frames()
+    sid = str(uuid.uuid4())
+    t0 = frames[0]["t"]
+    with store.engine.begin() as conn:
+        store.insert_session({"id": sid, "car_id": car_id, "name": "okc", "status": "ended", "created_at": t0,
+                              "frame_count": 0, "track_id": ORLANDO_TRACK_ID}, conn=conn)
+        rows = [{**f, "received_at": f["t"]} for f in frames]
+        store.write_frames([FrameWrite(sid, rows, rows[-1]["seq"], rows[-1]["t"])], conn)
+        laps = [lap.to_dict() for lap in recompute(ORLANDO_KART_CENTER, frames)]
+        store.replace_laps(sid, laps, conn=conn)
+    return sid, 2
+
+
+def test_the_service_reads_a_laps_own_frames_on_sqlite_and_postgresql(db_url):
+    """The SQL of the comparison (a lap's frames by seq and time, only the channels asked for; a car's laps and
+    setups across sessions) on both databases, in process."""
+    store = Store.from_url(db_url)
+    service = CompareService(store)
+    try:
+        store.save_track({"id": ORLANDO_TRACK_ID, "name": "Orlando Kart Center",
+                          "definition": ORLANDO_KART_CENTER.to_dict(), "created_at": 0, "updated_at": 0})
+        sid, lap = okc_session(store, "DB-1")
+        store.add_setup(sid, {"rear_sprocket": 84}, 0.0, 0.0,
+                        {"event_type": "setup.changed", "timestamp": 0.0, "received_at": 0.0, "payload": {}})
+        frames = store.frames_between(sid, 0, 1e12, None, ["lat", "gps_speed"])
+        assert frames and all(set(f["channels"]) <= {"lat", "gps_speed"} for f in frames)
+        result = service.compare([(sid, 2), (sid, 3), (sid, 4)], ["gps_speed"], 500, 10)
+        times = {row["lap"]: row["lap_time"] for row in store.laps(sid)}
+        assert [d["final_s"] for d in result["deltas"]] == pytest.approx([times[3] - times[2], times[4] - times[2]],
+                                                                         abs=0.002)
+        listed = service.car_laps("DB-1", None)
+        assert listed["track_id"] == ORLANDO_TRACK_ID and len(listed["items"]) == len(times)
+        assert {i["car_setup_version"] for i in listed["items"]} == {None}  # the laps were timed before the setup
+        assert service.setups("DB-1", ORLANDO_TRACK_ID)["items"][0]["laps"] == len(times)
+        with pytest.raises(NotFound):
+            service.trace(sid, 99, [], 100)
+    finally:
+        service.close()
+        store.close()
 
 
 # ------------------------------------------------------------------ long laps, off the event loop
