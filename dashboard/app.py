@@ -34,7 +34,7 @@ class Runtime:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the server app: database (migrated), the core's services, REST API, Socket.IO hub, pages."""
-    from dashboard.server import api, web, wirejson
+    from dashboard.server import api, compare_api, web, wirejson
     from dashboard.server.connections import Connections
     from dashboard.server.core import Core
     from dashboard.server.fanout import Fanout
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     hub = Hub(socketio, core, settings, metrics, AuthThrottle(limiter, settings.auth_failures_per_minute))
     app.extensions["dashboard"] = Runtime(settings, core, hub, metrics, limiter, connections)
     app.register_blueprint(api.bp)
+    app.register_blueprint(compare_api.bp)
     app.register_blueprint(web.bp)
     api.register_error_handlers(app)
     if not core.access.closed():

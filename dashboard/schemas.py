@@ -318,6 +318,131 @@ class LapList(Out):
     timing: Timing | None = Field(None, description="live delta to the best lap, while the session is active")
 
 
+# ------------------------------------------------------------ laps compared
+class CarLap(Out):
+    """A lap in the comparison picker: which session, its time, setup, driver and flags."""
+
+    session_id: str
+    session_name: str
+    session_created_at: str | None
+    lap: int
+    lap_time: float | None
+    start_t: float | None
+    end_t: float | None
+    out_lap: bool
+    in_lap: bool
+    interrupted: Literal["gap", "jump"] | None
+    setup_version: int | None = Field(description="the session's own setup version (each session counts from 1)")
+    car_setup_version: int | None = Field(description="the car's setup version: its setups across sessions "
+                                          "numbered by content, oldest first")
+    setup_changed: bool
+    pit: bool
+    flagged: bool
+    driver_id: str | None = Field(description="the driver at the lap's start, when drivers are recorded")
+    clean: bool = Field(description="a clean lap by the rule in `rule`, judged against the best of this list")
+    is_best: bool
+
+
+class CarLapList(Out):
+    """GET /api/v1/cars/{car_id}/laps: the car's laps at a track, across its sessions, oldest session first."""
+
+    car_id: str
+    track_id: str | None = Field(description="null when the car has no session on a track")
+    track_name: str | None
+    best_lap_time: float | None
+    rule: str = Field(description="the clean-lap rule, in words")
+    items: list[CarLap]
+
+
+class LapTrace(Out):
+    """A lap resampled on equally spaced fractions of its length: time, position and channels at each point."""
+
+    session_id: str
+    session_name: str
+    car_id: str | None
+    lap: int
+    lap_time: float
+    length_m: float
+    setup_version: int | None
+    driver_id: str | None
+    points: int
+    distance_m: list[float | None] = Field(description="metres from the line (in a comparison: the reference's)")
+    time_s: list[float | None] = Field(description="seconds since the lap's start")
+    lat: list[float | None]
+    lon: list[float | None]
+    channels: dict[str, list[float | None]] = Field(
+        description="each channel interpolated in time; null where no sample is within 2 s (a break)")
+
+
+class LapRef(Out):
+    session_id: str
+    lap: int
+
+
+class GainSegment(Out):
+    """A stretch of the reference lap and what the other lap gained (change < 0) or lost there."""
+
+    start_index: int
+    end_index: int
+    start_m: float
+    end_m: float
+    change_s: float
+    verdict: Literal["gain", "loss", "even"]
+
+
+class DeltaOut(Out):
+    """One lap against the reference: delta_s[k] = its time − the reference's at point k (> 0: behind)."""
+
+    session_id: str
+    lap: int
+    final_s: float = Field(description="the delta at the line: its lap time − the reference's")
+    delta_s: list[float | None]
+    segments: list[GainSegment]
+
+
+class Comparison(Out):
+    """GET /api/v1/compare: laps overlaid against the reference's distance, with their delta traces."""
+
+    track_id: str | None
+    reference: LapRef
+    points: int
+    distance_m: list[float | None]
+    laps: list[LapTrace]
+    deltas: list[DeltaOut]
+
+
+class SessionSetup(Out):
+    session_id: str
+    version: int
+
+
+class SetupSummaryOut(Out):
+    """One car setup version at a track: its laps, and the change from the previous version."""
+
+    car_setup_version: int | None = Field(description="null: laps run with no setup posted")
+    sessions: list[SessionSetup] = Field(description="the session setup versions that are this setup")
+    setup: dict[str, Any] | None
+    laps: int
+    clean_laps: int
+    best: float | None
+    mean_clean: float | None
+    consistency: float | None = Field(description="standard deviation of the clean laps")
+    best_change: float | None = Field(description="best − the previous version's best (< 0: faster)")
+    mean_change: float | None
+    changed: dict[str, dict[str, Any]] = Field(
+        description="setup fields changed from the previous version, as dotted paths: {from, to}")
+
+
+class SetupComparison(Out):
+    """GET /api/v1/cars/{car_id}/setups/compare: the car's setup versions at a track, oldest first."""
+
+    car_id: str
+    track_id: str | None
+    track_name: str | None
+    rule: str
+    items: list[SetupSummaryOut]
+
+
 class AlertOut(Out):
     """An alert of a session: what fired, where (lap, position), cleared, acknowledged by whom."""
 

@@ -18,6 +18,7 @@ from dashboard.config import Settings
 from dashboard.server.access import Access
 from dashboard.server.alerts import AlertService
 from dashboard.server.changes import Bus
+from dashboard.server.comparing import CompareService
 from dashboard.server.eventlog import EventLog
 from dashboard.server.exporting import EXPORTS_MAX, ExportService
 from dashboard.server.importing import ImportService
@@ -67,6 +68,7 @@ class Core:
         self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s, max_behind_s)
         self.exports = ExportService(store, max_exports)
         self.imports = ImportService(store)
+        self.compare = CompareService(store)
         self.keys = KeyService(parts, keys_ttl_s)
         self.access = Access(self.keys, api_key, viewer_token, metrics_token)
 
@@ -130,3 +132,4 @@ class Core:
         """Write what is queued and stop the writer (safe to call twice)."""
         self.writer.stop()
         self.imports.close()
+        self.compare.close()

@@ -86,6 +86,14 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
     ("get", "/sessions/{session_id}/alerts", "Alerts of the session", None, 200, schemas.AlertList, READ, True, []),
     ("post", "/sessions/{session_id}/alerts/{alert_id}/ack", "Acknowledge an alert", schemas.AlertAck, 200,
      schemas.AlertOut, WRITE, True, []),
+    ("get", "/sessions/{session_id}/laps/{lap}/trace", "A lap resampled by distance: time, position, channels",
+     None, 200, schemas.LapTrace, READ, True, [q.CHANNELS, q.POINTS]),
+    ("get", "/cars/{car_id}/laps", "The car's laps at a track across sessions (the comparison's picker)", None, 200,
+     schemas.CarLapList, READ, False, [q.TRACK_ID]),
+    ("get", "/cars/{car_id}/setups/compare", "The car's setup versions at a track: laps, best, clean mean, changes",
+     None, 200, schemas.SetupComparison, READ, False, [q.TRACK_ID]),
+    ("get", "/compare", "Laps overlaid by distance, with delta traces against the first", None, 200,
+     schemas.Comparison, READ, False, [q.LAPS, q.CHANNELS, q.POINTS, q.SEGMENTS]),
     ("get", "/tracks", "List tracks", None, 200, schemas.TrackList, READ, False, []),
     ("post", "/tracks", "Create a track", schemas.TrackIn, 201, schemas.TrackOut, WRITE, False, []),
     ("get", "/tracks/{track_id}", "Get a track", None, 200, schemas.TrackOut, READ, False, []),
@@ -108,6 +116,8 @@ PATH_PARAMS = {  # beside session_id; what the route checks before anything else
     "rule_id": {"type": "string", "pattern": RULE_ID_RE},
     "alert_id": {"type": "integer", "minimum": 0, "maximum": q.INT64_MAX},
     "key_id": {"type": "string"},
+    "lap": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+    "car_id": {"type": "string", "pattern": q.CAR_ID_PATTERN},
 }
 ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.start", "Start (or resume) the car's session", schemas.LegacyStart),
@@ -118,7 +128,8 @@ ALIASES = [  # continuity aliases of another design, outside /api/v1
 
 def query_parameter(param: q.Query) -> dict[str, Any]:
     """A query parameter as the route reads it: the same bounds, enum or pattern; empty is as absent."""
-    return {"name": param.name, "in": "query", "required": False, "allowEmptyValue": True,
+    required = getattr(param, "required", False)
+    return {"name": param.name, "in": "query", "required": required, "allowEmptyValue": not required,
             "description": param.doc, "schema": param.schema()}
 
 

@@ -92,10 +92,14 @@ class TextQuery:
     pattern: str
     message: str
     doc: str = ""
+    required: bool = False
 
     def read(self) -> str | None:
-        """The value, None when absent or empty; InvalidInput naming the parameter when it does not match."""
+        """The value, None when absent or empty; InvalidInput naming the parameter when it does not match
+        (or, when ``required``, is absent)."""
         raw = request.args.get(self.name) or None
+        if raw is None and self.required:
+            raise InvalidInput(f"{self.name} is required: {self.message}", field=self.name)
         if raw is not None and not re.fullmatch(self.pattern, raw):
             raise InvalidInput(f"{self.name} must be {self.message}", field=self.name)
         return raw
@@ -124,3 +128,18 @@ TRACK = TextQuery("track", r"^[^\x00]{1,200}$", "a track's name or id (up to 200
                   "stored track whose start/finish line the path crosses")
 NAME = TextQuery("name", r"^[^\x00]{1,200}$", "a name of up to 200 characters", "the session's name (default: the "
                  "file's own title, else its file name)")
+
+# laps compared (compare_api.py)
+CHANNEL = r"[a-z][a-z0-9_.]{0,63}"  # as channels.CHANNEL_NAME_RE
+MAX_TRACE_CHANNELS = 8
+LAP_REF = r"[^,:\x00]{1,64}:[0-9]{1,9}"
+TRACK_ID = TextQuery("track_id", SESSION_ID_PATTERN, "a track id", "a track id (the car's newest session's track "
+                     "without it)")
+CHANNELS = TextQuery("channels", rf"^{CHANNEL}(,{CHANNEL}){{0,{MAX_TRACE_CHANNELS - 1}}}$",
+                     f"1-{MAX_TRACE_CHANNELS} channel names separated by commas",
+                     "channels resampled, comma-separated (default speed,gps_speed,rpm,throttle)")
+POINTS = IntQuery("points", 2000, 2, 4000, "points per lap, equally spaced by distance")
+SEGMENTS = IntQuery("segments", 50, 1, 500, "stretches of the lap the delta's gains and losses are given for "
+                    "(at most points - 1)")
+LAPS = TextQuery("laps", rf"^{LAP_REF}(,{LAP_REF}){{0,5}}$", "1-6 session_id:lap pairs separated by commas",
+                 "the laps, session_id:lap, comma-separated; the first is the reference", required=True)

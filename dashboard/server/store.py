@@ -532,6 +532,73 @@ class Store:
             rows = conn.execute(select(LAPS.c.data).where(LAPS.c.session_id == session_id).order_by(LAPS.c.lap))
             return [r[0] for r in rows]
 
+    # ------------------------------------------------ laps compared (compare_api)
+    @_io
+    def car_laps(self, car_id: str, track_id: str) -> list[dict[str, Any]]:
+        """Every lap of the car's sessions on a track, oldest session first: ``{session_id, session_name,
+        session_created_at, data}``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(SESSIONS.c.id, SESSIONS.c.name, SESSIONS.c.created_at, LAPS.c.data)
+                .join(LAPS, LAPS.c.session_id == SESSIONS.c.id)
+                .where(SESSIONS.c.car_id == car_id, SESSIONS.c.track_id == track_id)
+                .order_by(SESSIONS.c.created_at, SESSIONS.c.id, LAPS.c.lap))
+            return [{"session_id": r[0], "session_name": r[1], "session_created_at": r[2], "data": r[3]}
+                    for r in rows]
+
+    @_io
+    def latest_track_of_car(self, car_id: str) -> str | None:
+        """The track of the car's newest session that has one, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(SESSIONS.c.track_id).where(SESSIONS.c.car_id == car_id,
+                                                                   SESSIONS.c.track_id.is_not(None))
+                                .order_by(SESSIONS.c.created_at.desc()).limit(1)).scalar()
+
+    @_io
+    def setups_of(self, session_ids: list[str]) -> list[dict[str, Any]]:
+        """Every setup version of several sessions, by time."""
+        if not session_ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*SETUP_COLUMNS).where(SETUPS.c.session_id.in_(session_ids))
+                                .order_by(SETUPS.c.timestamp, SETUPS.c.session_id, SETUPS.c.version)).mappings()
+            return [dict(r) for r in rows]
+
+    @_io
+    def lap(self, session_id: str, lap: int) -> dict[str, Any] | None:
+        """One stored lap (its lap.completed payload), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(LAPS.c.data).where(LAPS.c.session_id == session_id,
+                                                          LAPS.c.lap == lap)).scalar()
+
+    @_io
+    def frames_between(self, session_id: str, start_t: float, end_t: float, seqs: tuple[int, int] | None = None,
+                       channels: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The frames sampled in ``start_t..end_t`` as ``{seq, t, channels}``, in seq order; only among seqs
+        ``seqs[0]..seqs[1]`` if given (the table is keyed by seq, not time: a seq range reads a lap's rows, not the
+        whole session's); only the named ``channels`` of each if given (decoded with orjson, the rest dropped at
+        once: a long lap's frames held as a few small objects each)."""
+        where = [FRAMES.c.session_id == session_id, FRAMES.c.t >= start_t, FRAMES.c.t <= end_t]
+        if seqs is not None:
+            where += [FRAMES.c.seq >= seqs[0], FRAMES.c.seq <= seqs[1]]
+        wanted = None if channels is None else tuple(channels)
+        with self.engine.connect() as conn:
+            if wanted is None:
+                rows = conn.execute(select(*FRAME_COLUMNS).where(*where).order_by(FRAMES.c.seq)).mappings()
+                return [dict(r) for r in rows]
+            rows = conn.execute(select(FRAMES.c.seq, FRAMES.c.t, cast(FRAMES.c.channels, Text))
+                                .where(*where).order_by(FRAMES.c.seq))
+            out = []
+            loads = orjson.loads
+            for seq, t, raw in rows:
+                try:
+                    values = loads(raw) if raw is not None else {}
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(values, dict):
+                    out.append({"seq": seq, "t": t, "channels": {k: values[k] for k in wanted if k in values}})
+            return out
+
     # ---------------------------------------------------------- alert rules
     @_io
     def save_alert_rule(self, key: str, car_id: str | None, rule: dict[str, Any],

@@ -1,4 +1,4 @@
-"""The browser pages: the sessions list and the live session view.
+"""The browser pages: the sessions list, the live session view and the lap comparison.
 
 The pages are thin shells: everything live comes from the REST API and the
 ``/dashboard`` Socket.IO namespace, read by the scripts in ``static/js``. The
@@ -66,6 +66,12 @@ def session_view(session_id: str) -> str:
     The id is passed through as given: the API, not the page, says whether it exists.
     """
     return render_template("session.html", session_id=session_id, registry=channel_registry())
+
+
+@bp.get("/compare")
+def compare_view() -> str:
+    """Laps compared: ``?session_id=`` (its car and track) or ``?car_id=&track_id=``; the script reads them."""
+    return render_template("compare.html", registry=channel_registry())
 
 
 @bp.get("/channels.json")

@@ -36,6 +36,7 @@ Setups
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -328,3 +329,28 @@ def compare_setups(laps: Iterable[Any], setups: Mapping[int, Mapping[str, Any]] 
         out.append(summary)
         previous = summary
     return out
+
+
+def number_setups(setups: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, int], int], dict[int, Any]]:
+    """A car's setups across its sessions, numbered by content in the order given (oldest first).
+
+    Each session numbers its own setup versions from 1, so "version 2" of two sessions may be two setups,
+    and the same setup posted again in the next session is the same setup. ``setups``: rows with
+    ``session_id``, ``version`` and ``setup``. Returns ``(session_id, version) -> car version`` and
+    ``car version -> setup fields``; identical fields (whatever their key order) share a number.
+    """
+    numbers: dict[str, int] = {}
+    by_key: dict[tuple[str, int], int] = {}
+    fields: dict[int, Any] = {}
+    for row in setups:
+        content = _canonical(row.get("setup"))
+        number = numbers.get(content)
+        if number is None:
+            number = numbers[content] = len(numbers) + 1
+            fields[number] = row.get("setup")
+        by_key[(row["session_id"], row["version"])] = number
+    return by_key, fields
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

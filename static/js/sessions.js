@@ -33,7 +33,9 @@ function renderRow(s) {
   const tr = el(
     "tr",
     { dataset: { sessionId: s.session_id, status: s.status } },
-    cell("Session", { class: "cell-name" }, el("a", { text: sessionLabel(s), attrs: { href } })),
+    cell("Session", { class: "cell-name" }, el("a", { text: sessionLabel(s), attrs: { href } }),
+      s.stats && s.stats.laps ? el("a", { class: "compare-link", text: "compare laps", attrs: {
+        href: `/compare?session_id=${encodeURIComponent(s.session_id)}`, "aria-label": `Compare laps of ${sessionLabel(s)}` } }) : null),
     cell("Car", { class: "cell-car", text: s.car_id || "—" }),
     cell("Driver", { class: "cell-driver", text: s.driver || "—" }),
     cell("Track", { class: "cell-track", text: s.track || "—" }),

@@ -162,3 +162,16 @@ def test_compare_setups() -> None:
     assert v4.changed == {"wing": {"from": 3, "to": 4}}
     assert unknown.setup_version is None and unknown.changed == {}
     assert compare_setups([]) == []
+
+
+def test_a_cars_setups_are_numbered_by_content_across_sessions():
+    from dashboard.telemetry.compare import number_setups
+
+    rows = [{"session_id": "s1", "version": 1, "setup": {"tyres": {"front": 1.0}, "wing": 3}},
+            {"session_id": "s1", "version": 2, "setup": {"tyres": {"front": 1.1}, "wing": 3}},
+            {"session_id": "s2", "version": 1, "setup": {"wing": 3, "tyres": {"front": 1.0}}},  # s1 v1, keys reordered
+            {"session_id": "s2", "version": 2, "setup": {"wing": 4}}]
+    by_key, fields = number_setups(rows)
+    assert by_key == {("s1", 1): 1, ("s1", 2): 2, ("s2", 1): 1, ("s2", 2): 3}
+    assert fields[3] == {"wing": 4} and fields[1] == rows[0]["setup"]
+    assert number_setups([]) == ({}, {})

@@ -2,12 +2,12 @@
 // seconds of it highlighted, and the car's position and heading. No tiles: at a
 // track there is no internet, and the outline the car drives is the map.
 import { cssVar } from "../common.js";
+import { drawTrackLines, fitCanvas, project, trackLines } from "../mapview.js";
 
 const MAX_POINTS = 20000; // past this, every other point is dropped: the outline stays, memory stays flat
 const MIN_STEP_M = 1.0; // closer points add nothing visible and cost drawing time
 const RECENT_S = 20; // the highlighted tail behind the car
 const EARTH_M_PER_DEG = 111320;
-const PAD_PX = 16;
 
 export class TrackMap {
   constructor(canvas, emptyEl) {
@@ -61,11 +61,7 @@ export class TrackMap {
 
   /** The session's track: its start/finish line and sector lines (null: none). */
   setTrack(track) {
-    this.lines = [];
-    if (track && track.a && track.b) {
-      this.lines.push({ a: track.a, b: track.b, kind: "finish" });
-      for (const s of track.sectors || []) this.lines.push({ a: s.a, b: s.b, kind: "sector" });
-    }
+    this.lines = trackLines(track);
     this.canvas.dataset.lines = String(this.lines.length);
   }
 
@@ -105,18 +101,9 @@ export class TrackMap {
 
   draw() {
     const canvas = this.canvas;
-    const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth;
-    const h = canvas.clientHeight;
-    if (!w || !h) return;
-    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-      canvas.width = Math.round(w * dpr);
-      canvas.height = Math.round(h * dpr);
-    }
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = cssVar("--map-bg");
-    ctx.fillRect(0, 0, w, h);
+    const fitted = fitCanvas(canvas);
+    if (!fitted) return;
+    const { ctx } = fitted;
     const n = this.lat.length;
     this.emptyEl.hidden = n > 0;
     if (!n) {
@@ -124,18 +111,8 @@ export class TrackMap {
       return;
     }
 
-    // equirectangular projection around the trail's middle latitude: metres are square
-    const b = this.bounds;
-    const midLat = ((b.minLat + b.maxLat) / 2) * (Math.PI / 180);
-    const kx = Math.cos(midLat);
-    const spanX = Math.max((b.maxLon - b.minLon) * kx, 1e-6);
-    const spanY = Math.max(b.maxLat - b.minLat, 1e-6);
-    const scale = Math.min((w - 2 * PAD_PX) / spanX, (h - 2 * PAD_PX) / spanY);
-    const ox = (w - spanX * scale) / 2;
-    const oy = (h - spanY * scale) / 2;
-    const px = (lon) => ox + (lon - b.minLon) * kx * scale;
-    const py = (lat) => h - (oy + (lat - b.minLat) * scale);
-    this.view = { b, kx, scale, ox, oy, h };
+    const { px, py, view } = project(this.bounds, fitted.w, fitted.h);
+    this.view = view;
 
     const path = (from) => {
       ctx.beginPath();
@@ -189,33 +166,12 @@ export class TrackMap {
 
   /** The start/finish line (black and white, like the flag), sector lines, and a line being drawn. */
   drawLines(ctx, px, py) {
+    drawTrackLines(ctx, this.lines, px, py);
     const seg = (a, b) => {
       ctx.beginPath();
       ctx.moveTo(px(a[1]), py(a[0]));
       ctx.lineTo(px(b[1]), py(b[0]));
     };
-    ctx.lineCap = "butt";
-    for (const line of this.lines) {
-      seg(line.a, line.b);
-      if (line.kind === "finish") {
-        ctx.setLineDash([]);
-        ctx.strokeStyle = cssVar("--fg");
-        ctx.lineWidth = 9;
-        ctx.stroke();
-        ctx.setLineDash([5, 5]);
-        ctx.strokeStyle = cssVar("--bg");
-        ctx.lineWidth = 5;
-        ctx.stroke();
-        ctx.setLineDash([]);
-        ctx.font = "bold 13px system-ui, sans-serif";
-        ctx.fillStyle = cssVar("--fg");
-        ctx.fillText("S/F", px(line.b[1]) + 8, py(line.b[0]) - 6);
-      } else {
-        ctx.strokeStyle = cssVar("--warn");
-        ctx.lineWidth = 4;
-        ctx.stroke();
-      }
-    }
     if (this.draft.length) {
       ctx.strokeStyle = cssVar("--focus");
       ctx.fillStyle = cssVar("--focus");
