@@ -55,6 +55,8 @@ from dashboard.car.worker import Worker
 
 log = logging.getLogger(__name__)
 
+LIVE_SPAN_S = 600.0  # live frames older than the newest by more than this are sent as backfill
+
 BATCH_MAX = 200  # frames per telemetry emit: 20 s of data at 10 Hz, ~40 KB of JSON
 HEARTBEAT_S = 3.0  # the dashboard shows link health this fresh
 BACKLOG_FPS = 1000.0  # backlog drain cap (frames/s): an hour's outage refills in ~36 s without starving live
@@ -386,7 +388,15 @@ class Uplink(Worker):
         live_from = max(self._live_from, self.outbox.restamped_through)  # frames dated late are backlog, not live
         live = self.outbox.after(live_from, self._batch_size)
         if live:
-            if not self._send(live):
+            # frames made before a pause (a session the pit stopped, then started again hours later) are late:
+            # sent as live, a server refuses them past its max_clock_behind_s (clock_behind) and they would be lost
+            newest = live[-1]["t"]
+            late = [f for f in live if f["t"] < newest - LIVE_SPAN_S]
+            if late:
+                if not self._send(late, backfill=True):
+                    return True
+                live = [f for f in live if f["t"] >= newest - LIVE_SPAN_S]
+            if live and not self._send(live):
                 return True
         if now >= self._next_backlog:
             backlog = self.outbox.oldest(self._batch_size, upto=live_from)

@@ -286,3 +286,24 @@ def test_another_refusal_of_a_batch_still_reconnects_and_sends_it_again(monitor_
     first, second = monitor_server.calls_of("telemetry")[:2]
     assert first.data == second.data and first.sid != second.sid  # as before: a new connection, nothing dropped
     assert m.uplink.connects == 2 and monitor_server.stored_seqs(m.uplink.session_id) == list(range(1, 11))
+
+
+def test_live_frames_made_long_before_the_newest_go_as_backfill(monitor_server, monitor) -> None:
+    """Frames left from before a long pause (the pit stopped the session, then started it a day later) are not
+    live: sent as live a server refuses them past its max_clock_behind_s (clock_behind) and they would be lost."""
+    import time as _time
+
+    from dashboard.car.uplink import LIVE_SPAN_S
+
+    m = monitor(collect=False)
+    wait_for(lambda: m.uplink.session_id is not None and m.uplink.link.connected, TIMEOUT_S, "the uplink connected")
+    since = len(monitor_server.calls)
+    now = _time.time()
+    late = [m.outbox.append(now - 86400 - 10 + i, {"speed": float(i)}) for i in range(3)]
+    fresh = [m.outbox.append(now + i * 0.1, {"speed": 50.0}) for i in range(2)]
+    m.uplink.wake()
+    wait_for(lambda: sum(telemetry_seqs(monitor_server, since), []) == late + fresh, TIMEOUT_S, "the frames sent")
+    sent = {f["seq"]: bool(c.data.get("backfill")) for c in monitor_server.calls_of("telemetry", since)
+            for f in c.data["frames"]}
+    assert [sent[s] for s in late] == [True] * 3 and [sent[s] for s in fresh] == [False] * 2
+    assert LIVE_SPAN_S < 86400  # what the server's clock_behind default allows live
