@@ -27,9 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDING = REPO / "tests" / "data" / "okc-tillotson-plain.nmea"
 PERIOD_S = 0.04  # 25 Hz, the recording's rate
 # runs `dashboard import` and tells its own peak RSS on stderr as it exits
-RUNNER = ("import atexit, resource, sys\n"
-          "atexit.register(lambda: print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-          "file=sys.stderr))\n"
+# the import's own peak: VmHWM of its memory map (ru_maxrss would carry the parent's peak across fork + exec:
+# from a 400 MB test process it read 408 MB for an import that peaked at 84)
+RUNNER = ("import atexit, re, sys\n"
+          "atexit.register(lambda: print('maxrss_kb', re.search(r'^VmHWM:\\s+(\\d+) kB', "
+          "open('/proc/self/status').read(), re.M).group(1), file=sys.stderr))\n"
           "from dashboard.cli import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
 

@@ -561,7 +561,8 @@ class Store:
             return []
         with self.engine.connect() as conn:
             rows = conn.execute(select(*SETUP_COLUMNS).where(SETUPS.c.session_id.in_(session_ids))
-                                .order_by(SETUPS.c.timestamp, SETUPS.c.session_id, SETUPS.c.version)).mappings()
+                                # equal times (the same setup time given in two sessions): the one posted first
+                                .order_by(SETUPS.c.timestamp, SETUPS.c.received_at, SETUPS.c.id)).mappings()
             return [dict(r) for r in rows]
 
     @_io
