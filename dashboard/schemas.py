@@ -578,6 +578,13 @@ class TeamJoin(Strict):
     team: Literal["default"] = "default"
 
 
+class TeamJoinAck(Out):
+    """/dashboard `team.join` ack: the team view now (then `team.update` with the cars that change)."""
+
+    ok: bool
+    snapshot: TeamOut
+
+
 class LegacyStart(BaseModel):
     """POST /session_manager/sessions.start (continuity alias): the car as ``car_id`` or, as of old, ``user_id``."""
 
@@ -898,4 +905,9 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "dashboard.timing": TimingBroadcast,
     "dashboard.laps": LapsBroadcast,
     "dashboard.alert": AlertOut,
+    "dashboard.team.join": TeamJoin,
+    "dashboard.team.join.ack": TeamJoinAck,
+    "dashboard.team.leave": TeamJoin,
+    "dashboard.team.leave.ack": Ack,
+    "dashboard.team.update": TeamUpdate,
 }

@@ -9,6 +9,7 @@ import pytest
 import requests
 import socketio
 
+from dashboard import schemas
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER
 from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames
@@ -127,6 +128,7 @@ def test_a_pit_stop_from_the_recording_with_a_held_position(live_server):
         return items if len(items) >= len(REFERENCE_LAPS) + 1 else []
 
     before = wait_for(laps, 15, "the laps")
+    schemas.LapList.model_validate(api(live_server, "get", f"/sessions/{sid}/laps").json())
     pit_laps = [lap for lap in before if lap["pit_in"] or lap["pit_out"]]
     # the lane is on the path out of the pits at the start: the out-lap (lap 0) holds entry and exit
     assert [(lap["lap"], lap["pit_in"], lap["pit_out"], lap["in_lap"]) for lap in pit_laps] == [(0, True, True, True)]
@@ -233,7 +235,7 @@ def test_fuel_model_laps_left_and_the_low_fuel_alert(live_server):
         return laps if len([lap for lap in laps if not lap["out_lap"]]) >= len(REFERENCE_LAPS) else []
 
     laps = wait_for(settled, 15, "every lap")
-    fuel = api(live_server, "get", f"/sessions/{sid}/fuel").json()
+    fuel = schemas.FuelOut.model_validate(api(live_server, "get", f"/sessions/{sid}/fuel").json()).model_dump()
     assert fuel["source"] == "session" and fuel["estimate"]["unit"] == "l"
     assert fuel["estimate"]["level"] == pytest.approx(40 - 2 * len(laps))
     assert fuel["estimate"]["laps_left"] == pytest.approx(20 - len(laps))
@@ -283,6 +285,7 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
     try:
         ack = viewer.join()
         assert ack["ok"], ack
+        schemas.TeamJoinAck.model_validate(ack)
         rows = {car["session_id"]: car for car in ack["snapshot"]["cars"]}
         assert set(rows) == {sid_a, sid_b}
         a = wait_for(lambda: next(c for c in api(server, "get", "/team").json()["cars"]
@@ -300,6 +303,9 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         b = wait_for(lambda: (r := viewer.row(sid_b)) and r["link"]["state"] == "live" and r, 10, "B's team.update")
         assert b["car_id"] == car_b and b["link"]["age_s"] < 3 and b["fuel"]["unit"] == "%"
         assert all(len(u["cars"]) <= 2 for u in viewer.updates)
+        for update in list(viewer.updates):
+            schemas.TeamUpdate.model_validate(update)
+        schemas.TeamOut.model_validate(api(server, "get", "/team").json())
 
         api(server, "post", f"/sessions/{sid_b}/end").raise_for_status()
         wait_for(lambda: any(sid_b in u["ended"] for u in viewer.updates), 10, "B leaves the team view")
