@@ -563,12 +563,16 @@ class TeamOut(Out):
 
 
 class TeamUpdate(Out):
-    """/dashboard `team.update`: the rows of the cars that changed since the last update (coalesced)."""
+    """/dashboard `team.update`, at most one per ``team_interval_s`` (0.5 s) whatever the cars and their rates."""
 
     team: str
     generated_at: float
     team_best_lap_s: float | None
-    cars: list[TeamCar]
+    cars: list[TeamCar] = Field(description="whole rows: cars new to the view, and every car every 10 s")
+    changes: list[dict[str, Any]] = Field(description="{session_id, and each TeamCar field that changed}: merge "
+                                          "into the row; the running clocks (link ages, stint elapsed and left, "
+                                          "the stop's running time) are not sent alone: advance them from "
+                                          "generated_at")
     ended: list[str] = Field(description="sessions that left the team view (no longer active)")
 
 

@@ -46,7 +46,9 @@ COMMIT_TIMEOUT_S = 30.0  # a batch not committed by then is nacked; the monitor 
 LAG_PROBE_S = 0.02  # the lag probe sleeps this long and measures how late it wakes
 LAG_WEIGHT = 0.1  # exponential average of the lag over the last ~10 probes (~0.2 s)
 LAG_LOADED_S = 0.005  # the loop is falling behind past this average lag: costly rooms are coalesced
-TEAM_FULL_S = 5.0  # every car's team row is sent again this often (stint and stop clocks run without events)
+TEAM_FULL_S = 10.0  # every car's whole team row is sent again this often (a viewer's clocks are set again)
+# Fields that run with the clock: a change in them alone is not sent (the page advances them from generated_at).
+TEAM_CLOCKS = {"link": ("age_s", "lora_age_s"), "stint": ("elapsed_s", "left_s"), "pit": ("running_s",)}
 # What changes a car's team row: its session is marked, and its row is sent with the next team.update.
 TEAM_CHANGES = frozenset({Change.FRAMES, Change.SESSION, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP,
                           Change.LAPS, Change.TIMING, Change.ALERT, Change.DELETED})
@@ -55,6 +57,16 @@ TEAM_CHANGES = frozenset({Change.FRAMES, Change.SESSION, Change.EVENT, Change.MO
 def car_room(car_id: str) -> str:
     """The /monitor room of every monitor connection of one car."""
     return f"car:{car_id}"
+
+
+def steady(row: dict[str, Any]) -> dict[str, Any]:
+    """A team row without the fields that run with the clock (TEAM_CLOCKS; a limit's used and left time)."""
+    out = dict(row)
+    for key, clocks in TEAM_CLOCKS.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in clocks}
+    out["limits"] = [{k: v for k, v in limit.items() if k not in ("used_s", "left_s")} for limit in row["limits"]]
+    return out
 
 
 def refusal(error: DashboardError) -> ConnectionRefusedError:
@@ -312,7 +324,7 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self.team_viewers: set[str] = set()  # sids in the team room
         self._team_dirty: set[str] = set()  # sessions whose team row changed since the last team.update
-        self._team_shown: set[str] = set()  # sessions in the team view as last sent
+        self._team_rows: dict[str, dict[str, Any]] = {}  # session -> its team row as viewers have it
         # How each kind of change goes out: every Change has an entry (tests/server/test_hub_table.py).
         self.routes: dict[Change, Callable[[dict[str, Any]], None]] = {
             Change.FRAMES: self._frames,
@@ -495,20 +507,36 @@ class Hub:
             self.metrics.loop_lag.set(lag)
 
     def send_team_update(self, everything: bool = False) -> dict[str, Any] | None:
-        """One ``team.update`` with the rows of the cars that changed (``everything``: every car); None if none did.
+        """One ``team.update``: the fields that changed in the rows of the cars marked since the last one
+        (``everything``: every car's whole row); None when nothing did.
 
-        However many cars and frames, the team's viewers get at most one message per ``team_interval_s``.
+        However many cars and frames, the team's viewers get at most one message per ``team_interval_s``, and
+        a car's row only when something other than its running clocks changed (TEAM_CLOCKS).
         """
         dirty, self._team_dirty = self._team_dirty, set()
         if not self.team_viewers or not (dirty or everything):
             return None
         snapshot = self.core.team.team_snapshot(None if everything else dirty)
+        cars, changes = [], []
+        for row in snapshot["cars"]:
+            last = self._team_rows.get(row["session_id"])
+            self._team_rows[row["session_id"]] = row
+            if everything or last is None:
+                cars.append(row)
+                continue
+            now, before = steady(row), steady(last)
+            changed = {key: row[key] for key in row if now[key] != before.get(key)}
+            if changed:
+                changes.append({"session_id": row["session_id"], **changed})
         shown = {car["session_id"] for car in snapshot["cars"]}
-        ended = sorted((dirty | (self._team_shown if everything else set())) & self._team_shown - shown)
-        self._team_shown = (self._team_shown - set(ended)) | shown
-        if not snapshot["cars"] and not ended:
+        ended = sorted(sid for sid in (set(self._team_rows) if everything else dirty)
+                       if sid in self._team_rows and sid not in shown)
+        for sid in ended:
+            del self._team_rows[sid]
+        if not cars and not changes and not ended:
             return None
-        update = {**snapshot, "ended": ended}
+        update = {"team": snapshot["team"], "generated_at": snapshot["generated_at"],
+                  "team_best_lap_s": snapshot["team_best_lap_s"], "cars": cars, "changes": changes, "ended": ended}
         self.socketio.emit("team.update", update, to=team_room(), namespace=DASHBOARD_NS)
         return update
 

@@ -257,18 +257,28 @@ class TeamViewer:
     def __init__(self, url: str) -> None:
         self.client = socketio.Client(reconnection=False)
         self.updates: list[dict] = []
+        self.rows: dict[str, dict] = {}
         self.client.on("team.update", self.updates.append, namespace="/dashboard")
         self.client.connect(url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
 
     def join(self) -> dict:
-        return self.client.call("team.join", {}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
+        ack = self.client.call("team.join", {}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
+        self.rows = {car["session_id"]: car for car in ack["snapshot"]["cars"]}
+        return ack
 
     def row(self, sid: str) -> dict | None:
-        for update in reversed(list(self.updates)):
+        """The car's row as a page has it: the join snapshot's, with every update merged in."""
+        row = self.rows.get(sid)
+        for update in list(self.updates):
             for car in update["cars"]:
                 if car["session_id"] == sid:
-                    return car
-        return None
+                    row = dict(car)
+            for change in update["changes"]:
+                if change["session_id"] == sid and row is not None:
+                    row = {**row, **change}
+            if sid in update["ended"]:
+                row = None
+        return row
 
 
 def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
@@ -302,7 +312,7 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         send(server, car_b, sid_b, make_frames(0, 100, t0=t0, hz=50))
         b = wait_for(lambda: (r := viewer.row(sid_b)) and r["link"]["state"] == "live" and r, 10, "B's team.update")
         assert b["car_id"] == car_b and b["link"]["age_s"] < 3 and b["fuel"]["unit"] == "%"
-        assert all(len(u["cars"]) <= 2 for u in viewer.updates)
+        assert all(len(u["cars"]) + len(u["changes"]) <= 2 for u in viewer.updates)
         for update in list(viewer.updates):
             schemas.TeamUpdate.model_validate(update)
         schemas.TeamOut.model_validate(api(server, "get", "/team").json())
