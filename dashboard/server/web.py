@@ -68,6 +68,12 @@ def session_view(session_id: str) -> str:
     return render_template("session.html", session_id=session_id, registry=channel_registry())
 
 
+@bp.get("/team")
+def team_view() -> str:
+    """The team view: every active session (every car on this server) at once, live (team.join)."""
+    return render_template("team.html", registry=channel_registry())
+
+
 @bp.get("/channels.json")
 def channels_json() -> Response:
     """The channel registry for scripts and other clients."""
