@@ -324,6 +324,7 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self.team_viewers: set[str] = set()  # sids in the team room
         self._team_dirty: set[str] = set()  # sessions whose team row changed since the last team.update
+        self._team_lock = threading.Lock()  # the bus may tell from the writer's native thread
         self._team_rows: dict[str, dict[str, Any]] = {}  # session -> its team row as viewers have it
         # How each kind of change goes out: every Change has an entry (tests/server/test_hub_table.py).
         self.routes: dict[Change, Callable[[dict[str, Any]], None]] = {
@@ -387,7 +388,8 @@ class Hub:
         if self.team_viewers and kind in TEAM_CHANGES:
             session_id = payload.get("session_id")
             if session_id:
-                self._team_dirty.add(session_id)
+                with self._team_lock:
+                    self._team_dirty.add(session_id)
         self.routes[kind](payload)
 
     def _frames(self, payload: dict[str, Any]) -> None:
@@ -513,7 +515,8 @@ class Hub:
         However many cars and frames, the team's viewers get at most one message per ``team_interval_s``, and
         a car's row only when something other than its running clocks changed (TEAM_CLOCKS).
         """
-        dirty, self._team_dirty = self._team_dirty, set()
+        with self._team_lock:
+            dirty, self._team_dirty = self._team_dirty, set()
         if not self.team_viewers or not (dirty or everything):
             return None
         snapshot = self.core.team.team_snapshot(None if everything else dirty)

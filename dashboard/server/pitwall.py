@@ -105,7 +105,9 @@ class PitWall:
                 self.open_entry_t = event.t
             elif event.type == PIT_STOP:
                 stop = event.payload
-                if stop["lane_time"] is not None and not stop["open"]:
+                if stop["lane_time"] is None:  # no pit lane: the standstill is the stop, in and out of one lap
+                    self.entries.append(stop["entry_t"])
+                if not stop["open"]:
                     self.exits.append(stop["exit_t"])
                 self.open_entry_t = None
             out.append(("pit", event.to_dict()))
