@@ -422,6 +422,17 @@ class DriverChangeIn(Strict):
     at: EpochSeconds | None = None
 
 
+class DriverChangeMessage(DriverChangeIn):
+    """/dashboard `driver.change` (a viewer connected with an engineer's or admin's key)."""
+
+    session_id: SessionId
+
+
+class DriverChangeAck(Out):
+    ok: bool
+    change: "DriverChangeOut"
+
+
 class DriverChangeOut(Out):
     session_id: str
     event_id: int | None
@@ -914,4 +925,6 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "dashboard.team.leave": TeamJoin,
     "dashboard.team.leave.ack": Ack,
     "dashboard.team.update": TeamUpdate,
+    "dashboard.driver.change": DriverChangeMessage,
+    "dashboard.driver.change.ack": DriverChangeAck,
 }

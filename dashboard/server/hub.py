@@ -28,7 +28,7 @@ from dashboard.errors import (
     Unauthorized,
     Unavailable,
 )
-from dashboard.server.access import CAR, LORA, READ, Principal
+from dashboard.server.access import CAR, LORA, READ, WRITE, Principal
 from dashboard.server.changes import Change
 from dashboard.server.coalesce import Coalescer, Pending
 from dashboard.server.core import Core
@@ -285,13 +285,22 @@ class DashboardNamespace(_AckingNamespace):
 
     def on_team_join(self, data: Any = None) -> dict[str, Any]:
         """Join the team's room: the team view now, then ``team.update`` with the cars that changed."""
-        msg = parse(schemas.TeamJoin, {} if data is None else data)
+        msg = parse(schemas.TeamJoin, data)
         join_room(team_room(msg.team))
         self.hub.team_viewers.add(request.sid)
         return {"ok": True, "snapshot": self.hub.core.team.team_snapshot()}
 
+    def on_driver_change(self, data: Any = None) -> dict[str, Any]:
+        """A driver got in, told from the pit wall's page: needs a key that may make changes (engineer, admin)."""
+        msg = parse(schemas.DriverChangeMessage, data)  # the connection reads: a bad message is said first
+        principal = self.principals.get(request.sid)
+        if principal is None:
+            raise Unauthorized("this connection is not authenticated", field="token")
+        self.hub.core.access.require(principal, WRITE, "token")
+        return {"ok": True, "change": self.hub.core.team.driver_change(msg.session_id, msg.driver_id, msg.at)}
+
     def on_team_leave(self, data: Any = None) -> dict[str, Any]:
-        msg = parse(schemas.TeamJoin, {} if data is None else data)
+        msg = parse(schemas.TeamJoin, data)
         leave_room(team_room(msg.team))
         self.hub.team_viewers.discard(request.sid)
         return {"ok": True}

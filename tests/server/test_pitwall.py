@@ -322,3 +322,28 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         assert [c["session_id"] for c in api(server, "get", "/team").json()["cars"]] == [sid_a]
     finally:
         viewer.client.disconnect()
+
+
+def test_a_driver_change_over_socketio_needs_a_key_that_may_make_changes(live_server):
+    car = f"SIO-{uuid.uuid4().hex[:6]}"
+    api(live_server, "post", f"/cars/{car}/drivers", json={"driver_id": "ann", "name": "Ann"}).raise_for_status()
+    sid = new_session(live_server, car, None)
+    anonymous = socketio.Client(reconnection=False)
+    engineer = socketio.Client(reconnection=False)
+    anonymous.connect(live_server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
+    engineer.connect(live_server.url, namespaces=["/dashboard"], auth={"token": live_server.api_key},
+                     transports=["websocket"], wait_timeout=10)
+    try:
+        message = {"session_id": sid, "driver_id": "ann", "at": 1_800_000_000.0}
+        refused = anonymous.call("driver.change", message, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
+        assert not refused["ok"] and refused["error"]["code"] == "unauthorized", refused
+        ack = engineer.call("driver.change", message, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
+        assert ack["ok"] and ack["change"]["driver_id"] == "ann", ack
+        schemas.DriverChangeAck.model_validate(ack)
+        unknown = engineer.call("driver.change", {**message, "driver_id": "nobody"}, namespace="/dashboard",
+                                timeout=CALL_TIMEOUT_S)
+        assert unknown["error"]["field"] == "driver_id"
+    finally:
+        anonymous.disconnect()
+        engineer.disconnect()
+    assert [e["payload"]["at"] for e in events_of(live_server, sid, "driver.change")] == [1_800_000_000.0]
