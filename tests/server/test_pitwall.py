@@ -12,7 +12,7 @@ import socketio
 from dashboard import schemas
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER
-from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames
+from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames, metric
 from tests.server.test_laps import BATCH, REFERENCE_LAPS, recorded_frames
 from tests.telemetry.test_pitlane import (
     HOLD_FIX,
@@ -103,7 +103,8 @@ def test_a_track_carries_a_pit_lane(server_factory, request, database):
 
 
 # ------------------------------------------------------------------ pit stops
-def test_a_pit_stop_from_the_recording_with_a_held_position(live_server):
+def test_a_pit_stop_from_the_recording_with_a_held_position(server_factory):
+    live_server = server_factory()
     original = recording()
     lane_in, lane_out = line_across(original, PIT_IN_FIX), line_across(original, PIT_OUT_FIX)
     track = api(live_server, "post", "/tracks", json=orlando_with_lane(lane_in, lane_out)).json()
@@ -138,6 +139,15 @@ def test_a_pit_stop_from_the_recording_with_a_held_position(live_server):
     assert [(lap["lap"], lap["pit_in"], lap["pit_out"]) for lap in retimed["items"]] == \
         [(lap["lap"], lap["pit_in"], lap["pit_out"]) for lap in before]
     assert len(events_of(live_server, sid, "pit.stop")) == 1
+
+    # after a kill -9 the active session is timed again from its stored frames: the same laps and stop
+    live_server.restart()
+    wait_for(lambda: metric(live_server.url, "dashboard_lap_replays_total") >= 1, 30, "the replay after restart")
+    after = api(live_server, "get", f"/sessions/{sid}/laps").json()["items"]
+    assert [(lap["lap"], lap["pit_in"], lap["pit_out"], lap["lap_time"]) for lap in after] == \
+        [(lap["lap"], lap["pit_in"], lap["pit_out"], lap["lap_time"]) for lap in before]
+    assert [e["payload"]["stationary_time"] for e in events_of(live_server, sid, "pit.stop")] == \
+        [stop["stationary_time"]]
 
 
 # ------------------------------------------------------------------ drivers
