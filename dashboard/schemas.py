@@ -440,6 +440,27 @@ class DriverChangeOut(Out):
     at: float
 
 
+class StintOut(Out):
+    """A stint: one driver from a change to the next; its laps (started in it), best, clean laps' mean and
+    consistency (sample standard deviation; a clean lap: dashboard/telemetry/cleanlap.py), fuel used."""
+
+    stint: int
+    driver_id: str | None
+    start_t: float
+    end_t: float | None
+    laps: int
+    clean_laps: int
+    best: float | None
+    mean_clean: float | None
+    consistency: float | None
+    fuel_used: float | None
+
+
+class StintList(Out):
+    session_id: str
+    items: list[StintOut]
+
+
 class SeriesRulesIn(Strict):
     """PUT /api/v1/series-rules: the limits of a series (ChampCar: max_stint_s 7200, min_stop_s 300)."""
 

@@ -370,6 +370,12 @@ def driver_change(session_id: str) -> tuple[Response, int]:
     return jsonify(core().team.driver_change(session_id, body.driver_id, body.at)), 201
 
 
+@bp.get("/api/v1/sessions/<session_id>/stints")
+@require(READ)
+def stints(session_id: str) -> Response:
+    return jsonify(core().team.stints(session_id))
+
+
 @bp.get("/api/v1/series-rules")
 @require(READ)
 def get_series_rules() -> Response:

@@ -99,6 +99,8 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
      []),
     ("post", "/sessions/{session_id}/driver-change", "A driver got in: laps from then on carry the driver",
      schemas.DriverChangeIn, 201, schemas.DriverChangeOut, WRITE, True, []),
+    ("get", "/sessions/{session_id}/stints", "Stints: driver, laps, best, clean mean, consistency, fuel used", None,
+     200, schemas.StintList, READ, True, []),
     ("get", "/series-rules", "Series rules in force (for a car or a session)", None, 200, schemas.SeriesRulesOut,
      READ, False, [q.CAR_ID, q.SESSION_ID]),
     ("put", "/series-rules", "Store series rules for every car, one car or one session", schemas.SeriesRulesIn, 200,

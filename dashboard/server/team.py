@@ -29,7 +29,8 @@ from dashboard.server.live import LiveSession
 from dashboard.server.pitwall import FUEL_RULE_ID
 from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
-from dashboard.telemetry.stints import Driver, DriverChange, Roster, SeriesRules
+from dashboard.telemetry.cleanlap import lap_record
+from dashboard.telemetry.stints import Driver, DriverChange, Roster, SeriesRules, summarise_stints
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,16 @@ class TeamService(Service):
                 self.timing.apply(live, timing.pit.driver_change(at, driver_id, list(live.open_alerts)))
         log.info("session %s: driver %s got in", live.id, driver_id)
         return {"session_id": live.id, "event_id": stored["id"] if stored else None, **payload}
+
+    def stints(self, session_id: str) -> dict[str, Any]:
+        """The session's stints with their summaries (StintList: driver, laps, best, clean mean, consistency, fuel)."""
+        live = self.cache.get(session_id)
+        laps = self.store.laps(live.id)
+        with live.lock:
+            timing = self.timing.processors(live)
+            stints = timing.pit.stints(live.row.get("ended_at")) if timing.pit is not None else []
+        records = [lap_record(lap, pit=bool(lap.get("pit_in") or lap.get("pit_out"))) for lap in laps]
+        return {"session_id": live.id, "items": [s.to_dict() for s in summarise_stints(stints, records)]}
 
     # ------------------------------------------------------------ series rules
     def series_in_force(self, car_id: str | None, session_id: str | None) -> tuple[dict[str, Any] | None, str]:

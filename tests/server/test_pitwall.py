@@ -189,6 +189,12 @@ def test_a_driver_change_is_stamped_on_the_following_laps(live_server):
     # timed again from the stored frames: the changes come from the event log, the stamps are the same
     retimed = api(live_server, "put", f"/sessions/{sid}/track", json={"track_id": ORLANDO_TRACK_ID}).json()
     assert [lap["driver_id"] for lap in retimed["items"]] == expected
+    stints = schemas.StintList.model_validate(api(live_server, "get", f"/sessions/{sid}/stints").json()).items
+    assert [(st.driver_id, st.start_t) for st in stints] == [("ann", frames[0]["t"]), ("bob", at)]
+    assert sum(st.laps for st in stints) == len(items)
+    bob_timed = [lap["lap_time"] for lap in items
+                 if lap["driver_id"] == "bob" and not (lap["out_lap"] or lap["in_lap"])]
+    assert stints[1].best == pytest.approx(min(bob_timed))
     assert "Ann Example" not in live_server.log_text() and "Bob Example" not in live_server.log_text()
     assert api(live_server, "delete", f"/cars/{car}/drivers/bob").status_code == 204
     assert [d["driver_id"] for d in api(live_server, "get", f"/cars/{car}/drivers").json()["items"]] == ["ann"]
