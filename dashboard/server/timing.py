@@ -239,7 +239,10 @@ class TimingService(Service):
         setups = [(v["timestamp"], v["version"]) for v in self.store.setups(live.id)]
         lane = None
         if track_row and isinstance(track_row["definition"].get("pit_lane"), dict):
-            lane = PitLane.from_dict(track_row["definition"]["pit_lane"])
+            try:
+                lane = PitLane.from_dict(track_row["definition"]["pit_lane"])
+            except ValueError:  # a stored lane is validated when saved; one that is not is ignored, not fatal
+                log.warning("track %s: its stored pit lane is not valid; stops found without it", track_row["id"])
         settings = self.pit_settings(live) if self.pit_settings is not None else {}
         start = live.row.get("started_at") or live.row.get("created_at") or 0.0
         pit = PitWall(lane, start, settings.get("changes", ()), settings.get("series"), settings.get("roster"),
