@@ -86,6 +86,8 @@ class Settings(BaseSettings):
                                       "clock are refused (clock_behind); backfill from a car's outbox is taken at "
                                       "any age")
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
+    team_interval_s: float = Field(0.5, gt=0, le=10, description="team view: the cars that changed are sent to its "
+                                   "viewers at most this often (team.update), whatever the cars' frame rates")
     log_level: str = Field("INFO", description="logging level")
 
     @model_validator(mode="after")

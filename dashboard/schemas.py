@@ -237,6 +237,14 @@ class TimingLine(Strict):
     direction: Direction = "auto"
 
 
+class PitLaneIn(Strict):
+    """A track's pit lane: a line across its entry and one across its exit, each crossed forwards into and out of
+    the lane (pit stops, in-laps and out-laps are found from them: dashboard/telemetry/pitlane.py)."""
+
+    pit_in: TimingLine
+    pit_out: TimingLine
+
+
 class TrackIn(Strict):
     """POST/PUT /api/v1/tracks: a circuit's start/finish line A–B and optional sector lines in driving order."""
 
@@ -247,6 +255,7 @@ class TrackIn(Strict):
     sectors: list[TimingLine] = Field(default_factory=list, max_length=20)
     min_lap_time_s: float = Field(20.0, gt=0, le=3600, description="shorter laps are not laps (debounce)")
     max_speed_kmh: float = Field(350.0, gt=0, le=1000, description="a fix implying more is a GPS jump")
+    pit_lane: PitLaneIn | None = Field(None, description="pit-in and pit-out lines; none: a stop is a long standstill")
 
     def zero_length_line(self) -> str | None:
         """The field of a line whose B is its A (JSON Schema cannot say that two values differ), or None."""
@@ -255,6 +264,11 @@ class TrackIn(Strict):
         for i, sector in enumerate(self.sectors):
             if tuple(sector.a) == tuple(sector.b):
                 return f"sectors.{i}.b"
+        if self.pit_lane is not None:
+            for name in ("pit_in", "pit_out"):
+                line = getattr(self.pit_lane, name)
+                if tuple(line.a) == tuple(line.b):
+                    return f"pit_lane.{name}.b"
         return None
 
 
@@ -295,6 +309,11 @@ class LapOut(Out):
     interrupted: Literal["gap", "jump"] | None = Field(
         None, description="the trace broke during this lap (no fix for over 3 s, or a GPS relocation): it ended "
         "there untimed (in_lap), and the next lap is an out-lap")
+    driver_id: str | None = Field(None, description="the driver in the car at the lap's start (driver changes)")
+    pit_in: bool = Field(False, description="the car entered the pit lane in this lap (it is also an in_lap)")
+    pit_out: bool = Field(False, description="the car left the pit lane in this lap (it is also an out_lap)")
+    fuel_used: float | None = Field(None, description="fuel used in the lap (% of the tank from the sensor, or "
+                                    "litres from the configured model); null when not known")
 
 
 class Timing(Out):
@@ -508,6 +527,245 @@ class AlertRuleOut(Out):
 
 class AlertRuleList(Out):
     items: list[AlertRuleOut]
+
+
+# ---------------------------------------------------------------- the pit wall (issue 14)
+DriverId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+DriverName = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=NO_NUL)]
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+EpochSeconds = Annotated[float, Field(ge=0, le=1e11, description="epoch seconds; default now")]
+
+
+class DriverUpdate(Strict):
+    """PUT /api/v1/cars/{car_id}/drivers/{driver_id}: a driver's name and own limits (stricter than the series')."""
+
+    name: DriverName
+    max_stint_s: Seconds | None = None
+    max_total_s: Seconds | None = None
+
+
+class DriverIn(DriverUpdate):
+    """POST /api/v1/cars/{car_id}/drivers: a driver on the car's roster (the id is in laps and events)."""
+
+    driver_id: DriverId
+
+
+class DriverOut(Out):
+    car_id: str
+    driver_id: str
+    name: str
+    max_stint_s: float | None
+    max_total_s: float | None
+
+
+class DriverList(Out):
+    items: list[DriverOut]
+
+
+class DriverChangeIn(Strict):
+    """POST /api/v1/sessions/{id}/driver-change: who got in, and when (default now)."""
+
+    driver_id: DriverId
+    at: EpochSeconds | None = None
+
+
+class DriverChangeMessage(DriverChangeIn):
+    """/dashboard `driver.change` (a viewer connected with an engineer's or admin's key)."""
+
+    session_id: SessionId
+
+
+class DriverChangeAck(Out):
+    ok: bool
+    change: "DriverChangeOut"
+
+
+class DriverChangeOut(Out):
+    session_id: str
+    event_id: int | None
+    driver_id: str
+    at: float
+
+
+class StintOut(Out):
+    """A stint: one driver from a change to the next; its laps (started in it), best, clean laps' mean and
+    consistency (sample standard deviation; a clean lap: dashboard/telemetry/cleanlap.py), fuel used."""
+
+    stint: int
+    driver_id: str | None
+    start_t: float
+    end_t: float | None
+    laps: int
+    clean_laps: int
+    best: float | None
+    mean_clean: float | None
+    consistency: float | None
+    fuel_used: float | None
+
+
+class StintList(Out):
+    session_id: str
+    items: list[StintOut]
+
+
+class SeriesRulesIn(Strict):
+    """PUT /api/v1/series-rules: the limits of a series (ChampCar: max_stint_s 7200, min_stop_s 300)."""
+
+    max_stint_s: Seconds | None = Field(None, description="a stint (one driver, change to change) at most this long")
+    min_stop_s: Seconds | None = Field(None, description="a stop lasts at least this long (pit-in to pit-out)")
+    max_driver_total_s: Seconds | None = Field(None, description="a driver's stints together at most this long")
+    warn_lead_s: float = Field(300.0, ge=0, le=86400, description="warn this long before a limit is reached")
+
+
+class SeriesRulesOut(Out):
+    car_id: str | None
+    session_id: str | None
+    source: Literal["session", "car", "all", "none"]
+    rules: SeriesRulesIn | None
+
+
+class FuelConfigIn(Strict):
+    """PUT /api/v1/sessions/{id}/fuel: a car without a fuel sensor (tank and use per lap, litres), and the alert."""
+
+    tank_l: float | None = Field(None, gt=0, le=1000)
+    use_per_lap_l: float | None = Field(None, gt=0, le=1000)
+    level_l: float | None = Field(None, ge=0, le=1000, description="the level at the start; default full")
+    alert_laps_left: float | None = Field(None, gt=0, le=1000, description="low-fuel alert at this many laps left")
+    for_car: bool = Field(False, description="store it for every session of the session's car")
+
+
+class FuelEstimateOut(Out):
+    unit: Literal["%", "l"]
+    level: float | None
+    per_lap: float | None
+    laps_left: float | None
+    last_lap_used: float | None
+    settled: bool
+
+
+class FuelOut(Out):
+    session_id: str
+    source: Literal["session", "car", "none"] = Field(description="none: the fuel_level sensor")
+    config: dict[str, Any] | None
+    estimate: FuelEstimateOut | None
+
+
+class RefillIn(Strict):
+    """POST /api/v1/sessions/{id}/fuel/refill: the crew's word after a stop ("filled 40 l", or to full)."""
+
+    added: float | None = Field(None, ge=0, le=1000)
+    to_full: bool = False
+    at: EpochSeconds | None = None
+
+
+class TeamDriver(Out):
+    driver_id: str
+    name: str | None
+
+
+class TeamStint(Out):
+    number: int
+    start_t: float
+    elapsed_s: float | None
+    limit_s: float | None
+    left_s: float | None = Field(description="time left in the stint under the series rules (negative: over)")
+
+
+class TeamLimit(Out):
+    rule: str
+    subject: str
+    limit_s: float
+    used_s: float
+    left_s: float
+    warn_at: float | None
+    breach_at: float | None
+
+
+class TeamFuel(Out):
+    unit: str
+    level: float | None
+    percent: float | None
+    per_lap: float | None
+    laps_left: float | None
+    settled: bool
+
+
+class TeamPit(Out):
+    status: Literal["on_track", "in_lane", "stopped"]
+    running_s: float | None = Field(description="the stop in progress: seconds since pit entry (or standstill)")
+    stops: int
+    lane: bool = Field(description="the track has a pit lane (else a stop is a long standstill)")
+    last_stop: dict[str, Any] | None
+
+
+class TeamLink(Out):
+    state: Literal["live", "lora", "stale", "none"]
+    age_s: float | None = Field(description="seconds since frames last arrived over the main link")
+    lora_age_s: float | None
+
+
+class TeamAlert(Out):
+    rule_id: str
+    name: str | None
+    severity: str | None
+
+
+class TeamCar(Out):
+    """One car of the team view: an active session."""
+
+    session_id: str
+    car_id: str | None
+    name: str
+    track_id: str | None
+    driver: TeamDriver | None
+    laps: int
+    last_lap: int | None
+    last_lap_s: float | None
+    best_lap_s: float | None
+    delta_s: float | None = Field(description="live delta to the car's best lap")
+    gap_to_best_s: float | None = Field(description="this car's best lap minus the best lap of the team's cars")
+    stint: TeamStint | None
+    limits: list[TeamLimit]
+    fuel: TeamFuel | None
+    pit: TeamPit | None
+    link: TeamLink
+    alerts: list[TeamAlert]
+
+
+class TeamOut(Out):
+    """GET /api/v1/team and /dashboard `team.join`: every active session of the team (every car on the server)."""
+
+    team: str
+    generated_at: float
+    team_best_lap_s: float | None
+    cars: list[TeamCar]
+
+
+class TeamUpdate(Out):
+    """/dashboard `team.update`, at most one per ``team_interval_s`` (0.5 s) whatever the cars and their rates."""
+
+    team: str
+    generated_at: float
+    team_best_lap_s: float | None
+    cars: list[TeamCar] = Field(description="whole rows: cars new to the view, and every car every 10 s")
+    changes: list[dict[str, Any]] = Field(description="{session_id, and each TeamCar field that changed}: merge "
+                                          "into the row; the running clocks (link ages, stint elapsed and left, "
+                                          "the stop's running time) are not sent alone: advance them from "
+                                          "generated_at")
+    ended: list[str] = Field(description="sessions that left the team view (no longer active)")
+
+
+class TeamJoin(Strict):
+    """/dashboard `team.join`."""
+
+    team: Literal["default"] = "default"
+
+
+class TeamJoinAck(Out):
+    """/dashboard `team.join` ack: the team view now (then `team.update` with the cars that change)."""
+
+    ok: bool
+    snapshot: TeamOut
 
 
 class LegacyStart(BaseModel):
@@ -830,4 +1088,11 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "dashboard.timing": TimingBroadcast,
     "dashboard.laps": LapsBroadcast,
     "dashboard.alert": AlertOut,
+    "dashboard.team.join": TeamJoin,
+    "dashboard.team.join.ack": TeamJoinAck,
+    "dashboard.team.leave": TeamJoin,
+    "dashboard.team.leave.ack": Ack,
+    "dashboard.team.update": TeamUpdate,
+    "dashboard.driver.change": DriverChangeMessage,
+    "dashboard.driver.change.ack": DriverChangeAck,
 }

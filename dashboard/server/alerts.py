@@ -96,7 +96,7 @@ class AlertService(Service):
         if payload["kind"] == ALERT_RAISED:
             lat, lon = (live.latest.get(name, (None,))[0] for name in ("lat", "lon"))
             raised = {**payload, "lat": lat, "lon": lon}  # the lap it fired in comes with it (timing.py)
-            alert: dict[str, Any] = {"id": None}
+            alert: dict[str, Any] = {"id": None, "name": payload["name"], "severity": payload["severity"]}
             live.open_alerts[rule_id] = alert
 
             def store_raise(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -35,6 +35,9 @@ from dashboard.server.openapi import openapi_document
 from dashboard.server.params import INT64_MAX
 from dashboard.server.views import public_key
 from dashboard.telemetry.alerts import RULE_ID_RE, parse_rule
+from dashboard.telemetry.stints import Driver, SeriesRules
+
+DRIVER_ID_RE = r"[A-Za-z0-9_.-]{1,40}"
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -364,6 +367,115 @@ def _upload(out: Any, limit: int) -> str:
             raise PayloadTooLarge(f"the file is over {limit} bytes (DASHBOARD_MAX_IMPORT_BYTES)", field="file")
         out.write(chunk)
     return ""
+
+
+# ------------------------------------------------------------------ the pit wall
+def car_id_arg(car_id: str) -> str:
+    """A car id from the path; 404 naming it when no car can have it."""
+    if not re.fullmatch(params.CAR_ID_PATTERN, car_id):
+        raise NotFound(f"no car {car_id[:64]!r}", field="car_id")
+    return car_id
+
+
+def driver_id_arg(driver_id: str) -> str:
+    """A driver id from the path; 404 naming it when no driver can have it."""
+    if not re.fullmatch(DRIVER_ID_RE, driver_id):
+        raise NotFound(f"no driver {driver_id[:64]!r}", field="driver_id")
+    return driver_id
+
+
+@bp.get("/api/v1/cars/<car_id>/drivers")
+@require(READ)
+def list_drivers(car_id: str) -> Response:
+    return jsonify({"items": core().team.drivers(car_id_arg(car_id))})
+
+
+@bp.post("/api/v1/cars/<car_id>/drivers")
+@require(WRITE)
+def add_driver(car_id: str) -> tuple[Response, int]:
+    car_id = car_id_arg(car_id)
+    body = parse_body(schemas.DriverIn)
+    driver = Driver(id=body.driver_id, name=body.name, max_stint_s=body.max_stint_s, max_total_s=body.max_total_s)
+    return jsonify(core().team.save_driver(car_id, driver, create=True)), 201
+
+
+@bp.put("/api/v1/cars/<car_id>/drivers/<driver_id>")
+@require(WRITE)
+def update_driver(car_id: str, driver_id: str) -> Response:
+    car_id, driver_id = car_id_arg(car_id), driver_id_arg(driver_id)
+    body = parse_body(schemas.DriverUpdate)
+    driver = Driver(id=driver_id, name=body.name, max_stint_s=body.max_stint_s, max_total_s=body.max_total_s)
+    return jsonify(core().team.save_driver(car_id, driver, create=False))
+
+
+@bp.delete("/api/v1/cars/<car_id>/drivers/<driver_id>")
+@require(WRITE)
+def remove_driver(car_id: str, driver_id: str) -> tuple[str, int]:
+    core().team.remove_driver(car_id_arg(car_id), driver_id_arg(driver_id))
+    return "", 204
+
+
+@bp.post("/api/v1/sessions/<session_id>/driver-change")
+@require(WRITE)
+def driver_change(session_id: str) -> tuple[Response, int]:
+    body = parse_body(schemas.DriverChangeIn)
+    return jsonify(core().team.driver_change(session_id, body.driver_id, body.at)), 201
+
+
+@bp.get("/api/v1/sessions/<session_id>/stints")
+@require(READ)
+def stints(session_id: str) -> Response:
+    return jsonify(core().team.stints(session_id))
+
+
+@bp.get("/api/v1/series-rules")
+@require(READ)
+def get_series_rules() -> Response:
+    return jsonify(core().team.series_out(params.CAR_ID.read(), params.SESSION_ID.read()))
+
+
+@bp.put("/api/v1/series-rules")
+@require(WRITE)
+def put_series_rules() -> Response:
+    body = parse_body(schemas.SeriesRulesIn)
+    rules = SeriesRules(**body.model_dump())
+    return jsonify(core().team.save_series(rules, params.CAR_ID.read(), params.SESSION_ID.read()))
+
+
+@bp.delete("/api/v1/series-rules")
+@require(WRITE)
+def delete_series_rules() -> tuple[str, int]:
+    if not core().team.delete_series(params.CAR_ID.read(), params.SESSION_ID.read()):
+        raise NotFound("no series rules stored for this scope", field="scope")
+    return "", 204
+
+
+@bp.get("/api/v1/sessions/<session_id>/fuel")
+@require(READ)
+def get_fuel(session_id: str) -> Response:
+    return jsonify(core().team.fuel_out(session_id))
+
+
+@bp.put("/api/v1/sessions/<session_id>/fuel")
+@require(WRITE)
+def put_fuel(session_id: str) -> Response:
+    body = parse_body(schemas.FuelConfigIn)
+    config = body.model_dump(exclude={"for_car"})
+    return jsonify(core().team.save_fuel(session_id, config, car=body.for_car))
+
+
+@bp.post("/api/v1/sessions/<session_id>/fuel/refill")
+@require(WRITE)
+def fuel_refill(session_id: str) -> Response:
+    body = parse_body(schemas.RefillIn)
+    return jsonify(core().team.refill(session_id, body.added, body.to_full, body.at))
+
+
+@bp.get("/api/v1/team")
+@require(READ)
+def team() -> Response:
+    """Every active session of the team (every car on this server) as the team view's rows."""
+    return jsonify(core().team.team_snapshot())
 
 
 # ------------------------------------------------------------------ alerts

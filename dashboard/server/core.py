@@ -31,6 +31,7 @@ from dashboard.server.monitors import MonitorService
 from dashboard.server.service import Shared
 from dashboard.server.sessions import SessionService
 from dashboard.server.store import Store
+from dashboard.server.team import TeamService
 from dashboard.server.timing import TimingService
 from dashboard.server.tracks import TrackService
 from dashboard.server.writer import Writer
@@ -63,6 +64,7 @@ class Core:
         self.sessions = SessionService(parts, self.timing, max_setup_bytes)
         self.lifecycle = LifecycleService(parts, self.timing, self.sessions.describe, idle_s)
         self.tracks = TrackService(parts, self.timing, self.sessions.describe)
+        self.team = TeamService(parts, self.timing)
         self.monitors = MonitorService(parts, self.lifecycle)
         self.lora = LoraService(parts, self.lifecycle)
         self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s, max_behind_s)

@@ -28,11 +28,12 @@ from dashboard.errors import (
     Unauthorized,
     Unavailable,
 )
-from dashboard.server.access import CAR, LORA, READ, Principal
+from dashboard.server.access import CAR, LORA, READ, WRITE, Principal
 from dashboard.server.changes import Change
 from dashboard.server.coalesce import Coalescer, Pending
 from dashboard.server.core import Core
 from dashboard.server.metrics import Metrics
+from dashboard.server.team import team_room
 from dashboard.server.throttle import AuthThrottle
 from dashboard.server.wirejson import MALFORMED_EVENT
 from dashboard.server.writer import RETRY_AFTER_S
@@ -45,11 +46,27 @@ COMMIT_TIMEOUT_S = 30.0  # a batch not committed by then is nacked; the monitor 
 LAG_PROBE_S = 0.02  # the lag probe sleeps this long and measures how late it wakes
 LAG_WEIGHT = 0.1  # exponential average of the lag over the last ~10 probes (~0.2 s)
 LAG_LOADED_S = 0.005  # the loop is falling behind past this average lag: costly rooms are coalesced
+TEAM_FULL_S = 10.0  # every car's whole team row is sent again this often (a viewer's clocks are set again)
+# Fields that run with the clock: a change in them alone is not sent (the page advances them from generated_at).
+TEAM_CLOCKS = {"link": ("age_s", "lora_age_s"), "stint": ("elapsed_s", "left_s"), "pit": ("running_s",)}
+# What changes a car's team row: its session is marked, and its row is sent with the next team.update.
+TEAM_CHANGES = frozenset({Change.FRAMES, Change.SESSION, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP,
+                          Change.LAPS, Change.TIMING, Change.ALERT, Change.DELETED})
 
 
 def car_room(car_id: str) -> str:
     """The /monitor room of every monitor connection of one car."""
     return f"car:{car_id}"
+
+
+def steady(row: dict[str, Any]) -> dict[str, Any]:
+    """A team row without the fields that run with the clock (TEAM_CLOCKS; a limit's used and left time)."""
+    out = dict(row)
+    for key, clocks in TEAM_CLOCKS.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in clocks}
+    out["limits"] = [{k: v for k, v in limit.items() if k not in ("used_s", "left_s")} for limit in row["limits"]]
+    return out
 
 
 def refusal(error: DashboardError) -> ConnectionRefusedError:
@@ -261,9 +278,32 @@ class DashboardNamespace(_AckingNamespace):
         self.hub.metrics.viewers.inc()
 
     def on_disconnect(self, reason: Any = None) -> None:
+        self.hub.team_viewers.discard(request.sid)
         if self.principals.pop(request.sid, None) is None:
             return
         self.hub.metrics.viewers.dec()
+
+    def on_team_join(self, data: Any = None) -> dict[str, Any]:
+        """Join the team's room: the team view now, then ``team.update`` with the cars that changed."""
+        msg = parse(schemas.TeamJoin, data)
+        join_room(team_room(msg.team))
+        self.hub.team_viewers.add(request.sid)
+        return {"ok": True, "snapshot": self.hub.core.team.team_snapshot()}
+
+    def on_driver_change(self, data: Any = None) -> dict[str, Any]:
+        """A driver got in, told from the pit wall's page: needs a key that may make changes (engineer, admin)."""
+        msg = parse(schemas.DriverChangeMessage, data)  # the connection reads: a bad message is said first
+        principal = self.principals.get(request.sid)
+        if principal is None:
+            raise Unauthorized("this connection is not authenticated", field="token")
+        self.hub.core.access.require(principal, WRITE, "token")
+        return {"ok": True, "change": self.hub.core.team.driver_change(msg.session_id, msg.driver_id, msg.at)}
+
+    def on_team_leave(self, data: Any = None) -> dict[str, Any]:
+        msg = parse(schemas.TeamJoin, data)
+        leave_room(team_room(msg.team))
+        self.hub.team_viewers.discard(request.sid)
+        return {"ok": True}
 
     def on_join(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.Join, data)
@@ -291,6 +331,10 @@ class Hub:
         self._wake = threading.Event()  # a room became due sooner than the broadcaster planned
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.team_viewers: set[str] = set()  # sids in the team room
+        self._team_dirty: set[str] = set()  # sessions whose team row changed since the last team.update
+        self._team_lock = threading.Lock()  # the bus may tell from the writer's native thread
+        self._team_rows: dict[str, dict[str, Any]] = {}  # session -> its team row as viewers have it
         # How each kind of change goes out: every Change has an entry (tests/server/test_hub_table.py).
         self.routes: dict[Change, Callable[[dict[str, Any]], None]] = {
             Change.FRAMES: self._frames,
@@ -337,7 +381,7 @@ class Hub:
         if self._threads:
             return
         for target, name in ((self._broadcast_loop, "broadcaster"), (self._housekeeping_loop, "housekeeping"),
-                             (self._lag_loop, "loop-lag")):
+                             (self._lag_loop, "loop-lag"), (self._team_loop, "team")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -349,7 +393,12 @@ class Hub:
         self.flush()
 
     def on_change(self, kind: Change, payload: dict[str, Any]) -> None:
-        """Bus listener: frames are coalesced, everything else goes out at once."""
+        """Bus listener: frames are coalesced, everything else goes out at once; the team view is marked."""
+        if self.team_viewers and kind in TEAM_CHANGES:
+            session_id = payload.get("session_id")
+            if session_id:
+                with self._team_lock:
+                    self._team_dirty.add(session_id)
         self.routes[kind](payload)
 
     def _frames(self, payload: dict[str, Any]) -> None:
@@ -467,6 +516,53 @@ class Hub:
                 log.debug("event loop %s (lag %.1f ms): costly rooms are %s", "behind" if loaded else "keeping up",
                          lag * 1000, "coalesced" if loaded else "sent frame by frame")
             self.metrics.loop_lag.set(lag)
+
+    def send_team_update(self, everything: bool = False) -> dict[str, Any] | None:
+        """One ``team.update``: the fields that changed in the rows of the cars marked since the last one
+        (``everything``: every car's whole row); None when nothing did.
+
+        However many cars and frames, the team's viewers get at most one message per ``team_interval_s``, and
+        a car's row only when something other than its running clocks changed (TEAM_CLOCKS).
+        """
+        with self._team_lock:
+            dirty, self._team_dirty = self._team_dirty, set()
+        if not self.team_viewers or not (dirty or everything):
+            return None
+        snapshot = self.core.team.team_snapshot(None if everything else dirty)
+        cars, changes = [], []
+        for row in snapshot["cars"]:
+            last = self._team_rows.get(row["session_id"])
+            self._team_rows[row["session_id"]] = row
+            if everything or last is None:
+                cars.append(row)
+                continue
+            now, before = steady(row), steady(last)
+            changed = {key: row[key] for key in row if now[key] != before.get(key)}
+            if changed:
+                changes.append({"session_id": row["session_id"], **changed})
+        shown = {car["session_id"] for car in snapshot["cars"]}
+        ended = sorted(sid for sid in (set(self._team_rows) if everything else dirty)
+                       if sid in self._team_rows and sid not in shown)
+        for sid in ended:
+            del self._team_rows[sid]
+        if not cars and not changes and not ended:
+            return None
+        update = {"team": snapshot["team"], "generated_at": snapshot["generated_at"],
+                  "team_best_lap_s": snapshot["team_best_lap_s"], "cars": cars, "changes": changes, "ended": ended}
+        self.socketio.emit("team.update", update, to=team_room(), namespace=DASHBOARD_NS)
+        return update
+
+    def _team_loop(self) -> None:
+        interval = self.settings.team_interval_s
+        last_full = time.monotonic()
+        while not self._stop.wait(interval):
+            try:
+                everything = time.monotonic() - last_full >= TEAM_FULL_S
+                if everything:
+                    last_full = time.monotonic()
+                self.send_team_update(everything)
+            except Exception:  # noqa: BLE001 - the loop must outlive one failed round
+                log.exception("team update failed")
 
     def _housekeeping_loop(self) -> None:
         while not self._stop.wait(self.settings.expiry_check_s):

@@ -41,6 +41,7 @@ class LiveSession:
     setup: dict[str, Any] | None = None
     latest: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # channel -> (value, t, seq)
     last_update: float | None = None  # when frames last arrived (server clock)
+    lora_at: float | None = None  # when a LoRa summary last arrived (server clock): the team view's link state
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MAX_FRAMES))
     recent_complete: bool = False  # recent holds the whole window (frames arrive here); else read the store
     pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> frame queued, not yet committed

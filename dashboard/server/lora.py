@@ -40,6 +40,7 @@ class LoraService(Service):
                 if value is not None and (old is None or old[2] is None or frame.seq > old[2]):
                     live.latest[name] = (value, frame.t, frame.seq)
                     newer[name] = value
+            live.lora_at = self.clock()
             if live.status == "active":
                 self.lifecycle.touch(live)
         payload = {"seq": frame.seq, "t": frame.t, "channels": frame.channels, "received_at": received_at,

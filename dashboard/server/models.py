@@ -163,3 +163,16 @@ class KeyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float)  # saved at most once a minute
     revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class PitwallSettingRow(Base):
+    """A pit-wall setting: a car's driver roster, series rules (every car, a car or a session), a fuel model."""
+
+    __tablename__ = "pitwall_settings"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # kind/scope, see pitwall.setting_key
+    kind: Mapped[str] = mapped_column(String(16))  # roster, series, fuel
+    car_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -47,6 +47,7 @@ from dashboard.server.models import (
     FrameRow,
     KeyRow,
     LapRow,
+    PitwallSettingRow,
     SessionRow,
     SetupRow,
     TrackRow,
@@ -63,6 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SESSIONS, FRAMES, EVENTS, SETUPS = SessionRow.__table__, FrameRow.__table__, EventRow.__table__, SetupRow.__table__
 LAPS, TRACKS, RULES, ALERTS = LapRow.__table__, TrackRow.__table__, AlertRuleRow.__table__, AlertRow.__table__
 KEYS = KeyRow.__table__
+PITWALL = PitwallSettingRow.__table__
 FRAME_COLUMNS = (FRAMES.c.seq, FRAMES.c.t, FRAMES.c.received_at, FRAMES.c.channels)
 SETUP_COLUMNS = (SETUPS.c.session_id, SETUPS.c.version, SETUPS.c.timestamp, SETUPS.c.received_at, SETUPS.c.setup)
 
@@ -312,6 +314,7 @@ class Store:
             for table in (FRAMES, SETUPS, EVENTS, LAPS, ALERTS):
                 c.execute(delete(table).where(table.c.session_id == session_id))
             c.execute(delete(RULES).where(RULES.c.session_id == session_id))
+            c.execute(delete(PITWALL).where(PITWALL.c.session_id == session_id))
             result = c.execute(delete(SESSIONS).where(SESSIONS.c.id == session_id))
         return result.rowcount > 0
 
@@ -599,6 +602,36 @@ class Store:
                 if isinstance(values, dict):
                     out.append({"seq": seq, "t": t, "channels": {k: values[k] for k in wanted if k in values}})
             return out
+
+    # ----------------------------------------------------- pit-wall settings
+    @_io
+    def save_setting(self, row: dict[str, Any], conn: Connection | None = None) -> None:
+        """Insert or replace a pit-wall setting (roster, series rules, fuel model) by its id."""
+        with self._tx(conn) as c:
+            c.execute(delete(PITWALL).where(PITWALL.c.id == row["id"]))
+            c.execute(PITWALL.insert().values(**row))
+
+    @_io
+    def setting(self, setting_id: str) -> dict[str, Any] | None:
+        """One pit-wall setting, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(PITWALL).where(PITWALL.c.id == setting_id)).mappings().first()
+        return dict(row) if row else None
+
+    @_io
+    def delete_setting(self, setting_id: str, conn: Connection | None = None) -> bool:
+        """Forget a pit-wall setting; False if there was none."""
+        with self._tx(conn) as c:
+            return c.execute(delete(PITWALL).where(PITWALL.c.id == setting_id)).rowcount > 0
+
+    @_io
+    def events_of_types(self, session_id: str, event_types: Iterable[str]) -> list[dict[str, Any]]:
+        """A session's events of these types, in order (driver changes, crew refills: few per session)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(EVENTS).where(EVENTS.c.session_id == session_id,
+                                                     EVENTS.c.event_type.in_(list(event_types)))
+                                .order_by(EVENTS.c.id)).mappings()
+            return [dict(r) for r in rows]
 
     # ---------------------------------------------------------- alert rules
     @_io

@@ -19,10 +19,12 @@ from typing import Any, Callable, Iterable
 from dashboard.errors import NotFound
 from dashboard.server.changes import Change
 from dashboard.server.live import FINAL_STATUSES, LiveSession
+from dashboard.server.pitwall import PitWall
 from dashboard.server.service import Service, Shared
 from dashboard.server.views import laps_out
 from dashboard.telemetry.alerts import DEFAULT_RULES, AlertEngine, AlertRule
 from dashboard.telemetry.laps import LAP_COMPLETED, LAP_DELTA, SECTOR_COMPLETED, LapTimer, Track
+from dashboard.telemetry.pitlane import PitLane
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,9 @@ class SessionTiming:
     """Lap timing of one session on one track, and its alert rules."""
 
     def __init__(self, track: Track | None, setups: Iterable[tuple[float, int]] = (),
-                 rules: Iterable[AlertRule] = DEFAULT_RULES) -> None:
+                 rules: Iterable[AlertRule] = DEFAULT_RULES, pit: PitWall | None = None) -> None:
         self.track = track
+        self.pit = pit  # pit stops, drivers, fuel and series rules (pitwall.py)
         self.timer = LapTimer(track) if track is not None else None
         self.alerts = AlertEngine(rules)
         self._setups = sorted(setups)
@@ -60,7 +63,7 @@ class SessionTiming:
         return self.feed_batch([frame], alerts, laps)
 
     def feed_batch(self, frames: list[dict[str, Any]], alerts: bool = True, laps: bool = True) -> Output:
-        """Frames in seq order; for each frame its alerts, then its laps and sectors (as if fed one by one).
+        """Frames in seq order; for each frame its alerts, its pit events, then its laps and sectors.
 
         An alert carries the lap it fired in (``lap``), as the lap timer had it at that frame.
         """
@@ -69,7 +72,8 @@ class SessionTiming:
             for event in self.alerts.feed_batch(frames, frames[-1].get("received_at")):
                 by_seq.setdefault(event.seq, []).append(event.model_dump())
         timing_laps = laps and self.timer is not None and not self.timer.finished
-        if not by_seq and not timing_laps:
+        pitting = laps and self.pit is not None and not self.pit.finished
+        if not by_seq and not timing_laps and not pitting:
             return []
         out: Output = []
         for frame in frames:
@@ -77,11 +81,17 @@ class SessionTiming:
             if fired:
                 lap = self.timer.current_lap if self.timer is not None else None
                 out += [("alert", {**payload, "lap": lap}) for payload in fired]
+            if pitting:
+                out += self._with_lap(self.pit.feed(frame, alerts))
             if timing_laps:
-                out += self._lap_events(frame)
+                out += self._lap_events(frame, alerts)
         return out
 
-    def _lap_events(self, frame: dict[str, Any]) -> Output:
+    def _with_lap(self, outputs: Output) -> Output:
+        lap = self.timer.current_lap if self.timer is not None else None
+        return [(kind, {**p, "lap": lap}) if kind == "alert" else (kind, p) for kind, p in outputs]
+
+    def _lap_events(self, frame: dict[str, Any], alerts: bool = True) -> Output:
         out: Output = []
         if self.timer is None or self.timer.finished:
             return out
@@ -90,16 +100,21 @@ class SessionTiming:
             self._next_setup += 1
         for event in self.timer.feed(frame):
             if event.type == LAP_COMPLETED:
+                stamped = self.pit.on_lap(event.payload, alerts) if self.pit is not None else []
                 out.append(("lap", event.payload))
+                out += self._with_lap(stamped)
             elif event.type == SECTOR_COMPLETED:
                 out.append(("sector", event.payload))
             elif event.type == LAP_DELTA:
                 self.delta = event.payload
         return out
 
-    def tick(self, now: float) -> Output:
-        """Time passes with no frame: the link-silence rule may fire."""
-        return self._alerts(self.alerts.tick(now))
+    def tick(self, now: float, open_alerts: Iterable[str] = ()) -> Output:
+        """Time passes with no frame: the link-silence rule and the series rules may fire."""
+        out = self._alerts(self.alerts.tick(now))
+        if self.pit is not None and not self.replaying:
+            out += self._with_lap(self.pit.tick(now, open_alerts))
+        return out
 
     def set_rules(self, rules: Iterable[AlertRule], now: float) -> Output:
         """Replace the alert rules; alerts of changed or dropped rules are cleared."""
@@ -110,10 +125,15 @@ class SessionTiming:
         return [("alert", {**e.model_dump(), "lap": lap}) for e in events]
 
     def finish(self) -> Output:
-        """The session ended: close the in-lap."""
+        """The session ended: close the in-lap, and a stop still open."""
+        out: Output = self.pit.finish() if self.pit is not None else []
         if self.timer is None or self.timer.finished:
-            return []
-        return [("lap", e.payload) for e in self.timer.finish() if e.type == LAP_COMPLETED]
+            return out
+        for event in self.timer.finish():
+            if event.type == LAP_COMPLETED:
+                stamped = self.pit.on_lap(event.payload, alerts=False) if self.pit is not None else []
+                out += [("lap", event.payload), *stamped]
+        return out
 
 
 class TimingService(Service):
@@ -124,6 +144,8 @@ class TimingService(Service):
         super().__init__(shared)
         self.rules = rules  # (car_id, session_id) -> the alert rules in force
         self.on_alert = on_alert
+        # live -> the session's pit-wall settings {"series", "roster", "fuel"} (team.py sets it; None: defaults)
+        self.pit_settings: Callable[[LiveSession], dict[str, Any]] | None = None
         self.replays = 0  # sessions timed again from their stored frames (restart or track change)
         self.replaying = 0  # replays running now
         self.interrupted = {"gap": 0, "jump": 0}  # live laps ended untimed where the trace broke, by reason
@@ -154,7 +176,7 @@ class TimingService(Service):
     def tick(self, live: LiveSession, now: float) -> None:
         """Time passes: the link-silence rule may fire (caller holds the lock)."""
         if live.timing is not None:
-            self._handle(live, live.timing.tick(now))
+            self._handle(live, live.timing.tick(now, list(live.open_alerts)))
 
     def set_rules(self, live: LiveSession, rules: list[AlertRule]) -> None:
         """New alert rules for a session (caller holds its lock)."""
@@ -173,14 +195,29 @@ class TimingService(Service):
             return  # the replay finishes it, seeing the final status
         self._handle(live, timing.finish())
 
+    def apply(self, live: LiveSession, outputs: Output) -> None:
+        """Outputs of a session's processors made outside a feed (the pit wall's crew inputs; caller holds the lock)."""
+        self._handle(live, outputs)
+
     def _handle(self, live: LiveSession, outputs: Output) -> None:
         for kind, payload in outputs:
             if kind == "lap":
                 self._store_lap(live, payload)
             elif kind == "sector":
                 self.bus.tell(Change.SECTOR, {"session_id": live.id, **payload})
+            elif kind == "pit":
+                self._log_pit(live.id, payload)
+            elif kind == "fuel":
+                if payload["type"] == "fuel.refill":
+                    self.events.log(live.id, "fuel.refill", payload["payload"], timestamp=payload["t"])
             else:
                 self.on_alert(live, payload)
+
+    def _log_pit(self, session_id: str, event: dict[str, Any]) -> None:
+        """A pit event in the session's log, once: a replay finds the same stop and is not logged again."""
+        kind, payload = event["type"], event["payload"]
+        record_id = f"{kind}:{payload.get('stop')}:{event['t']:.3f}"
+        self.events.log(session_id, kind, payload, record_id=record_id, timestamp=event["t"])
 
     def _store_lap(self, live: LiveSession, lap: dict[str, Any]) -> None:
         sid = live.id
@@ -200,29 +237,50 @@ class TimingService(Service):
         track_row = self.store.get_track(track_id) if track_id else None
         track = Track.from_dict(track_row["definition"]) if track_row else None
         setups = [(v["timestamp"], v["version"]) for v in self.store.setups(live.id)]
-        return SessionTiming(track, setups, self.rules(live.row["car_id"], live.id))
+        lane = None
+        if track_row and isinstance(track_row["definition"].get("pit_lane"), dict):
+            try:
+                lane = PitLane.from_dict(track_row["definition"]["pit_lane"])
+            except ValueError:  # a stored lane is validated when saved; one that is not is ignored, not fatal
+                log.warning("track %s: its stored pit lane is not valid; stops found without it", track_row["id"])
+        settings = self.pit_settings(live) if self.pit_settings is not None else {}
+        start = live.row.get("started_at") or live.row.get("created_at") or 0.0
+        pit = PitWall(lane, start, settings.get("changes", ()), settings.get("series"), settings.get("roster"),
+                      settings.get("fuel"), settings.get("refills", ()))
+        return SessionTiming(track, setups, self.rules(live.row["car_id"], live.id), pit)
 
     def _replay(self, live: LiveSession, timing: SessionTiming) -> None:
         """Feed the stored frames into ``timing`` off the hot path; then its backlog; store the laps."""
         laps: list[dict[str, Any]] = []
+        pits: list[dict[str, Any]] = []
+
+        def take(outputs: Output) -> None:
+            for kind, payload in outputs:
+                if kind == "lap":
+                    laps.append(payload)
+                elif kind == "pit":
+                    pits.append(payload)
+
         after = -1
         self.replaying += 1
         try:
             while page := self.store.frames(live.id, after, REPLAY_PAGE):
                 for i, frame in enumerate(page):
-                    laps += [p for kind, p in timing.feed(frame, alerts=False) if kind == "lap"]
+                    take(timing.feed(frame, alerts=False))
                     if i % REPLAY_CHUNK == REPLAY_CHUNK - 1:
                         time.sleep(0)  # let the other cars' events run
                 after = page[-1]["seq"]
             with live.lock:
                 for frame in timing.backlog:
                     if frame["seq"] > after:
-                        laps += [p for kind, p in timing.feed(frame, alerts=False) if kind == "lap"]
+                        take(timing.feed(frame, alerts=False))
                 timing.backlog = []
                 if live.status in FINAL_STATUSES:
-                    laps += [p for _kind, p in timing.finish()]
+                    take(timing.finish())
                 timing.replaying = False
             self.writer.call(lambda conn: self.store.replace_laps(live.id, laps, conn=conn))
+            for event in pits:
+                self._log_pit(live.id, event)
             timed = [lap["lap_time"] for lap in laps if not (lap["out_lap"] or lap["in_lap"])]
             with live.lock:
                 live.row["laps"], live.row["best_lap_s"] = len(timed), min(timed, default=None)

@@ -25,6 +25,7 @@ from dashboard.server.service import Service, Shared
 from dashboard.server.timing import TimingService
 from dashboard.server.views import public_track
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER, Track
+from dashboard.telemetry.pitlane import PitLane
 
 # Tracks every installation has: the circuit of the bundled recordings (the demo laps it).
 ORLANDO_TRACK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "race-dashboard:track:orlando-kart-center"))
@@ -104,6 +105,9 @@ class TrackService(Service):
         """Create (or replace) a track from its definition; sessions on it are timed again when its lines change."""
         try:
             definition = Track.from_dict(track).to_dict()  # validates the geometry
+            if track.get("pit_lane") is not None:  # pit-in and pit-out lines, timed like the start/finish line
+                lane = PitLane.from_dict(track["pit_lane"])
+                definition["pit_lane"] = {"pit_in": lane.pit_in.to_dict(), "pit_out": lane.pit_out.to_dict()}
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"bad track: {exc}", field="track") from None
         now = self.clock()

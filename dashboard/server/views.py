@@ -119,7 +119,7 @@ def public_alert(row: dict[str, Any]) -> dict[str, Any]:
 
 def public_track(row: dict[str, Any]) -> dict[str, Any]:
     """A stored track (TrackOut)."""
-    return {**row["definition"], "track_id": row["id"], "created_at": iso(row["created_at"]),
+    return {"pit_lane": None, **row["definition"], "track_id": row["id"], "created_at": iso(row["created_at"]),
             "updated_at": iso(row["updated_at"])}
 
 

@@ -74,6 +74,12 @@ def compare_view() -> str:
     return render_template("compare.html", registry=channel_registry())
 
 
+@bp.get("/team")
+def team_view() -> str:
+    """The team view: every active session (every car on this server) at once, live (team.join)."""
+    return render_template("team.html", registry=channel_registry())
+
+
 @bp.get("/channels.json")
 def channels_json() -> Response:
     """The channel registry for scripts and other clients."""

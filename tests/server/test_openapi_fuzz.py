@@ -36,8 +36,11 @@ def zero_length_line_refused(case: Any, response: Any) -> bool:
     """A track whose line has B equal to A, refused with 422 naming that B: the one rule of the document that
     JSON Schema cannot state (two values differing), so schemathesis generates such tracks as valid."""
     body = case.body if isinstance(case.body, dict) else {}
-    lines = [("b", body)] + [(f"sectors.{i}.b", s) for i, s in enumerate(body.get("sectors") or [])
-                             if isinstance(s, dict)]
+    sectors = body.get("sectors") if isinstance(body.get("sectors"), list) else []
+    lane = body.get("pit_lane") if isinstance(body.get("pit_lane"), dict) else {}
+    lines = ([("b", body)] + [(f"sectors.{i}.b", s) for i, s in enumerate(sectors) if isinstance(s, dict)]
+             + [(f"pit_lane.{name}.b", lane[name]) for name in ("pit_in", "pit_out")
+                if isinstance(lane.get(name), dict)])
     same = [field for field, line in lines if "a" in line and line.get("a") == line.get("b")]
     return (response.status_code == 422 and bool(same)
             and response.json()["error"]["field"] == same[0] and case.path.startswith("/api/v1/tracks"))

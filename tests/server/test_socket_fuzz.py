@@ -50,6 +50,9 @@ EVENTS = {
     ("/monitor", "session.end"): ("monitor.session.end", "monitor.session.end.ack"),
     ("/dashboard", "join"): ("dashboard.join", "dashboard.join.ack"),
     ("/dashboard", "leave"): ("dashboard.leave", "dashboard.leave.ack"),
+    ("/dashboard", "team.join"): ("dashboard.team.join", "dashboard.team.join.ack"),
+    ("/dashboard", "team.leave"): ("dashboard.team.leave", "dashboard.team.leave.ack"),
+    ("/dashboard", "driver.change"): ("dashboard.driver.change", "dashboard.driver.change.ack"),
 }
 FIGURES: Counter = Counter()  # printed by tests/server/conftest.py
 
