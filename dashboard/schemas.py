@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, create_model
 
 from dashboard.telemetry.alerts import LINK_SILENCE, AlertRule
 from dashboard.telemetry.channels import REGISTRY
@@ -662,7 +662,7 @@ class RefillIn(Strict):
 MessagePriority = Literal["low", "normal", "high", "urgent"]
 MessageState = Literal["queued", "sent", "delivered", "seen", "answered", "cancelled", "expired", "closed"]
 MessageAnswer = Literal["yes", "no", "ok"]
-MessageText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+MessageText = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class MessageIn(Strict):
@@ -671,7 +671,7 @@ class MessageIn(Strict):
 
     text: MessageText | None = Field(None, description="at most 40 characters and 48 bytes of UTF-8")
     canned: int | None = Field(None, ge=0, le=23, description="index of a canned message (GET /messages/canned)")
-    asks_answer: bool | None = Field(None, description="yes/no buttons on the driver display")
+    asks_answer: StrictBool | None = Field(None, description="yes/no buttons on the driver display")
     priority: MessagePriority | None = None
     close_on: Literal["box"] | None = Field(None, description="box: closed when the car enters the pit lane")
     ttl_s: float | None = Field(None, gt=0, le=4 * 3600, description="expires after this long (default 600 s)")
@@ -740,7 +740,7 @@ class CannedMessageModel(Strict):
     """A canned message: a button on the pit page."""
 
     text: MessageText
-    asks_answer: bool = False
+    asks_answer: StrictBool = False
     priority: MessagePriority = "normal"
     close_on: Literal["box"] | None = None
 
@@ -782,7 +782,7 @@ class MessageReport(Strict):
     state: Literal["seen", "answered"]
     answer: MessageAnswer | None = None
     t: EpochSeconds
-    lap: int | None = Field(None, ge=0, le=0xFFFE)
+    lap: StrictInt | None = Field(None, ge=0, le=0xFFFE)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
 
