@@ -221,6 +221,11 @@ class MessageService(Service):
         """A ``message.report`` from the car: seen or answered (with the car's time, lap and position)."""
         live, records = self._session(session_id)
         kwargs = {k: report.get(k) for k in ("t", "lap", "lat", "lon")}
+        where = self._where(live)  # what the car does not know (its lap: the server times the laps) from here
+        if kwargs["lap"] is None:
+            kwargs["lap"] = where.get("lap")
+        if kwargs["lat"] is None and kwargs["lon"] is None:
+            kwargs["lat"], kwargs["lon"] = where.get("lat"), where.get("lon")
         if report["state"] == "answered":
             kwargs["answer"] = report.get("answer")
         elif report.get("answer") is not None:
