@@ -80,6 +80,8 @@ export class MessagesPanel {
   /** A live `message` event (or an answer to a send). */
   upsert(m) {
     if (!m || m.session_id !== this.sessionId) return;
+    const known = this.items.get(m.id);
+    if (known && known.events.length > m.events.length) return; // an older view (a send's answer after the event)
     this.items.set(m.id, m);
     this.render();
   }
