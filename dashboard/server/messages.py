@@ -106,6 +106,9 @@ class MessageService(Service):
                 payload["message"] = record.message.to_dict()
             self.events.log(session_id, EVENT_PREFIX + event.state, payload,
                             record_id=f"message:{event.message_id}:{event.state}", timestamp=event.t)
+        if record.final:
+            with self._lock:
+                self._sent_at.pop(record.message.id, None)
         self.bus.tell(Change.MESSAGE, self.out(session_id, record))
 
     @staticmethod
@@ -194,8 +197,9 @@ class MessageService(Service):
             return False
         message = record.message
         payload = {**message.to_dict(), "session_id": session_id, "state": record.state}
-        with self._lock:
-            self._sent_at[message.id] = self.clock()
+        if not record.final:
+            with self._lock:
+                self._sent_at[message.id] = self.clock()
 
         def on_ack(*args: Any) -> None:
             ack = args[0] if args else None

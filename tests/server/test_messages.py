@@ -221,3 +221,23 @@ def test_a_box_message_closes_at_the_pit_entry(server_factory):
     server.restart()
     assert message_of(server, sid, mid)["state"] == "closed"
     assert message_of(server, sid, later)["state"] == "delivered"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_messages_and_canned_survive_a_restart(server_factory, request, database):
+    settings = {"database_url": request.getfixturevalue("pg_url")} if database == "postgresql" else {}
+    server = server_factory(**settings)
+    car = f"DB-{uuid.uuid4().hex[:6]}"
+    sid = new_session(server, car, None)
+    mine = {"items": [{"text": "PIT NEXT LAP", "asks_answer": False, "priority": "urgent", "close_on": "box"}]}
+    assert api(server, "put", "/messages/canned", json=mine).status_code == 200
+    first = api(server, "post", f"/sessions/{sid}/messages", json={"canned": 0}).json()
+    second = api(server, "post", f"/sessions/{sid}/messages", json={"text": "CAR OK?", "asks_answer": True}).json()
+    api(server, "post", f"/sessions/{sid}/messages/{first['id']}/cancel").raise_for_status()
+    wait_for(lambda: len(events_of(server, sid, "message.cancelled")) == 1, 15, "the cancel stored")
+    server.restart()
+    after = {m["id"]: m for m in api(server, "get", f"/sessions/{sid}/messages").json()["items"]}
+    assert (after[first["id"]]["state"], after[first["id"]]["text"]) == ("cancelled", "PIT NEXT LAP")
+    assert after[second["id"]]["state"] == "queued" and after[second["id"]]["asks_answer"]
+    assert [e["state"] for e in after[first["id"]]["events"]] == ["queued", "cancelled"]
+    assert api(server, "get", "/messages/canned").json() == mine
