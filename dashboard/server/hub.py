@@ -372,7 +372,8 @@ class Hub:
             Change.COMMAND: self._command,
             **{kind: self._to_room(kind.value) for kind in (
                 Change.SETUP, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP, Change.SECTOR, Change.TIMING,
-                Change.LAPS, Change.ALERT, Change.MESSAGE)},
+                Change.LAPS, Change.ALERT)},
+            Change.MESSAGE: self._message,
         }
         self.monitor_ns = MonitorNamespace(self)
         self.dashboard_ns = DashboardNamespace(self)
@@ -457,6 +458,10 @@ class Hub:
     def _command(self, payload: dict[str, Any]) -> None:
         self.socketio.emit("command", {"action": payload["action"], "session_id": payload["session_id"]},
                            to=car_room(payload["car_id"]), namespace=MONITOR_NS)
+
+    def _message(self, payload: dict[str, Any]) -> None:
+        """A message's state to the session's viewers and the team's (once to a viewer in both rooms)."""
+        self.socketio.emit("message", payload, to=[payload["session_id"], team_room()], namespace=DASHBOARD_NS)
 
     def deliver_message(self, car_id: str, payload: dict[str, Any], on_ack: Callable[..., None]) -> bool:
         """Emit a pit-to-car ``message`` to every connection of the car (not a gateway's), each with an ack."""

@@ -106,6 +106,12 @@ def test_delivered_seen_answered_over_the_monitor_link(live_server):
     viewer.on("message", told.append, namespace="/dashboard")
     viewer.connect(live_server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
     assert viewer.call("join", {"session_id": sid}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)["ok"]
+    assert viewer.call("team.join", {"team": "default"}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)["ok"]
+    team_viewer = socketio.Client(reconnection=False)
+    team_told: list[dict] = []
+    team_viewer.on("message", team_told.append, namespace="/dashboard")
+    team_viewer.connect(live_server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
+    assert team_viewer.call("team.join", {"team": "default"}, namespace="/dashboard", timeout=CALL_TIMEOUT_S)["ok"]
     # sent while the car is away: queued, then sent and delivered when the car starts its session
     early = api(live_server, "post", f"/sessions/{sid}/messages", json={"text": "FUEL OK?", "asks_answer": True})
     mid = early.json()["id"]
@@ -134,6 +140,8 @@ def test_delivered_seen_answered_over_the_monitor_link(live_server):
         assert [e["state"] for e in record["events"]] == ["queued", "sent", "delivered", "seen", "answered"]
         wait_for(lambda: any(m["state"] == "answered" for m in told), 15, "the viewer told of the answer")
         schemas.MessageOut.model_validate(told[-1])
+        assert [m["state"] for m in told].count("answered") == 1  # the session's room and the team's: told once
+        wait_for(lambda: any(m["id"] == mid and m["state"] == "answered" for m in team_told), 15, "the team told")
 
         # sent while connected: at once; a message for another car never reaches this one
         other_sid = new_session(live_server, car + "-B", None)
@@ -144,6 +152,7 @@ def test_delivered_seen_answered_over_the_monitor_link(live_server):
     finally:
         monitor.client.disconnect()
         viewer.disconnect()
+        team_viewer.disconnect()
 
 
 def test_unacked_messages_are_sent_again_and_expire(live_server):
