@@ -86,9 +86,11 @@ class CarMessages:
     # ------------------------------------------------------------ for the driver display
     def pending(self) -> list[dict[str, Any]]:
         """The open messages in display order (the first is what the display shows), with ``seen``."""
+        now = self.clock()
         with self._lock:
-            return [{**m.to_dict(), "seen": self.inbox.is_seen(m.short_id)}
-                    for m in self.inbox.pending(self.clock())]
+            if self.inbox.expire(now):  # past their expiry: finished here too (the server expires them as well)
+                self.outbox.save_with_events(META_KEY, self._snapshot(), [])
+            return [{**m.to_dict(), "seen": self.inbox.is_seen(m.short_id)} for m in self.inbox.pending(now)]
 
     def mark_seen(self, message_id: str) -> bool:
         """The display showed it: True (and ``seen`` reported) the first time only."""

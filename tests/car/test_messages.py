@@ -106,3 +106,16 @@ def test_the_control_socket(tmp_path: Path, short_dir: Path) -> None:
         control.stop()
         box.close()
     assert not (short_dir / "inbox.sock").exists()
+
+
+def test_an_expired_message_leaves_the_inbox(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite")
+    now = [time.time()]
+    inbox = CarMessages(box, clock=lambda: now[0])
+    message = wire(asks=False)
+    inbox.receive(message)
+    assert len(inbox.pending()) == 1
+    now[0] = message["expires_t"] + 1
+    assert inbox.pending() == []
+    assert json.loads(box.get_meta(META_KEY))["inbox"]["held"] == []
+    box.close()
