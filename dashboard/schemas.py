@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, create_model
 
 from dashboard.telemetry.alerts import LINK_SILENCE, AlertRule
 from dashboard.telemetry.channels import REGISTRY
@@ -658,6 +658,143 @@ class RefillIn(Strict):
     at: EpochSeconds | None = None
 
 
+# ---------------------------------------------------------------- pit-to-car messages
+MessagePriority = Literal["low", "normal", "high", "urgent"]
+MessageState = Literal["queued", "sent", "delivered", "seen", "answered", "cancelled", "expired", "closed"]
+MessageAnswer = Literal["yes", "no", "ok"]
+MessageText = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class MessageIn(Strict):
+    """POST /api/v1/sessions/{id}/messages: a message to the session's car: ``text`` or ``canned`` (an index into
+    the team's canned messages, whose options are used unless given here)."""
+
+    text: MessageText | None = Field(None, description="at most 40 characters and 48 bytes of UTF-8")
+    canned: int | None = Field(None, ge=0, le=23, description="index of a canned message (GET /messages/canned)")
+    asks_answer: StrictBool | None = Field(None, description="yes/no buttons on the driver display")
+    priority: MessagePriority | None = None
+    close_on: Literal["box"] | None = Field(None, description="box: closed when the car enters the pit lane")
+    ttl_s: float | None = Field(None, gt=0, le=4 * 3600, description="expires after this long (default 600 s)")
+
+
+class MessageSend(MessageIn):
+    """/dashboard `message.send` (a viewer connected with an engineer's or admin's key)."""
+
+    session_id: SessionId
+
+
+class MessageCancel(Strict):
+    """/dashboard `message.cancel`."""
+
+    session_id: SessionId
+    message_id: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
+
+
+class MessageEventOut(Out):
+    """One state a message reached: when, over which link, where the car was (lap, position)."""
+
+    message_id: str
+    state: MessageState
+    t: float
+    via: Literal["main", "lora"] | None
+    lap: int | None
+    lat: float | None
+    lon: float | None
+    answer: MessageAnswer | None
+    implied: bool
+    by: str | None
+
+
+class MessageOut(Out):
+    """A message and its state; ``answer`` with the lap it came in (``answered_lap``)."""
+
+    id: str
+    short_id: int
+    session_id: str
+    car_id: str
+    text: str
+    created_by: str
+    created_t: float
+    expires_t: float
+    asks_answer: bool
+    priority: MessagePriority
+    close_on: Literal["box"] | None
+    state: MessageState
+    answer: MessageAnswer | None
+    answered_lap: int | None
+    events: list[MessageEventOut]
+
+
+class MessageList(Out):
+    items: list[MessageOut]
+
+
+class MessageAck(Out):
+    """Ack of /dashboard `message.send` and `message.cancel`."""
+
+    ok: bool
+    message: MessageOut
+
+
+class CannedMessageModel(Strict):
+    """A canned message: a button on the pit page."""
+
+    text: MessageText
+    asks_answer: StrictBool = False
+    priority: MessagePriority = "normal"
+    close_on: Literal["box"] | None = None
+
+
+class CannedList(Strict):
+    """GET/PUT /api/v1/messages/canned: the team's canned messages (at most 24)."""
+
+    items: list[CannedMessageModel] = Field(max_length=24)
+
+
+class MessageToCar(Out):
+    """Server to monitor: `message` (acked by the car: delivered); a final ``state`` takes it off the display."""
+
+    session_id: str
+    id: str
+    short_id: int
+    car_id: str
+    text: str
+    created_by: str
+    created_t: float
+    expires_t: float
+    asks_answer: bool
+    priority: MessagePriority
+    close_on: Literal["box"] | None
+    state: MessageState
+
+
+class MessageCarAck(Out):
+    """The car's ack of `message`: it is held in the car's inbox."""
+
+    ok: bool
+
+
+class MessageReport(Strict):
+    """/monitor `message.report`: the driver saw or answered a message (deduplicated by message id and state)."""
+
+    session_id: SessionId
+    message_id: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
+    state: Literal["seen", "answered"]
+    answer: MessageAnswer | None = None
+    t: EpochSeconds
+    lap: StrictInt | None = Field(None, ge=0, le=0xFFFE)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+
+
+class MessageReportAck(Out):
+    """Ack of /monitor `message.report`: duplicate when it changed nothing; the message's state now."""
+
+    ok: bool
+    duplicate: bool
+    state: MessageState
+
+
 class TeamDriver(Out):
     driver_id: str
     name: str | None
@@ -1069,6 +1206,10 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "monitor.session.end": MonitorSessionEnd,
     "monitor.session.end.ack": Ack,
     "monitor.command": Command,  # server to monitor
+    "monitor.message": MessageToCar,  # server to monitor, acked by the car
+    "monitor.message.ack": MessageCarAck,
+    "monitor.message.report": MessageReport,
+    "monitor.message.report.ack": MessageReportAck,
     # /dashboard: viewers
     "dashboard.auth": ViewerAuth,
     "dashboard.join": Join,
@@ -1095,4 +1236,9 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "dashboard.team.update": TeamUpdate,
     "dashboard.driver.change": DriverChangeMessage,
     "dashboard.driver.change.ack": DriverChangeAck,
+    "dashboard.message.send": MessageSend,
+    "dashboard.message.send.ack": MessageAck,
+    "dashboard.message.cancel": MessageCancel,
+    "dashboard.message.cancel.ack": MessageAck,
+    "dashboard.message": MessageOut,
 }

@@ -58,6 +58,8 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
+    monitor.add_argument("--inbox-socket", metavar="PATH", help="UNIX socket where the driver display reads and "
+                         "answers pit-to-car messages (off by default)")
     monitor.add_argument("--track", metavar="NAME", help="time the sessions on this stored track (its name, any case); "
                          "an unknown one is logged and the session starts untimed")
     monitor.add_argument("--track-id", metavar="ID", help="time the sessions on this stored track (its id)")
@@ -126,7 +128,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
-        "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file",
+        "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file", "inbox_socket",
         "can_bus", "can_dbc", "can_map", "can_bitrate")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 

@@ -23,7 +23,9 @@ from dashboard.car.assembler import FrameAssembler
 from dashboard.car.backoff import Backoff
 from dashboard.car.clock import GpsClock, system_clock_synced, trusted
 from dashboard.car.gps_source import GpsSource
+from dashboard.car.inbox_control import InboxControl
 from dashboard.car.mesh import MeshLink
+from dashboard.car.messages import CarMessages
 from dashboard.car.obd_source import ObdSource
 from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
@@ -51,8 +53,13 @@ class ServiceManager:
         clock: GpsClock | None = None,
         max_source_failures: int = 5,
         mesh: MeshLink | None = None,
+        inbox: CarMessages | None = None,
+        inbox_socket: str | None = None,
     ) -> None:
         self.sources = sources
+        # pit-to-car messages: what the driver display shows and answers (manager.inbox.pending/answer)
+        self.inbox = inbox if inbox is not None else (uplink.messages if uplink is not None else None)
+        self.inbox_control = InboxControl(inbox_socket, self.inbox) if inbox_socket and self.inbox else None
         self.store = store
         self.outbox = outbox
         self.uplink = uplink
@@ -98,6 +105,8 @@ class ServiceManager:
             self._stop.clear()
         if self.uplink is not None:
             self.uplink.start()
+        if self.inbox_control is not None:
+            self.inbox_control.start()
         if self.mesh is not None:
             self.mesh.start()
         self.start_collecting()
@@ -125,6 +134,8 @@ class ServiceManager:
             self._started = False
             self._stop.set()
         self.stop_collecting()
+        if self.inbox_control is not None:
+            self.inbox_control.stop()
         if self.mesh is not None:
             self.mesh.stop()
         if self.uplink is not None:
@@ -229,8 +240,9 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
         outbox.add_event("outbox.replaced", {"moved_aside": outbox.moved_aside.name})
     if outbox.unstamped_moved:
         outbox.add_event("outbox.unstamped", {"frames": outbox.unstamped_moved})
+    messages = CarMessages(outbox)
     uplink = Uplink(
-        settings.server_url, settings.car_id, outbox, api_key=settings.api_key,
+        settings.server_url, settings.car_id, outbox, api_key=settings.api_key, messages=messages,
         session_name=settings.session_name, track=settings.track, track_id=settings.track_id,
         batch_max=settings.batch_max,
         ack_timeout_s=settings.ack_timeout_s, heartbeat_s=settings.heartbeat_s, backlog_fps=settings.backlog_fps,
@@ -253,9 +265,19 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
     mesh = MeshLink(settings.mesh_port, settings.car_id, interval_s=settings.mesh_interval_s) \
         if settings.mesh_port else None
     manager = ServiceManager(sources, store, outbox, uplink, rate_hz=settings.rate_hz, clock=clock,
-                             max_source_failures=settings.max_source_failures, mesh=mesh)
+                             max_source_failures=settings.max_source_failures, mesh=mesh,
+                             inbox_socket=str(settings.inbox_socket) if settings.inbox_socket else None)
     uplink.sources_status = manager.source_status
+    messages.on_change = uplink.wake
+    messages.position = lambda: _position(manager)
     return manager
+
+
+def _position(manager: ServiceManager) -> dict[str, Any]:
+    """The car's position in its last frame (for a message report), or nothing."""
+    frame = manager.assembler.last_frame
+    channels = frame.get("channels", {}) if frame else {}
+    return {"lat": channels.get("lat"), "lon": channels.get("lon")}
 
 
 def run_monitor(settings: MonitorSettings, stop_event: threading.Event | None = None) -> None:

@@ -348,6 +348,23 @@ class Outbox:
             )
         return record_id
 
+    def save_with_events(self, key: str, value: str, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """Persist a monitor setting and queue events in one transaction (the car's inbox and its reports: a
+        kill -9 keeps both or neither); the events' record_ids."""
+        ids = [uuid.uuid4().hex for _ in events]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._set_meta(key, value)
+                for record_id, (event_type, payload) in zip(ids, events, strict=True):
+                    self._db.execute("INSERT INTO events (record_id, event_type, payload, created) VALUES (?, ?, ?, ?)",
+                                     (record_id, event_type, json.dumps(dict(payload)), time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return ids
+
     def events(self, limit: int = 20) -> list[QueuedEvent]:
         """Queued events, oldest first."""
         with self._lock:

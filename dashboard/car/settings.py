@@ -67,6 +67,8 @@ class MonitorSettings(BaseSettings):
     trust_system_clock: bool = Field(False, description="take the system clock as right before the first GPS fix "
                                      "even when the kernel says it is not NTP-synchronized (a battery-backed "
                                      "clock); otherwise frames wait without a date until a fix or a sync")
+    inbox_socket: Path | None = Field(None, description="UNIX socket of the local inbox control (pit-to-car "
+                                      "messages: the driver display reads and answers them through it); none: off")
     outbox_max_frames: int = Field(DEFAULT_MAX_FRAMES, gt=0, description="oldest frames dropped above this")
     batch_max: int = Field(BATCH_MAX, gt=0, le=1000, description="frames per telemetry emit")
     ack_timeout_s: float = Field(ACK_TIMEOUT_S, gt=0, description="wait this long for a server ack")

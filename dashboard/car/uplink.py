@@ -50,6 +50,7 @@ import socketio
 
 from dashboard.car.backoff import Backoff
 from dashboard.car.link import ACK_TIMEOUT_S, ClientFactory, ServerError, ServerLink
+from dashboard.car.messages import REPORT_EVENT, CarMessages
 from dashboard.car.outbox import Outbox
 from dashboard.car.worker import Worker
 
@@ -103,8 +104,10 @@ class Uplink(Worker):
         sources_status: Callable[[], dict[str, str]] | None = None,
         client_factory: ClientFactory | None = None,
         ca_cert: str | Path | None = None,
+        messages: CarMessages | None = None,
     ) -> None:
         super().__init__("uplink")
+        self.messages = messages  # pit-to-car messages: held in the car's inbox, acked, reports sent as events
         self.server_url = server_url
         self.car_id = car_id
         self.api_key = api_key
@@ -119,7 +122,8 @@ class Uplink(Worker):
         self.backlog_fps = backlog_fps
         self.sources_status = sources_status or dict
         self.link = ServerLink(server_url, client_factory=client_factory, ack_timeout=ack_timeout_s,
-                               handlers={"command": self._on_command, "disconnect": self._on_disconnect},
+                               handlers={"command": self._on_command, "disconnect": self._on_disconnect,
+                                         "message": self._on_message},
                                ca_cert=ca_cert)
         self.commands: queue.Queue[Command] = queue.Queue()  # for the ServiceManager
         self._inbox: queue.Queue[Command] = queue.Queue()
@@ -244,6 +248,12 @@ class Uplink(Worker):
         self._inbox.put(command)  # applied by the uplink thread, so session state has one writer
         self.commands.put(command)
         self._wake.set()
+
+    def _on_message(self, data: Any = None) -> dict[str, Any]:
+        """A pit-to-car message: held in the inbox (saved) before the ack, which the server takes as delivered."""
+        if self.messages is None:
+            return {"ok": False, "error": {"code": "unavailable", "message": "this monitor has no inbox"}}
+        return self.messages.receive(data)
 
     def _apply_commands(self) -> None:
         while True:
@@ -493,6 +503,12 @@ class Uplink(Worker):
             self._reported_dropped = dropped
             self.outbox.set_meta("uplink.reported_dropped", str(dropped))
         for event in self.outbox.events():
+            if event.event_type == REPORT_EVENT:
+                if not self._send_report(event.payload):
+                    self._next_event = time.monotonic() + EVENT_RETRY_S
+                    return
+                self.outbox.delete_event(event.record_id)
+                continue
             body = {"session_id": self.session_id, "record_id": event.record_id,
                     "event_type": event.event_type, "payload": event.payload}
             try:
@@ -502,6 +518,26 @@ class Uplink(Worker):
                 self._next_event = time.monotonic() + EVENT_RETRY_S
                 return
             self.outbox.delete_event(event.record_id)
+
+    def _send_report(self, report: dict[str, Any]) -> bool:
+        """A driver's seen or answer as ``message.report``; False to try again later (no ack, server unavailable).
+
+        A refusal (the pit cancelled it first, a state the message does not take) is final: logged, not resent.
+        """
+        body = {**report, "session_id": report.get("session_id") or self.session_id}
+        try:
+            ack = self._call("message.report", body)
+        except socketio.exceptions.TimeoutError:
+            return False
+        except ServerError as exc:
+            if exc.code == "unavailable":
+                return False
+            log.warning("message %s: %s report refused (%s)", report.get("message_id"), report.get("state"),
+                        exc.code)
+            return True
+        if ack.get("duplicate"):
+            log.info("message %s: %s was known to the server", report.get("message_id"), report.get("state"))
+        return True
 
 
 class _Stopping(Exception):

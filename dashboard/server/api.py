@@ -471,6 +471,48 @@ def fuel_refill(session_id: str) -> Response:
     return jsonify(core().team.refill(session_id, body.added, body.to_full, body.at))
 
 
+# ------------------------------------------------------------------ pit-to-car messages
+def message_id_arg(message_id: str) -> str:
+    """A message id from the path; 404 naming it when no message can have it."""
+    if not re.fullmatch(r"[0-9a-fA-F-]{32,36}", message_id):
+        raise NotFound(f"no message {message_id[:64]!r}", field="message_id")
+    return message_id.lower()
+
+
+@bp.post("/api/v1/sessions/<session_id>/messages")
+@require(WRITE)
+def send_message(session_id: str) -> tuple[Response, int]:
+    body = parse_body(schemas.MessageIn)
+    principal = authorize(WRITE)
+    return jsonify(core().messages.send(session_id, body.model_dump(), principal.key_id)), 201
+
+
+@bp.get("/api/v1/sessions/<session_id>/messages")
+@require(READ)
+def list_messages(session_id: str) -> Response:
+    return jsonify(core().messages.list(session_id))
+
+
+@bp.post("/api/v1/sessions/<session_id>/messages/<message_id>/cancel")
+@require(WRITE)
+def cancel_message(session_id: str, message_id: str) -> Response:
+    principal = authorize(WRITE)
+    return jsonify(core().messages.cancel(session_id, message_id_arg(message_id), principal.key_id))
+
+
+@bp.get("/api/v1/messages/canned")
+@require(READ)
+def get_canned() -> Response:
+    return jsonify(core().messages.canned_out())
+
+
+@bp.put("/api/v1/messages/canned")
+@require(WRITE)
+def put_canned() -> Response:
+    body = parse_body(schemas.CannedList)
+    return jsonify(core().messages.save_canned([c.model_dump() for c in body.items]))
+
+
 @bp.get("/api/v1/team")
 @require(READ)
 def team() -> Response:

@@ -29,6 +29,7 @@ class Change(str, enum.Enum):
     LAPS = "laps"  # every lap, after the track was set or changed
     ALERT = "alert"  # AlertOut: raised, cleared or acknowledged
     COMMAND = "command"  # {car_id, action, session_id}: to the car's monitor
+    MESSAGE = "message"  # MessageOut: a pit-to-car message changed state
 
 
 Listener = Callable[[Change, dict[str, Any]], None]

@@ -27,6 +27,7 @@ from dashboard.server.keys import KeyService
 from dashboard.server.lifecycle import LifecycleService
 from dashboard.server.live import LiveCache
 from dashboard.server.lora import LoraService
+from dashboard.server.messages import MessageService
 from dashboard.server.monitors import MonitorService
 from dashboard.server.service import Shared
 from dashboard.server.sessions import SessionService
@@ -65,6 +66,7 @@ class Core:
         self.lifecycle = LifecycleService(parts, self.timing, self.sessions.describe, idle_s)
         self.tracks = TrackService(parts, self.timing, self.sessions.describe)
         self.team = TeamService(parts, self.timing)
+        self.messages = MessageService(parts, self.timing)
         self.monitors = MonitorService(parts, self.lifecycle)
         self.lora = LoraService(parts, self.lifecycle)
         self.ingest = Ingest(parts, self.lifecycle, self.timing, max_ahead_s, max_behind_s)
@@ -91,16 +93,19 @@ class Core:
         Their lap timers are rebuilt from the stored frames now, in the background (timing.py).
         """
         self.writer.start()
-        for row in self.store.sessions_with_status("active"):
+        active = self.store.sessions_with_status("active")
+        for row in active:
             live = self.cache.get(row["id"])
             with live.lock:
                 self.timing.processors(live)
+        self.messages.load_active([row["id"] for row in active])
         return self
 
     def housekeeping(self) -> list[str]:
         """What runs every second: idle sessions expire, time-based alerts fire, unused entries are evicted."""
         expired = self.lifecycle.expire_idle()
         self.alerts.tick()
+        self.messages.tick()
         self.cache.evict()
         return expired
 

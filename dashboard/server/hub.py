@@ -202,7 +202,9 @@ class MonitorNamespace(_AckingNamespace):
         live = self.core.lifecycle.attach_car(self.cars[request.sid], msg.record_id, msg.session_id, msg.name,
                                               msg.driver, msg.track, track_id)
         self._attach(live.id, request.sid)
-        return {"ok": True, "session": self.core.sessions.describe(live)}
+        answer = {"ok": True, "session": self.core.sessions.describe(live)}
+        self.core.messages.car_connected(self.cars[request.sid])  # what it has not acked is sent again
+        return answer
 
     def on_telemetry(self, conn: str, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.TelemetryBatch, data)
@@ -252,6 +254,12 @@ class MonitorNamespace(_AckingNamespace):
                                    msg.status)
         return {"ok": True, "session_id": out["session_id"]}
 
+    def on_message_report(self, data: Any = None) -> dict[str, Any]:
+        """The driver saw or answered a pit-to-car message; a repeat changes nothing (duplicate)."""
+        msg = parse(schemas.MessageReport, data)
+        session_id = self._own(msg.session_id, request.sid)
+        return self.core.messages.report(session_id, msg.model_dump())
+
     def on_session_end(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.MonitorSessionEnd, data)
         session_id = self._own(msg.session_id, request.sid)
@@ -299,6 +307,27 @@ class DashboardNamespace(_AckingNamespace):
         self.hub.core.access.require(principal, WRITE, "token")
         return {"ok": True, "change": self.hub.core.team.driver_change(msg.session_id, msg.driver_id, msg.at)}
 
+    def _writer(self) -> Principal:
+        principal = self.principals.get(request.sid)
+        if principal is None:
+            raise Unauthorized("this connection is not authenticated", field="token")
+        self.hub.core.access.require(principal, WRITE, "token")
+        return principal
+
+    def on_message_send(self, data: Any = None) -> dict[str, Any]:
+        """A message to a session's car from the pit's page: needs a key that may make changes."""
+        msg = parse(schemas.MessageSend, data)
+        principal = self._writer()
+        body = msg.model_dump(exclude={"session_id"})
+        return {"ok": True, "message": self.hub.core.messages.send(msg.session_id, body, principal.key_id)}
+
+    def on_message_cancel(self, data: Any = None) -> dict[str, Any]:
+        """Take a message back from the pit's page."""
+        msg = parse(schemas.MessageCancel, data)
+        principal = self._writer()
+        return {"ok": True, "message": self.hub.core.messages.cancel(msg.session_id, msg.message_id,
+                                                                     principal.key_id)}
+
     def on_team_leave(self, data: Any = None) -> dict[str, Any]:
         msg = parse(schemas.TeamJoin, data)
         leave_room(team_room(msg.team))
@@ -344,12 +373,14 @@ class Hub:
             **{kind: self._to_room(kind.value) for kind in (
                 Change.SETUP, Change.EVENT, Change.MONITOR, Change.LORA, Change.LAP, Change.SECTOR, Change.TIMING,
                 Change.LAPS, Change.ALERT)},
+            Change.MESSAGE: self._message,
         }
         self.monitor_ns = MonitorNamespace(self)
         self.dashboard_ns = DashboardNamespace(self)
         socketio.on_namespace(self.monitor_ns)
         socketio.on_namespace(self.dashboard_ns)
         core.bus.listeners.append(self.on_change)
+        core.messages.deliver = self.deliver_message
 
     def authenticate(self, credential: str | None, field: str) -> Principal:
         """Who a connect acts as. A presented credential that is refused counts against the address; an address
@@ -427,6 +458,18 @@ class Hub:
     def _command(self, payload: dict[str, Any]) -> None:
         self.socketio.emit("command", {"action": payload["action"], "session_id": payload["session_id"]},
                            to=car_room(payload["car_id"]), namespace=MONITOR_NS)
+
+    def _message(self, payload: dict[str, Any]) -> None:
+        """A message's state to the session's viewers and the team's (once to a viewer in both rooms)."""
+        self.socketio.emit("message", payload, to=[payload["session_id"], team_room()], namespace=DASHBOARD_NS)
+
+    def deliver_message(self, car_id: str, payload: dict[str, Any], on_ack: Callable[..., None]) -> bool:
+        """Emit a pit-to-car ``message`` to every connection of the car (not a gateway's), each with an ack."""
+        sids = [sid for sid, car in list(self.monitor_ns.cars.items())
+                if car == car_id and (p := self.monitor_ns.principals.get(sid)) is not None and p.may(CAR)]
+        for sid in sids:
+            self.socketio.emit("message", payload, to=sid, namespace=MONITOR_NS, callback=on_ack)
+        return bool(sids)
 
     def _to_room(self, event: str) -> Callable[[dict[str, Any]], None]:
         def emit(payload: dict[str, Any]) -> None:

@@ -130,6 +130,15 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
      schemas.FuelConfigIn, 200, schemas.FuelOut, WRITE, True, []),
     ("post", "/sessions/{session_id}/fuel/refill", "The crew's word after a stop: what went in",
      schemas.RefillIn, 200, schemas.FuelOut, WRITE, True, []),
+    ("post", "/sessions/{session_id}/messages", "Send a message to the session's car (text or a canned one)",
+     schemas.MessageIn, 201, schemas.MessageOut, WRITE, True, []),
+    ("get", "/sessions/{session_id}/messages", "The session's messages with their states and answers", None, 200,
+     schemas.MessageList, READ, True, []),
+    ("post", "/sessions/{session_id}/messages/{message_id}/cancel", "Take a message back (off the driver display)",
+     None, 200, schemas.MessageOut, WRITE, True, []),
+    ("get", "/messages/canned", "The team's canned messages", None, 200, schemas.CannedList, READ, False, []),
+    ("put", "/messages/canned", "Replace the team's canned messages", schemas.CannedList, 200, schemas.CannedList,
+     WRITE, False, []),
     ("get", "/team", "The team view: every active session with driver, laps, stint, fuel, pit status, link",
      None, 200, schemas.TeamOut, READ, False, []),
     ("post", "/keys", "Create a key (admins); the answer is the only time it is shown", schemas.KeyCreate, 201,
@@ -145,6 +154,7 @@ PATH_PARAMS = {  # beside session_id; what the route checks before anything else
     "lap": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
     "car_id": {"type": "string", "pattern": q.CAR_ID_PATTERN},
     "driver_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,40}$"},
+    "message_id": {"type": "string", "pattern": r"^[0-9a-fA-F-]{32,36}$"},
 }
 ALIASES = [  # continuity aliases of another design, outside /api/v1
     ("/session_manager/sessions.start", "Start (or resume) the car's session", schemas.LegacyStart),

@@ -146,6 +146,7 @@ class TimingService(Service):
         self.on_alert = on_alert
         # live -> the session's pit-wall settings {"series", "roster", "fuel"} (team.py sets it; None: defaults)
         self.pit_settings: Callable[[LiveSession], dict[str, Any]] | None = None
+        self.on_pit: Callable[[LiveSession, dict[str, Any]], None] | None = None  # live pit events (messages)
         self.replays = 0  # sessions timed again from their stored frames (restart or track change)
         self.replaying = 0  # replays running now
         self.interrupted = {"gap": 0, "jump": 0}  # live laps ended untimed where the trace broke, by reason
@@ -207,6 +208,8 @@ class TimingService(Service):
                 self.bus.tell(Change.SECTOR, {"session_id": live.id, **payload})
             elif kind == "pit":
                 self._log_pit(live.id, payload)
+                if self.on_pit is not None:
+                    self.on_pit(live, payload)
             elif kind == "fuel":
                 if payload["type"] == "fuel.refill":
                     self.events.log(live.id, "fuel.refill", payload["payload"], timestamp=payload["t"])

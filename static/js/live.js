@@ -13,6 +13,7 @@ import { StripCharts } from "./live/charts.js";
 import { Readouts } from "./live/gauges.js";
 import { LapsPanel } from "./live/laps.js";
 import { LinkState } from "./live/link.js";
+import { MessagesPanel } from "./live/messages.js";
 import { Replay } from "./live/replay.js";
 import { SetupPanel } from "./live/setup.js";
 import { TrackPanel } from "./live/trackedit.js";
@@ -352,6 +353,9 @@ socket.on("deleted", (d) => {
   document.body.dataset.deleted = "true";
   showBanner("This session was deleted: its data is gone from the server.", "error");
 });
+const messages = new MessagesPanel(SESSION_ID, document.getElementById("messages"));
+messages.load();
+socket.on("message", (m) => messages.upsert(m));
 socket.on("alert", (a) => {
   alerts.upsert(a);
   markersChanged();

@@ -201,6 +201,16 @@ def test_a_whole_session_every_message_matches_its_model(live_server):
                               "status": {"uplink": False}})
         wait_for(lambda: viewer.of("lap") and viewer.of("sector") and viewer.of("timing")
                  and [a for a in viewer.of("alert") if a["cleared_t"]], 15, "laps, sectors, timing, alert cleared")
+        message = api("post", f"/api/v1/sessions/{sid}/messages", {"text": "FUEL OK?", "asks_answer": True})
+        wait_for(lambda: monitor.of("message"), 10, "the message to the car")
+        monitor.call("message.report", {"session_id": sid, "message_id": message["id"], "state": "answered",
+                                        "answer": "yes", "t": time.time(), "lap": 2})
+        boxed = api("post", f"/api/v1/sessions/{sid}/messages", {"canned": 0})
+        api("post", f"/api/v1/sessions/{sid}/messages/{boxed['id']}/cancel")
+        api("get", f"/api/v1/sessions/{sid}/messages")
+        api("put", "/api/v1/messages/canned", api("get", "/api/v1/messages/canned"))
+        viewer.call("message.send", {"session_id": sid, "text": "PUSH"})
+        wait_for(lambda: viewer.of("message"), 10, "a message state told to the viewers")
         alert = viewer.of("alert")[0]
         api("post", f"/api/v1/sessions/{sid}/alerts/{alert['alert_id']}/ack", {"by": "engineer"})
         for path in ("", "/telemetry", "/setup", "/setups", "/events", "/laps", "/alerts"):

@@ -53,6 +53,9 @@ EVENTS = {
     ("/dashboard", "team.join"): ("dashboard.team.join", "dashboard.team.join.ack"),
     ("/dashboard", "team.leave"): ("dashboard.team.leave", "dashboard.team.leave.ack"),
     ("/dashboard", "driver.change"): ("dashboard.driver.change", "dashboard.driver.change.ack"),
+    ("/dashboard", "message.send"): ("dashboard.message.send", "dashboard.message.send.ack"),
+    ("/dashboard", "message.cancel"): ("dashboard.message.cancel", "dashboard.message.cancel.ack"),
+    ("/monitor", "message.report"): ("monitor.message.report", "monitor.message.report.ack"),
 }
 FIGURES: Counter = Counter()  # printed by tests/server/conftest.py
 
