@@ -38,6 +38,21 @@ def connect_monitor(url: str, car_id: str, api_key: str | None) -> socketio.Clie
     return client
 
 
+def send_frames(server: Any, car_id: str, session_id: str, frames: list[dict[str, Any]], batch: int = 250) -> None:
+    """Stream ``frames`` into a session as the car's monitor: ``session.start`` on it, then ``telemetry`` batches,
+    each acknowledged with nothing rejected."""
+    monitor = connect_monitor(server.url, car_id, server.api_key)
+    try:
+        assert monitor.call("session.start", {"session_id": session_id}, namespace="/monitor",
+                            timeout=CALL_TIMEOUT_S)["ok"]
+        for i in range(0, len(frames), batch):
+            ack = monitor.call("telemetry", {"session_id": session_id, "frames": frames[i:i + batch]},
+                               namespace="/monitor", timeout=CALL_TIMEOUT_S)
+            assert ack["ok"] and not ack["rejected"], ack
+    finally:
+        monitor.disconnect()
+
+
 FRAMES_EPOCH = time.time() - 600.0  # sample time of seq 0: a seq always gets the same frame, so a resend is one
 
 

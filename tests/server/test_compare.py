@@ -17,7 +17,7 @@ from dashboard.server.comparing import CompareService
 from dashboard.server.store import FrameWrite, Store
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER, recompute
-from tests.clients import CALL_TIMEOUT_S, Car, connect_monitor
+from tests.clients import Car, send_frames
 from tests.server.test_laps import BATCH, recorded_frames, stream, timed
 from tests.servers import ServerProcess
 from tests.waiting import wait_for
@@ -41,16 +41,7 @@ def stream_with_setup(server, car: str, fields: dict, track_id: str = ORLANDO_TR
                             headers=server.headers, timeout=5).json()
     sid = created["session_id"]
     setup(server, sid, fields, frames[0]["t"] - 1)
-    monitor = connect_monitor(server.url, car, server.api_key)
-    try:
-        assert monitor.call("session.start", {"session_id": sid}, namespace="/monitor",
-                            timeout=CALL_TIMEOUT_S)["ok"]
-        for i in range(0, len(frames), BATCH):
-            ack = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]}, namespace="/monitor",
-                               timeout=CALL_TIMEOUT_S)
-            assert ack["ok"] and not ack["rejected"], ack
-    finally:
-        monitor.disconnect()
+    send_frames(server, car, sid, frames, BATCH)
     end(server, sid)
     wait_for(lambda: len(timed(requests.get(f"{server.url}/api/v1/sessions/{sid}/laps", timeout=5).json())) == 4,
              30, "four timed laps")

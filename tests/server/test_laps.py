@@ -10,7 +10,7 @@ import requests
 
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import read_log
-from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor
+from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, send_frames
 from tests.waiting import wait_for
 
 RECORDING = Path(__file__).resolve().parents[2] / "dashboard" / "data" / "okc-2023-4laps.nmea"
@@ -31,16 +31,7 @@ def stream(server, car: str, frames: list[dict], track_id: str | None) -> str:
     created = requests.post(f"{server.url}/api/v1/sessions", json={"car_id": car, "track_id": track_id},
                             headers=server.headers, timeout=5).json()
     sid = created["session_id"]
-    monitor = connect_monitor(server.url, car, server.api_key)
-    try:
-        assert monitor.call("session.start", {"session_id": sid}, namespace="/monitor",
-                            timeout=CALL_TIMEOUT_S)["ok"]
-        for i in range(0, len(frames), BATCH):
-            ack = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]}, namespace="/monitor",
-                               timeout=CALL_TIMEOUT_S)
-            assert ack["ok"] and not ack["rejected"], ack
-    finally:
-        monitor.disconnect()
+    send_frames(server, car, sid, frames, BATCH)
     return sid
 
 

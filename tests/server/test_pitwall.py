@@ -12,7 +12,7 @@ import socketio
 from dashboard import schemas
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER
-from tests.clients import CALL_TIMEOUT_S, connect_monitor, make_frames, metric
+from tests.clients import CALL_TIMEOUT_S, make_frames, metric, send_frames
 from tests.server.test_laps import BATCH, REFERENCE_LAPS, recorded_frames
 from tests.telemetry.test_pitlane import (
     HOLD_FIX,
@@ -40,16 +40,7 @@ def new_session(server, car: str, track_id: str | None = ORLANDO_TRACK_ID) -> st
 
 
 def send(server, car: str, sid: str, frames: list[dict]) -> None:
-    monitor = connect_monitor(server.url, car, server.api_key)
-    try:
-        assert monitor.call("session.start", {"session_id": sid}, namespace="/monitor",
-                            timeout=CALL_TIMEOUT_S)["ok"]
-        for i in range(0, len(frames), BATCH):
-            ack = monitor.call("telemetry", {"session_id": sid, "frames": frames[i:i + BATCH]}, namespace="/monitor",
-                               timeout=CALL_TIMEOUT_S)
-            assert ack["ok"] and not ack["rejected"], ack
-    finally:
-        monitor.disconnect()
+    send_frames(server, car, sid, frames, BATCH)
 
 
 def events_of(server, sid: str, kind: str) -> list[dict]:
