@@ -10,28 +10,14 @@ from typing import Callable
 
 from dashboard.telemetry.channels import REGISTRY
 from dashboard.telemetry.importers import channel_name
+from dashboard.telemetry.units import UnitError, conversion
 
 Convert = Callable[[float], float]
-MPH_TO_KMH = 1.609344  # exact: the international mile
 MS_TO_KMH = 3.6
-KNOTS_TO_KMH = 1.852  # exact
-FT_TO_M = 0.3048  # exact: the international foot
 
 
 def _same(value: float) -> float:
     return value
-
-
-def _scale(factor: float) -> Convert:
-    return lambda value: value * factor
-
-
-def _fahrenheit(value: float) -> float:
-    return (value - 32.0) * 5.0 / 9.0
-
-
-def _kelvin(value: float) -> float:
-    return value - 273.15
 
 
 # what a column's name says (lower case, spaces/underscores/dashes removed) -> the registry's channel
@@ -60,24 +46,6 @@ ALIASES = {
     "gear": "gear",
 }
 
-# a unit label as loggers write it (lower case, no spaces) -> (the registry unit it converts to, how)
-UNITS: dict[str, tuple[str, Convert]] = {
-    "km/h": ("km/h", _same), "kph": ("km/h", _same), "kmh": ("km/h", _same), "kmph": ("km/h", _same),
-    "mph": ("km/h", _scale(MPH_TO_KMH)), "m/s": ("km/h", _scale(MS_TO_KMH)), "mps": ("km/h", _scale(MS_TO_KMH)),
-    "knots": ("km/h", _scale(KNOTS_TO_KMH)), "kn": ("km/h", _scale(KNOTS_TO_KMH)), "kt": ("km/h", _scale(KNOTS_TO_KMH)),
-    "c": ("°C", _same), "°c": ("°C", _same), "degc": ("°C", _same), ".c": ("°C", _same), "celsius": ("°C", _same),
-    "f": ("°C", _fahrenheit), "°f": ("°C", _fahrenheit), "degf": ("°C", _fahrenheit), ".f": ("°C", _fahrenheit),
-    "fahrenheit": ("°C", _fahrenheit), "k": ("°C", _kelvin), "kelvin": ("°C", _kelvin),
-    "m": ("m", _same), "meters": ("m", _same), "metres": ("m", _same),
-    "ft": ("m", _scale(FT_TO_M)), "feet": ("m", _scale(FT_TO_M)),
-    "v": ("V", _same), "volts": ("V", _same), "volt": ("V", _same),
-    "%": ("%", _same), "percent": ("%", _same), "pct": ("%", _same),
-    "rpm": ("rpm", _same),
-    "deg": ("°", _same), "degrees": ("°", _same), "°": ("°", _same), "degree": ("°", _same),
-    "g/s": ("g/s", _same),
-}
-
-
 def registered(name: str) -> str | None:
     """The registry channel a column's name stands for, or None."""
     key = "".join(ch for ch in name.lower() if ch.isalnum())
@@ -93,9 +61,12 @@ def column(name: str, unit: str, notes: list[str] | None = None) -> tuple[str, C
     wanted = REGISTRY[target].unit
     if not label or not wanted:
         return target, _same  # no unit said: the registry's is assumed; a unitless channel takes any
-    known = UNITS.get(label)
-    if known is not None and known[0] == wanted:
-        return target, known[1]
+    try:  # the one table of conversions (dashboard/telemetry/units.py), shared with the CAN map
+        convert = conversion(label, wanted)
+    except UnitError:
+        pass
+    else:
+        return target, (_same if convert.identity else convert)
     custom = channel_name(f"{name}_{unit}")
     if notes is not None:
         notes.append(f"column {name!r} in {unit!r} kept as custom channel {custom!r}: "
