@@ -322,6 +322,11 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         assert a["pit"]["status"] == "on_track" and a["pit"]["lane"] is False
         assert a["link"]["state"] == "live" or a["link"]["age_s"] is not None
         assert rows[sid_b]["laps"] == 0 and rows[sid_b]["driver"] is None and rows[sid_b]["best_lap_s"] is None
+        last_fix = next(f for f in reversed(frames_a) if "lat" in f["channels"] and "lon" in f["channels"])
+        assert a["position"]["lat"] == pytest.approx(last_fix["channels"]["lat"], abs=1e-6)  # the team map's marker
+        assert a["position"]["lon"] == pytest.approx(last_fix["channels"]["lon"], abs=1e-6)
+        assert a["position"]["lag_s"] == pytest.approx(frames_a[-1]["t"] - last_fix["t"], abs=0.11)
+        assert rows[sid_b]["position"] is None  # nothing sent: no marker
 
         # B streams now: its row comes in a team.update, with what it sent
         t0 = time.time() - 2
