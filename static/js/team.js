@@ -17,14 +17,18 @@ const rows = new Map(); // session_id -> {row, seen: local ms when it came}
 const cards = new Map(); // session_id -> {node, figs, head, alerts, panel}
 const tracks = new Map(); // track_id -> TrackOut | null (asked) | undefined (not yet)
 let mapTrack = null;
+let outlineOf = null; // the track whose outline is on the map (read once a car has driven a lap there)
+const OUTLINE_FRAMES = 10000; // one page of stored frames: minutes of driving, laps of outline
 
+const LINK_STALE_S = 3.0; // as the server's team.py: no frame for longer, the link is not live
 const PIT_TEXT = { on_track: "On track", in_lane: "In pit lane", stopped: "Stopped" };
 const LINK_TEXT = { live: "Live", lora: "LoRa", stale: "Stale", none: "No data" };
 
-function figure(field, label, value) {
+function figure(field, label, value, sub = null) {
   return el("div", { class: "team-fig", dataset: { field } },
     el("span", { class: "team-fig-label", text: label }),
-    el("span", { class: "team-fig-value", text: value }));
+    el("span", { class: "team-fig-value", text: value }),
+    sub === null ? null : el("span", { class: "team-fig-sub", text: sub }));
 }
 
 function running(entry, seconds) {
@@ -46,20 +50,26 @@ function positionAge(entry) {
   return (link === null ? 0 : link) + (r.position.lag_s || 0);
 }
 
+/** The link's state now: the server sends a car's row when it changes, so a car that went quiet is aged here. */
+function linkState(entry) {
+  const state = entry.row.link.state;
+  const age = running(entry, entry.row.link.age_s);
+  return state === "live" && age !== null && age > LINK_STALE_S ? "stale" : state;
+}
+
 function figures(entry) {
   const r = entry.row;
   const stint = r.stint;
   const leftS = stint && stint.left_s !== null ? stint.left_s - (Date.now() - entry.seen) / 1000 : null;
   const fuel = r.fuel;
-  const fuelText = !fuel || fuel.level === null ? "—"
-    : fuel.unit === "%" || fuel.percent === null ? `${Math.round(fuel.percent ?? fuel.level)} %`
-      : `${Math.round(fuel.percent)} % · ${fuel.level.toFixed(1)} l`;
+  const fuelText = !fuel || fuel.level === null ? "—" : `${Math.round(fuel.percent ?? fuel.level)} %`;
+  const litres = fuel && fuel.unit !== "%" && fuel.level !== null ? `${fuel.level.toFixed(1)} l` : null;
   const lapsLeft = fuel && fuel.laps_left !== null ? `${fuel.laps_left.toFixed(1)} laps` : "—";
   const pit = r.pit || { status: "on_track", running_s: null, stops: 0 };
   const pitText = PIT_TEXT[pit.status] + (pit.running_s !== null && pit.status !== "on_track"
     ? ` ${fmtDuration(running(entry, pit.running_s))}` : "");
   const age = running(entry, r.link.age_s);
-  const linkText = LINK_TEXT[r.link.state] + (age !== null ? ` · ${fmtAge(age)}` : "");
+  const linkText = LINK_TEXT[linkState(entry)] + (age !== null ? ` · ${fmtAge(age)}` : "");
   return [
     figure("laps", "Laps", String(r.laps)),
     figure("last_lap", "Last", fmtLapTime(r.last_lap_s)),
@@ -68,7 +78,7 @@ function figures(entry) {
     figure("gap", "Gap to best", r.gap_to_best_s === null ? "—" : fmtDelta(r.gap_to_best_s)),
     figure("stint", "Stint", stint ? fmtDuration(running(entry, stint.elapsed_s)) : "—"),
     figure("stint_left", "Stint left", leftS === null ? "—" : fmtDuration(Math.max(0, leftS)) + (leftS < 0 ? " over" : "")),
-    figure("fuel", "Fuel", fuelText),
+    figure("fuel", "Fuel", fuelText, litres),
     figure("fuel_laps", "Fuel laps", lapsLeft),
     figure("pit", "Pit", pitText),
     figure("link", "Link", linkText),
@@ -104,7 +114,7 @@ function fill(entry, index) {
   const card = cardOf(entry);
   const pit = r.pit || { status: "on_track" };
   card.node.dataset.pit = pit.status;
-  card.node.dataset.link = r.link.state;
+  card.node.dataset.link = linkState(entry);
   setText(card.badge, labelOf(r, index));
   card.badge.style.setProperty("--car", CAR_COLOURS[index % CAR_COLOURS.length]);
   setText(card.name, r.car_id || r.name || r.session_id.slice(0, 8));
@@ -132,6 +142,15 @@ function chooseTrack(entries) {
   if (id !== mapTrack) {
     mapTrack = id;
     map.setTrack(id ? tracks.get(id) || null : null);
+    map.setOutline([]);
+    outlineOf = null;
+  }
+  const lapped = entries.find(({ row }) => row.track_id === id && row.laps >= 2);
+  if (lapped && outlineOf !== id) {
+    outlineOf = id;
+    apiGet(`/sessions/${encodeURIComponent(lapped.row.session_id)}/frames?limit=${OUTLINE_FRAMES}`)
+      .then((answer) => { if (mapTrack === id) map.setOutline(answer.items); })
+      .catch(() => { outlineOf = null; });
   }
   return id;
 }
@@ -149,7 +168,7 @@ function render() {
       id: r.session_id, label: labelOf(r, entries.indexOf(entry)),
       colour: CAR_COLOURS[entries.indexOf(entry) % CAR_COLOURS.length],
       lat: r.position ? r.position.lat : NaN, lon: r.position ? r.position.lon : NaN, age_s: age,
-      hollow: r.link.state !== "live" || (age !== null && age > STALE_POSITION_S), index: i,
+      hollow: linkState(entry) !== "live" || (age !== null && age > STALE_POSITION_S), index: i,
     };
   }));
   empty.hidden = entries.length > 0;

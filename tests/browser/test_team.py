@@ -73,7 +73,9 @@ def test_two_cars_on_the_team_view(server_factory: Any, open_page: Any) -> None:
         completed = len(api(server, "get", f"/sessions/{a.session_id}/laps").json()["items"])
         assert row_a["fuel"]["level"] == pytest.approx(40 - 2 * completed)  # the model: 2 l a lap from 40 l
         percent = round(row_a["fuel"]["percent"])
-        expect(value(page, a.session_id, "fuel")).to_have_text(f"{percent} % · {row_a['fuel']['level']:.1f} l")
+        expect(value(page, a.session_id, "fuel")).to_have_text(f"{percent} %")
+        expect(card(page, a.session_id).locator('[data-field="fuel"] .team-fig-sub')).to_have_text(
+            f"{row_a['fuel']['level']:.1f} l")
         expect(value(page, a.session_id, "pit")).to_have_text("On track")
         expect(card(page, b.session_id).locator('[data-field="driver"]')).to_have_text("—")
         expect(value(page, b.session_id, "laps")).to_have_text("0")
@@ -244,6 +246,8 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
         stale = page.locator(f'.team-legend-car[data-session-id="{sid12}"]')
         expect(stale).to_have_attribute("data-stale", "true", timeout=30_000)
         expect(stale.locator(".team-legend-age")).to_have_text(re.compile(r"\d+(\.\d)? s"))
+        expect(card(page, sid12)).to_have_attribute("data-link", "stale")  # aged here: no row comes for it
+        expect(value(page, sid12, "link")).to_contain_text("Stale")
         m = wait_for(lambda: (m := markers(page)) and m[sid12]["hollow"] and m, 10, "car 12 hollow on the map")
         assert not m[sid7]["hollow"]
         background = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--map-bg').trim()")

@@ -19,12 +19,28 @@ export class TeamMap {
     this.legend = legend;
     this.track = null; // TrackOut of the map's track (null: none known)
     this.trails = new Map(); // session_id -> {lat: [], lon: []}
+    this.outline = null; // {lat: [], lon: []}: a lap a car drove on this track, as stored (every fix)
     this.cars = []; // [{id, label, colour, lat, lon, age_s, hollow}]
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
   setTrack(track) {
     this.track = track;
+    this.draw();
+  }
+
+  /** The outline: the fixes of stored frames ([{channels: {lat, lon}}]) of a car that drove a lap here. */
+  setOutline(frames) {
+    const lat = [];
+    const lon = [];
+    for (const f of frames) {
+      const c = f.channels || {};
+      if (Number.isFinite(c.lat) && Number.isFinite(c.lon) && !(c.lat === 0 && c.lon === 0)) {
+        lat.push(c.lat);
+        lon.push(c.lon);
+      }
+    }
+    this.outline = lat.length > 1 ? { lat, lon } : null;
     this.draw();
   }
 
@@ -64,6 +80,11 @@ export class TeamMap {
     this.draw();
   }
 
+  /** What is drawn as the track: the stored outline when there is one, else the trails the updates brought. */
+  paths() {
+    return this.outline ? [this.outline] : [...this.trails.values()];
+  }
+
   bounds() {
     let b = null;
     const take = (la, lo) => {
@@ -80,7 +101,7 @@ export class TeamMap {
       take(line.a[0], line.a[1]);
       take(line.b[0], line.b[1]);
     }
-    for (const trail of this.trails.values()) for (let i = 0; i < trail.lat.length; i++) take(trail.lat[i], trail.lon[i]);
+    for (const trail of this.paths()) for (let i = 0; i < trail.lat.length; i++) take(trail.lat[i], trail.lon[i]);
     for (const c of this.cars) take(c.lat, c.lon);
     return b;
   }
@@ -97,7 +118,7 @@ export class TeamMap {
       ctx.lineCap = "round";
       ctx.strokeStyle = cssVar("--grid");
       ctx.lineWidth = 6;
-      for (const trail of this.trails.values()) {
+      for (const trail of this.paths()) {
         ctx.beginPath();
         for (let i = 0; i < trail.lat.length; i++) {
           if (i === 0) ctx.moveTo(px(trail.lon[i]), py(trail.lat[i]));
