@@ -253,3 +253,37 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
         background = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--map-bg').trim()")
         assert pixel(page, m[sid12]["x"], m[sid12]["y"])[:3] == rgb(background)  # hollow: the map shows through
         screenshot(page, "team-overview-stale", full_page=False)
+
+
+def test_the_live_page_shows_the_driver_stint_and_fuel(server_factory: Any, open_page: Any) -> None:
+    server = server_factory()
+    car = Car(server, name="Live pit wall", driver=None)
+    try:
+        api(server, "post", f"/cars/{car.car_id}/drivers", json={"driver_id": "cat", "name": "Cat Driver"})
+        use_oval_track(server, car.session_id)
+        api(server, "put", f"/sessions/{car.session_id}/fuel", json={"tank_l": 50, "use_per_lap_l": 2.5})
+        car.connect()
+        api(server, "post", f"/sessions/{car.session_id}/driver-change",
+            json={"driver_id": "cat", "at": time.time() - 100})
+        car.send(2000, 20)
+        row = wait_for(lambda: (r := team_rows(server).get(car.session_id)) and r["laps"] >= 1 and r, 15, "laps")
+        page = open_page(car.url, viewport=DESKTOP)
+        expect(page.locator("#live-pitwall")).to_be_visible()
+        expect(page.locator("#pw-driver")).to_have_text("Cat Driver")
+        fuel = row["fuel"]
+        expect(page.locator("#pw-fuel")).to_have_text(f"{round(fuel['percent'])} % · {fuel['level']:.1f} l")
+        expect(page.locator("#pw-fuel-laps")).to_have_text(f"{fuel['laps_left']:.1f} laps")
+        minutes = wait_for(lambda: page.locator("#pw-stint").inner_text(), 5, "the stint time")
+        assert minutes.startswith("1:4"), minutes  # about 100 s since Cat got in
+        page.locator("#pw-details summary").click()
+        expect(page.locator("#pw-details table.stints tbody tr").last.locator('[data-col="driver"]')).to_have_text(
+            "Cat Driver")
+        page.locator("#pw-details input.pw-litres").fill("20")
+        page.locator("#pw-details button.pw-filled").click()
+        page.fill("#key-input", server.api_key)
+        page.locator("#key-form button[value=ok]").click()
+        expect(page.locator("#pw-status")).to_have_text("Filled 20 l")
+        events = api(server, "get", f"/sessions/{car.session_id}/events").json()["items"]
+        assert any(e["event_type"] == "fuel.crew" and e["payload"]["added"] == 20 for e in events)
+    finally:
+        car.close()
