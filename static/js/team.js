@@ -25,10 +25,23 @@ const PIT_TEXT = { on_track: "On track", in_lane: "In pit lane", stopped: "Stopp
 const LINK_TEXT = { live: "Live", lora: "LoRa", stale: "Stale", none: "No data" };
 
 function figure(field, label, value, sub = null) {
-  return el("div", { class: "team-fig", dataset: { field } },
-    el("span", { class: "team-fig-label", text: label }),
-    el("span", { class: "team-fig-value", text: value }),
-    sub === null ? null : el("span", { class: "team-fig-sub", text: sub }));
+  return { field, label, value, sub };
+}
+
+/** Build the card's figures once; afterwards only their text changes (no new nodes: less style and layout). */
+function showFigures(box, figs) {
+  if (box.children.length !== figs.length) {
+    box.replaceChildren(...figs.map((f) => el("div", { class: "team-fig", dataset: { field: f.field } },
+      el("span", { class: "team-fig-label", text: f.label }),
+      el("span", { class: "team-fig-value" }),
+      el("span", { class: "team-fig-sub" }))));
+  }
+  figs.forEach((f, i) => {
+    const node = box.children[i];
+    setText(node.children[1], f.value);
+    setText(node.children[2], f.sub);
+    node.children[2].hidden = f.sub === null;
+  });
 }
 
 function running(entry, seconds) {
@@ -119,9 +132,13 @@ function fill(entry, index) {
   card.badge.style.setProperty("--car", CAR_COLOURS[index % CAR_COLOURS.length]);
   setText(card.name, r.car_id || r.name || r.session_id.slice(0, 8));
   setText(card.driver, r.driver ? (r.driver.name || r.driver.driver_id) : "—");
-  card.figs.replaceChildren(...figures(entry));
-  card.alerts.replaceChildren(...r.alerts.map((a) =>
-    el("li", { dataset: { severity: a.severity || "warning" }, text: a.name || a.rule_id })));
+  showFigures(card.figs, figures(entry));
+  const alertKey = JSON.stringify(r.alerts);
+  if (card.alertKey !== alertKey) {
+    card.alertKey = alertKey;
+    card.alerts.replaceChildren(...r.alerts.map((a) =>
+      el("li", { dataset: { severity: a.severity || "warning" }, text: a.name || a.rule_id })));
+  }
   if (card.details.open) card.panel.refresh(r);
   return card.node;
 }

@@ -1,8 +1,8 @@
 """The team view (/team) in a real browser against a real server: two cars, values as they sent them, live.
 
 Screenshots: tests/artifacts/team-desktop.png (1920 × 1080) and team-phone.png (390 × 844); the overview
-with two simulated cars: team-overview-desktop.png, team-overview-phone.png (390 × 844) and
-team-overview-landscape.png (844 × 390).
+with two simulated cars: team-overview-desktop.png (1920 × 1080; and -pitwall with a card's panel open,
+-stale after one car stopped), team-overview-phone.png (390 × 844) and team-overview-landscape.png (844 × 390).
 """
 from __future__ import annotations
 
@@ -198,6 +198,7 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
             return row["laps"] >= 2 and shown == [str(row["laps"]), best_text]
         wait_for(same, 120, "car 7's laps and best lap on the page as GET /team has them")
         expect(card(page, sid7).locator(".team-driver")).to_have_text("Ann Driver")
+        screenshot(page, "team-overview-desktop", full_page=False)
 
         # a driver change from the page: Bob, picked from the roster, is stamped on the laps after it
         card(page, sid7).locator("details.team-pitwall summary").click()
@@ -231,7 +232,7 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
         card(page, sid7).locator("button.pw-filled").click()
         expect(card(page, sid7).locator(".pw-status")).to_have_text("Litres added: a number from 0 to 1000")
 
-        screenshot(page, "team-overview-desktop", full_page=False)
+        screenshot(page, "team-overview-pitwall", full_page=False)
         for size, name in ((PHONE, "team-overview-phone"), (LANDSCAPE, "team-overview-landscape")):
             small = open_page(f"{server.url}/", viewport=size)
             expect(small.locator(".team-car")).to_have_count(2)

@@ -8,6 +8,7 @@ import { drawTrackLines, fitCanvas, project, trackLines } from "../mapview.js";
 export const STALE_POSITION_S = 5.0; // a fix older than this is not where the car is now
 const TRAIL_POINTS = 1200; // per car: ten minutes at the team view's two updates a second
 const MARKER_R = 13;
+const OUTLINE_POINTS = 2500;
 
 // Distinct in day and night and for the common colour blindnesses (Okabe-Ito, then extras).
 export const CAR_COLOURS = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
@@ -40,7 +41,9 @@ export class TeamMap {
         lon.push(c.lon);
       }
     }
-    this.outline = lat.length > 1 ? { lat, lon } : null;
+    const step = Math.ceil(lat.length / OUTLINE_POINTS); // drawn at every update: a few thousand points at most
+    this.outline = lat.length > 1 ? { lat: lat.filter((_, i) => i % step === 0), lon: lon.filter((_, i) => i % step === 0) }
+      : null;
     this.draw();
   }
 
@@ -66,17 +69,22 @@ export class TeamMap {
   /** The cars to mark: [{id, label, colour, lat, lon, age_s, hollow}] (a car without a position: none). */
   setCars(cars) {
     this.cars = cars.filter((c) => Number.isFinite(c.lat) && Number.isFinite(c.lon));
-    this.legend.replaceChildren(...cars.map((c) => el("li", {
-      class: "team-legend-car",
-      dataset: { sessionId: c.id, stale: String(Boolean(c.hollow)), placed: String(Number.isFinite(c.lat)) },
-    },
-    el("span", { class: "team-swatch", dataset: { hollow: String(Boolean(c.hollow)) } }),
-    el("span", { class: "team-legend-label", text: c.label }),
-    el("span", { class: "team-legend-age", text: c.hollow && c.age_s !== null ? fmtAge(c.age_s) : "" }))));
-    // colours through CSSOM (the CSP forbids inline style attributes from markup, not from script)
-    this.legend.querySelectorAll(".team-swatch").forEach((swatch, i) => {
-      swatch.style.setProperty("--car", cars[i].colour);
-    });
+    const legendKey = JSON.stringify(cars.map((c) => [c.id, c.label, c.colour, c.hollow, Number.isFinite(c.lat),
+      c.hollow && c.age_s !== null ? fmtAge(c.age_s) : ""]));
+    if (legendKey !== this.legendKey) { // rebuilt only when what it shows changed
+      this.legendKey = legendKey;
+      this.legend.replaceChildren(...cars.map((c) => el("li", {
+        class: "team-legend-car",
+        dataset: { sessionId: c.id, stale: String(Boolean(c.hollow)), placed: String(Number.isFinite(c.lat)) },
+      },
+      el("span", { class: "team-swatch", dataset: { hollow: String(Boolean(c.hollow)) } }),
+      el("span", { class: "team-legend-label", text: c.label }),
+      el("span", { class: "team-legend-age", text: c.hollow && c.age_s !== null ? fmtAge(c.age_s) : "" }))));
+      // colours through CSSOM (the CSP forbids inline style attributes from markup, not from script)
+      this.legend.querySelectorAll(".team-swatch").forEach((swatch, i) => {
+        swatch.style.setProperty("--car", cars[i].colour);
+      });
+    }
     this.draw();
   }
 
