@@ -18,7 +18,7 @@ const cards = new Map(); // session_id -> {node, figs, head, alerts, panel}
 const tracks = new Map(); // track_id -> TrackOut | null (asked) | undefined (not yet)
 let mapTrack = null;
 let outlineOf = null; // the track whose outline is on the map (read once a car has driven a lap there)
-const OUTLINE_FRAMES = 10000; // one page of stored frames: minutes of driving, laps of outline
+const OUTLINE_FRAMES = 3000; // stored frames from the start: at 10-20 Hz, minutes of driving, laps of outline
 
 const LINK_STALE_S = 3.0; // as the server's team.py: no frame for longer, the link is not live
 const PIT_TEXT = { on_track: "On track", in_lane: "In pit lane", stopped: "Stopped" };

@@ -198,6 +198,9 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
             return row["laps"] >= 2 and shown == [str(row["laps"]), best_text]
         wait_for(same, 120, "car 7's laps and best lap on the page as GET /team has them")
         expect(card(page, sid7).locator(".team-driver")).to_have_text("Ann Driver")
+        expect(page.locator("#team-map")).not_to_have_attribute("data-outline", "0", timeout=30_000)
+        outline = int(page.locator("#team-map").get_attribute("data-outline") or 0)
+        assert outline > 100, "the track's outline (a lapped car's stored fixes) is on the map"
         screenshot(page, "team-overview-desktop", full_page=False)
 
         # a driver change from the page: Bob, picked from the roster, is stamped on the laps after it
@@ -237,6 +240,7 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
             small = open_page(f"{server.url}/", viewport=size)
             expect(small.locator(".team-car")).to_have_count(2)
             wait_for(lambda small=small: len(markers(small)) == 2, 30, f"two markers at {name}")
+            expect(small.locator("#team-map")).not_to_have_attribute("data-outline", "0", timeout=30_000)
             width = small.evaluate("document.scrollingElement.scrollWidth")
             assert width <= size["width"], f"the overview scrolls sideways at {size} ({width} px)"
             screenshot(small, name, full_page=False)

@@ -170,6 +170,7 @@ export class TeamMap {
     }
     // where each marker is drawn, for tests and tools (the canvas itself is pixels)
     this.canvas.dataset.markers = JSON.stringify(markers);
+    this.canvas.dataset.outline = String(this.outline ? this.outline.lat.length : 0);
     setText(this.canvas, "");
   }
 }
