@@ -21,10 +21,11 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from dashboard.server.tracks import ORLANDO_TRACK_ID
 from tests.browser.conftest import PHONE, Car, screenshot
 from tests.browser.test_live_phone import use_oval_track
+from tests.server.test_pitwall import orlando_with_lane
 from tests.servers import REPO
+from tests.telemetry.test_pitlane import PIT_IN_FIX, PIT_OUT_FIX, line_across, recording
 from tests.waiting import wait_for
 
 DESKTOP = {"width": 1920, "height": 1080}
@@ -129,8 +130,8 @@ def simulated(server: Any, car_id: str, folder: Path) -> Iterator[subprocess.Pop
                     process.wait(10)
 
 
-def start_session(server: Any, car_id: str) -> str:
-    sid = api(server, "post", "/sessions", json={"car_id": car_id, "track_id": ORLANDO_TRACK_ID}).json()["session_id"]
+def start_session(server: Any, car_id: str, track_id: str) -> str:
+    sid = api(server, "post", "/sessions", json={"car_id": car_id, "track_id": track_id}).json()["session_id"]
     api(server, "post", f"/sessions/{sid}/start")
     return sid
 
@@ -166,7 +167,10 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
     seven, twelve = "7", "12"
     for driver_id, name in (("ann", "Ann Driver"), ("bob", "Bob Driver")):
         api(server, "post", f"/cars/{seven}/drivers", json={"driver_id": driver_id, "name": name})
-    sid7, sid12 = start_session(server, seven), start_session(server, twelve)
+    fixes = recording()
+    track = api(server, "post", "/tracks", json=orlando_with_lane(
+        line_across(fixes, PIT_IN_FIX), line_across(fixes, PIT_OUT_FIX))).json()
+    sid7, sid12 = start_session(server, seven, track["track_id"]), start_session(server, twelve, track["track_id"])
     api(server, "post", f"/sessions/{sid7}/driver-change", json={"driver_id": "ann"})
     api(server, "put", f"/sessions/{sid7}/fuel", json={"tank_l": 40, "use_per_lap_l": 2})
     with simulated(server, seven, tmp_path / "car7"), simulated(server, twelve, tmp_path / "car12") as car12:
@@ -185,6 +189,14 @@ def test_the_overview_with_two_simulated_cars(server_factory: Any, open_page: An
             for li in page.locator(".team-legend-car").all()}
         assert colours[sid7] != colours[sid12]
         assert page.locator(f'.team-legend-car[data-session-id="{sid7}"] .team-legend-label').inner_text() == "7"
+        # the track's lines: start/finish, and the pit lane's in and out lines (in the accent colour)
+        lines = json.loads(page.locator("#team-map").get_attribute("data-lines") or "[]")
+        assert sorted(line["kind"] for line in lines) == ["finish", "pit_in", "pit_out"]
+        accent = rgb(page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()"))
+        for line in (li for li in lines if li["kind"].startswith("pit")):
+            along = [pixel(page, line["a"][0] + (line["b"][0] - line["a"][0]) * k / 10,
+                           line["a"][1] + (line["b"][1] - line["a"][1]) * k / 10)[:3] for k in range(1, 10)]
+            assert accent in along, (line, along)
         m7 = markers(page)[sid7]
         assert pixel(page, m7["x"], m7["y"])[:3] == rgb(colours[sid7])  # a filled marker: the car's colour
 

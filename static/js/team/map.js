@@ -134,7 +134,10 @@ export class TeamMap {
         }
         ctx.stroke();
       }
-      drawTrackLines(ctx, trackLines(this.track), px, py);
+      const lines = trackLines(this.track);
+      drawTrackLines(ctx, lines, px, py);
+      this.canvas.dataset.lines = JSON.stringify(lines.map((l) => ({
+        kind: l.kind, a: [px(l.a[1]), py(l.a[0])], b: [px(l.b[1]), py(l.b[0])] })));
       // the live cars on top of the stale ones
       for (const c of [...this.cars].sort((x, y) => Number(y.hollow) - Number(x.hollow))) {
         const x = px(c.lon);
