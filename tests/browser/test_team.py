@@ -304,3 +304,26 @@ def test_the_live_page_shows_the_driver_stint_and_fuel(server_factory: Any, open
         assert any(e["event_type"] == "fuel.crew" and e["payload"]["added"] == 20 for e in events)
     finally:
         car.close()
+
+
+def test_night_mode_on_the_overview_is_remembered(server_factory: Any, open_page: Any) -> None:
+    server = server_factory()
+    car = Car(server, name="Night", driver=None)
+    try:
+        use_oval_track(server, car.session_id)
+        car.connect()
+        car.send(200, 20)
+        page = open_page(f"{server.url}/", viewport=DESKTOP)
+        expect(page.locator(".team-car")).to_have_count(1)
+        wait_for(lambda: len(markers(page)) == 1, 15, "the car on the map")
+        page.locator("#theme-toggle").click()
+        page.reload()
+        expect(page.locator("html")).to_have_attribute("data-theme", "night")
+        expect(page.locator(".team-car")).to_have_count(1)
+        wait_for(lambda: len(markers(page)) == 1, 15, "the car on the map, at night")
+        night_bg = rgb(page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--map-bg').trim()"))
+        assert night_bg == [0x11, 0x11, 0x11]
+        assert pixel(page, 3, 3)[:3] == night_bg  # the map drawn in the night colours
+        screenshot(page, "team-overview-night", full_page=False)
+    finally:
+        car.close()
