@@ -131,7 +131,7 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
     ("post", "/sessions/{session_id}/fuel/refill", "The crew's word after a stop: what went in",
      schemas.RefillIn, 200, schemas.FuelOut, WRITE, True, []),
     ("get", "/team", "The team view: every active session with driver, laps, stint, fuel, pit status, link",
-     None, 200, schemas.TeamOut, READ, False, []),
+     None, 200, schemas.TeamOut, READ, False, [q.SESSION_ID]),
     ("post", "/keys", "Create a key (admins); the answer is the only time it is shown", schemas.KeyCreate, 201,
      schemas.KeyCreated, KEYS, False, []),
     ("get", "/keys", "Every key, without secrets (admins)", None, 200, schemas.KeyList, KEYS, False, []),

@@ -337,6 +337,9 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         for update in list(viewer.updates):
             schemas.TeamUpdate.model_validate(update)
         schemas.TeamOut.model_validate(api(server, "get", "/team").json())
+        only_b = api(server, "get", "/team", params={"session_id": sid_b}).json()  # the live page's read
+        assert [c["session_id"] for c in only_b["cars"]] == [sid_b] and only_b["cars"][0]["car_id"] == car_b
+        assert api(server, "get", "/team", params={"session_id": str(uuid.uuid4())}).json()["cars"] == []
 
         api(server, "post", f"/sessions/{sid_b}/end").raise_for_status()
         wait_for(lambda: any(sid_b in u["ended"] for u in viewer.updates), 10, "B leaves the team view")

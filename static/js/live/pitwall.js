@@ -1,6 +1,6 @@
 // The pit wall on the live page: the current driver, the stint time, the fuel (percent, litres, laps
 // left), and the team page's panel (driver change, refill, stints: team/pitwall.js). Read from this
-// session's team row (GET /team, from the server's memory) every few seconds while the page is shown;
+// session's team row (GET /team?session_id=, from the server's memory) every few seconds while the page is shown;
 // the stint time runs on between reads. Hidden while the session is not active (no team row).
 import { apiGet, fmtDuration, setText } from "../common.js";
 import { pitWallPanel } from "../team/pitwall.js";
@@ -23,7 +23,7 @@ export class LivePitWall {
 
   async poll() {
     try {
-      const team = await apiGet("/team");
+      const team = await apiGet(`/team?session_id=${encodeURIComponent(this.sessionId)}`);
       this.row = team.cars.find((c) => c.session_id === this.sessionId) || null;
       this.seen = Date.now();
     } catch {
