@@ -841,6 +841,12 @@ class TeamLink(Out):
     lora_age_s: float | None
 
 
+class TeamPosition(Out):
+    lat: float
+    lon: float
+    lag_s: float | None = Field(description="how much older the GPS fix is than the car's newest value (car clock)")
+
+
 class TeamAlert(Out):
     rule_id: str
     name: str | None
@@ -866,6 +872,7 @@ class TeamCar(Out):
     fuel: TeamFuel | None
     pit: TeamPit | None
     link: TeamLink
+    position: TeamPosition | None = Field(description="the last GPS fix, for the team map; null before the first")
     alerts: list[TeamAlert]
 
 

@@ -516,8 +516,10 @@ def put_canned() -> Response:
 @bp.get("/api/v1/team")
 @require(READ)
 def team() -> Response:
-    """Every active session of the team (every car on this server) as the team view's rows."""
-    return jsonify(core().team.team_snapshot())
+    """Every active session of the team (every car on this server) as the team view's rows; ``?session_id=``: its row
+    only (the live page's driver, stint and fuel; none when that session is not active)."""
+    session_id = params.SESSION_ID.read()
+    return jsonify(core().team.team_snapshot(None if session_id is None else {session_id}))
 
 
 # ------------------------------------------------------------------ alerts

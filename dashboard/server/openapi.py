@@ -140,7 +140,7 @@ ROUTES: list[tuple[str, str, str, type | None, int, type | None, str, bool, list
     ("put", "/messages/canned", "Replace the team's canned messages", schemas.CannedList, 200, schemas.CannedList,
      WRITE, False, []),
     ("get", "/team", "The team view: every active session with driver, laps, stint, fuel, pit status, link",
-     None, 200, schemas.TeamOut, READ, False, []),
+     None, 200, schemas.TeamOut, READ, False, [q.SESSION_ID]),
     ("post", "/keys", "Create a key (admins); the answer is the only time it is shown", schemas.KeyCreate, 201,
      schemas.KeyCreated, KEYS, False, []),
     ("get", "/keys", "Every key, without secrets (admins)", None, 200, schemas.KeyList, KEYS, False, []),

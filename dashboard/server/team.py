@@ -59,6 +59,20 @@ def _round(value: Any, digits: int = 3) -> float | None:
     return round(value, digits) if isinstance(value, (int, float)) else None
 
 
+def _position(latest: dict[str, tuple[Any, ...]]) -> dict[str, Any] | None:
+    """The car's last GPS position on the team map: {lat, lon, lag_s}; None before its first fix.
+
+    ``lag_s`` is how much older the fix is than the car's newest value (both on the car's clock, so no clock
+    offset enters): a car still sending but without a fix has its position age grow, as its link age does not.
+    """
+    lat, lon = latest.get("lat"), latest.get("lon")
+    if not lat or not lon or not isinstance(lat[0], (int, float)) or not isinstance(lon[0], (int, float)):
+        return None
+    newest = max((entry[1] for entry in latest.values() if isinstance(entry[1], (int, float))), default=lat[1])
+    fix_t = min(lat[1], lon[1]) if isinstance(lat[1], (int, float)) and isinstance(lon[1], (int, float)) else newest
+    return {"lat": round(lat[0], 7), "lon": round(lon[0], 7), "lag_s": _round(max(0.0, newest - fix_t), 1)}
+
+
 class TeamService(Service):
     """Rosters, driver changes, series rules, fuel models and corrections; the team snapshot."""
 
@@ -294,6 +308,7 @@ class TeamService(Service):
             delta = timing.delta if timing is not None else None
             last_update = live.last_update
             lora_at = live.lora_at
+            position = _position(live.latest)
             alerts = [{"rule_id": rule_id, "name": a.get("name"), "severity": a.get("severity")}
                       for rule_id, a in live.open_alerts.items()]
             driver_id, stint, limits, fuel, pit_out, last_lap = None, None, [], None, None, None
@@ -341,5 +356,6 @@ class TeamService(Service):
             "gap_to_best_s": _round(best_lap - team_best) if best_lap is not None and team_best is not None else None,
             "stint": stint, "limits": limits, "fuel": fuel, "pit": pit_out,
             "link": {"state": state, "age_s": _round(main_age, 1), "lora_age_s": _round(lora_age, 1)},
+            "position": position,
             "alerts": alerts,
         }

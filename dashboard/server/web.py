@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template
 
 from dashboard.telemetry.channels import REGISTRY
 
@@ -53,7 +53,20 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
+def cars_live() -> bool:
+    """At least one session is active (from the live cache in memory: no database call)."""
+    return any(live.status == "active" for live in current_app.extensions["dashboard"].core.cache.entries())
+
+
 @bp.get("/")
+def front() -> str:
+    """The front page: the team overview while a car is live (an active session), else the sessions list."""
+    if cars_live():
+        return render_template("team.html", registry=channel_registry(), front=True)
+    return render_template("sessions.html", registry=channel_registry(), front=True)
+
+
+@bp.get("/sessions")
 def sessions_list() -> str:
     """The sessions list: live and recent sessions, updated live."""
     return render_template("sessions.html", registry=channel_registry())
@@ -76,7 +89,7 @@ def compare_view() -> str:
 
 @bp.get("/team")
 def team_view() -> str:
-    """The team view: every active session (every car on this server) at once, live (team.join)."""
+    """The team overview: every active session (every car on this server) on one map and as cards, live."""
     return render_template("team.html", registry=channel_registry())
 
 

@@ -14,6 +14,7 @@ import { Readouts } from "./live/gauges.js";
 import { LapsPanel } from "./live/laps.js";
 import { LinkState } from "./live/link.js";
 import { MessagesPanel } from "./live/messages.js";
+import { LivePitWall } from "./live/pitwall.js";
 import { Replay } from "./live/replay.js";
 import { SetupPanel } from "./live/setup.js";
 import { TrackPanel } from "./live/trackedit.js";
@@ -37,6 +38,7 @@ const alerts = new AlertsPanel(SESSION_ID, document.getElementById("alerts"));
 const rules = new RulesEditor(document.getElementById("rules-table"));
 const FINAL_STATUSES = ["ended", "expired"];
 authorisedDownload(document.getElementById("export-csv")); // the export carries the viewer token like every read
+new LivePitWall(SESSION_ID); // driver, stint, fuel; driver change and refill (the team page's panel)
 window.__charts = charts; // what each chart draws (charts.data(name)), for tests and tools
 
 const state = {

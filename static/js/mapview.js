@@ -1,6 +1,6 @@
 // What every track map draws with: a canvas sized to its box at the screen's pixel density, an
 // equirectangular projection of lat/lon bounds into it (metres square, around the middle latitude),
-// and the track's start/finish and sector lines. Used by the live page's map (live/trackmap.js) and
+// and the track's start/finish, sector and pit-in/pit-out lines. Used by the live page's map (live/trackmap.js) and
 // the lap comparison's map (compare.js). No tiles: at a track there is no internet.
 import { cssVar } from "./common.js";
 
@@ -80,6 +80,15 @@ export function drawTrackLines(ctx, lines, px, py) {
       ctx.font = "bold 13px system-ui, sans-serif";
       ctx.fillStyle = cssVar("--fg");
       ctx.fillText("S/F", px(line.b[1]) + 8, py(line.b[0]) - 6);
+    } else if (line.kind === "pit_in" || line.kind === "pit_out") {
+      ctx.setLineDash([8, 4]);
+      ctx.strokeStyle = cssVar("--accent");
+      ctx.lineWidth = 5;
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.font = "bold 13px system-ui, sans-serif";
+      ctx.fillStyle = cssVar("--accent");
+      ctx.fillText(line.kind === "pit_in" ? "Pit in" : "Pit out", px(line.b[1]) + 8, py(line.b[0]) + 14);
     } else {
       ctx.strokeStyle = cssVar("--warn");
       ctx.lineWidth = 4;
@@ -89,12 +98,17 @@ export function drawTrackLines(ctx, lines, px, py) {
   ctx.lineCap = "round";
 }
 
-/** A track's lines as drawTrackLines takes them (a TrackOut; null: none). */
+/** A track's lines as drawTrackLines takes them (a TrackOut; null: none): start/finish, sectors, pit in/out. */
 export function trackLines(track) {
   const lines = [];
   if (track && track.a && track.b) {
     lines.push({ a: track.a, b: track.b, kind: "finish" });
     for (const s of track.sectors || []) lines.push({ a: s.a, b: s.b, kind: "sector" });
+    const lane = track.pit_lane;
+    if (lane && lane.pit_in && lane.pit_out) {
+      lines.push({ a: lane.pit_in.a, b: lane.pit_in.b, kind: "pit_in" });
+      lines.push({ a: lane.pit_out.a, b: lane.pit_out.b, kind: "pit_out" });
+    }
   }
   return lines;
 }

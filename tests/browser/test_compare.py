@@ -31,7 +31,7 @@ def test_two_laps_compared_the_delta_ends_at_the_lap_time_difference(live_server
     expect(page.locator('#setups-body tr[data-version="2"] td.cell-changed')).to_have_text(
         "gearing.rear_sprocket: 84 → 85")
 
-    listing = open_page(f"{live_server.url}/")
+    listing = open_page(f"{live_server.url}/sessions")
     link = listing.locator(f'tr[data-session-id="{second}"] a.compare-link')
     expect(link).to_have_attribute("href", f"/compare?session_id={second}")
     pick(page, first, 2)  # the reference

@@ -58,7 +58,7 @@ def assert_readings(page: Any, frame: dict[str, Any]) -> None:
 
 def test_sessions_list_shows_a_session_and_its_status_live(live_server: Any, make_car: Any, open_page: Any) -> None:
     car = make_car(name="List me", driver="Jo Siffert", track="Spa")
-    page = open_page(live_server.url + "/")
+    page = open_page(live_server.url + "/sessions")
     row = page.locator(f'tr[data-session-id="{car.session_id}"]')
     expect(row).to_be_visible()
     expect(row.locator("a")).to_have_text("List me")
@@ -234,7 +234,7 @@ def test_user_text_is_shown_as_text(live_server: Any, make_car: Any, open_page: 
     requests.post(f"{live_server.url}/api/v1/sessions/{car.session_id}/setup", headers=live_server.headers,
                   json={"setup": {XSS: "<iframe src=javascript:alert(4)>"}}, timeout=10).raise_for_status()
 
-    page = open_page(live_server.url + "/")
+    page = open_page(live_server.url + "/sessions")
     row = page.locator(f'tr[data-session-id="{car.session_id}"]')
     expect(row.locator(".cell-driver")).to_have_text(XSS)
     expect(row.locator("a")).to_have_text("<script>alert(2)</script>")
@@ -269,7 +269,7 @@ def test_history_stays_bounded_under_a_long_fast_feed(live_server: Any, make_car
 
 def test_sessions_list_pages_through_the_api(live_server: Any, make_car: Any, open_page: Any) -> None:
     cars = [make_car(name=f"Page test {i}") for i in range(21)]  # newest first: 20 on page one, the oldest next
-    page = open_page(live_server.url + "/")
+    page = open_page(live_server.url + "/sessions")
     rows = page.locator("#sessions-body tr")
     expect(rows).to_have_count(20)
     expect(rows.first).to_have_attribute("data-session-id", cars[-1].session_id)
@@ -280,7 +280,7 @@ def test_sessions_list_pages_through_the_api(live_server: Any, make_car: Any, op
     page.click("#page-prev")
     expect(rows.first).to_have_attribute("data-session-id", cars[-1].session_id)
 
-    phone = open_page(live_server.url + "/", viewport=PHONE)
+    phone = open_page(live_server.url + "/sessions", viewport=PHONE)
     expect(phone.locator("#sessions-body tr")).to_have_count(20)
     screenshot(phone, "sessions-list-phone")
 
@@ -308,7 +308,7 @@ def test_viewer_token_is_asked_once_remembered_and_asked_again_when_refused(serv
     expect(page.locator("body")).to_have_attribute("data-joined", "true")
     expect(dialog).to_be_hidden()
     listing = page.context.new_page()
-    listing.goto(server.url + "/")
+    listing.goto(server.url + "/sessions")
     expect(listing.locator(f'tr[data-session-id="{session["session_id"]}"]')).to_be_visible()
 
     page.evaluate("() => localStorage.setItem('dashboard.viewerToken', 'stale')")  # refused: asked again
@@ -325,7 +325,7 @@ def test_a_deleted_session_says_so_on_its_page_and_leaves_the_list(live_server: 
     car = make_car(name="Delete me")
     live = open_page(f"{live_server.url}/sessions/{car.session_id}")
     expect(live.locator("body")).to_have_attribute("data-joined", "true")
-    listing = open_page(live_server.url + "/")
+    listing = open_page(live_server.url + "/sessions")
     expect(listing.locator(f'tr[data-session-id="{car.session_id}"]')).to_be_visible()
     requests.delete(f"{live_server.url}/api/v1/sessions/{car.session_id}", headers=live_server.headers,
                     timeout=10).raise_for_status()

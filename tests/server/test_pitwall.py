@@ -313,6 +313,11 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         assert a["pit"]["status"] == "on_track" and a["pit"]["lane"] is False
         assert a["link"]["state"] == "live" or a["link"]["age_s"] is not None
         assert rows[sid_b]["laps"] == 0 and rows[sid_b]["driver"] is None and rows[sid_b]["best_lap_s"] is None
+        last_fix = next(f for f in reversed(frames_a) if "lat" in f["channels"] and "lon" in f["channels"])
+        assert a["position"]["lat"] == pytest.approx(last_fix["channels"]["lat"], abs=1e-6)  # the team map's marker
+        assert a["position"]["lon"] == pytest.approx(last_fix["channels"]["lon"], abs=1e-6)
+        assert a["position"]["lag_s"] == pytest.approx(frames_a[-1]["t"] - last_fix["t"], abs=0.11)
+        assert rows[sid_b]["position"] is None  # nothing sent: no marker
 
         # B streams now: its row comes in a team.update, with what it sent
         t0 = time.time() - 2
@@ -323,6 +328,9 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         for update in list(viewer.updates):
             schemas.TeamUpdate.model_validate(update)
         schemas.TeamOut.model_validate(api(server, "get", "/team").json())
+        only_b = api(server, "get", "/team", params={"session_id": sid_b}).json()  # the live page's read
+        assert [c["session_id"] for c in only_b["cars"]] == [sid_b] and only_b["cars"][0]["car_id"] == car_b
+        assert api(server, "get", "/team", params={"session_id": str(uuid.uuid4())}).json()["cars"] == []
 
         api(server, "post", f"/sessions/{sid_b}/end").raise_for_status()
         wait_for(lambda: any(sid_b in u["ended"] for u in viewer.updates), 10, "B leaves the team view")
