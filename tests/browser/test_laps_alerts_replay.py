@@ -267,6 +267,45 @@ def test_define_start_finish_by_clicking_the_map(live_server: Any, make_kart: An
     assert kart.api("get", f"/sessions/{kart.sid}")["track_id"] == ORLANDO_TRACK_ID
 
 
+def test_draw_the_pit_lane_on_the_map(live_server: Any, make_kart: Any, open_page: Any) -> None:
+    """Four clicks on the map (across the pit entry, then across the exit) put a pit lane on the session's track."""
+    kart = make_kart(track_id=None, name="Pit lane to draw")
+    track = kart.api("post", "/tracks", json={"name": "OKC, pit lane to come", "a": OKC_A, "b": OKC_B})
+    kart.api("put", f"/sessions/{kart.sid}/track", json={"track_id": track["track_id"]})
+    kart.connect().send(recorded_frames())
+    page = open_page(kart.url)
+    expect(page.locator("#track-select")).to_have_value(track["track_id"])
+    page.wait_for_function("() => Number(document.querySelector('#track').dataset.points) > 50")
+    expect(page.locator("#track")).to_have_attribute("data-drawn-lines", "1")
+
+    page.click("#pit-editor summary")
+    page.click("#pit-pick")
+    expect(page.locator("#track")).to_have_attribute("data-picking", "true")
+    page.locator("#track").scroll_into_view_if_needed()  # the clicks land in the viewport
+    box = page.locator("#track").bounding_box()
+    for fx, fy in ((0.40, 0.42), (0.46, 0.42), (0.54, 0.58), (0.60, 0.58)):
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    expect(page.locator("#track")).to_have_attribute("data-picking", "false")
+    expect(page.locator("#pit-msg")).to_have_text("Pit lane drawn: save it.")
+    page.click("#pit-save")
+    give_key(page, live_server.api_key)
+    expect(page.locator("#pit-msg")).to_have_text("Pit lane saved.")
+    expect(page.locator("#track")).to_have_attribute("data-drawn-lines", "3")  # start/finish, pit in, pit out
+    lane = kart.api("get", f"/tracks/{track['track_id']}")["pit_lane"]
+    fixes = [f["channels"] for f in recorded_frames() if "lat" in f["channels"]]
+    lat_range = (min(c["lat"] for c in fixes) - 1e-3, max(c["lat"] for c in fixes) + 1e-3)
+    for line in (lane["pit_in"], lane["pit_out"]):
+        assert all(lat_range[0] < point[0] < lat_range[1] for point in (line["a"], line["b"])), lane
+        assert line["a"][1] < line["b"][1]  # west to east, as clicked
+    assert lane["pit_in"]["a"][0] > lane["pit_out"]["a"][0]  # the entry clicked above the exit: further north
+    screenshot(page, "pit-lane-drawn")
+
+    page.click("#pit-clear")
+    expect(page.locator("#pit-msg")).to_have_text("Pit lane removed.")
+    expect(page.locator("#track")).to_have_attribute("data-drawn-lines", "1")
+    assert kart.api("get", f"/tracks/{track['track_id']}")["pit_lane"] is None
+
+
 def test_replay_of_an_ended_session_and_csv_export(live_server: Any, make_kart: Any, open_page: Any) -> None:
     frames = recorded_frames()
     kart = make_kart(name="Replay me")

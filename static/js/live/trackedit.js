@@ -1,10 +1,14 @@
 // The session's track: a selector of the stored tracks (PUT /sessions/{id}/track
 // times every lap again), and a start/finish line drawn by clicking two points on
 // the track map, either side of the track (or typed, for the keyboard), saved as
-// a new track (POST /tracks) and put on the session.
+// a new track (POST /tracks) and put on the session; and the track's pit lane, a
+// line across its entry and one across its exit, drawn by clicking four points
+// (PUT /tracks/{id}: every session on the track is timed again).
 import { apiGet, apiPost, apiPut, el, setText } from "../common.js";
 
 const COORD_DIGITS = 8;
+// what PUT /tracks/{id} takes (TrackIn): the rest of a TrackOut is the server's
+const TRACK_FIELDS = new Set(["name", "a", "b", "direction", "sectors", "min_lap_time_s", "max_speed_kmh", "pit_lane"]);
 
 export class TrackPanel {
   /** onTrack(track|null) is told the session's track (to draw its lines); onLaps(laps) the recomputed laps. */
@@ -38,6 +42,15 @@ export class TrackPanel {
       ev.preventDefault();
       this.save();
     });
+    this.pit = { picking: false, points: [], pick: $("pit-pick"), msg: $("pit-msg"), clear: $("pit-clear") };
+    if (this.pit.pick) {
+      this.pit.pick.addEventListener("click", () => this.setPitPicking(!this.pit.picking));
+      $("pit-form").addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        this.savePitLane(this.pit.points);
+      });
+      this.pit.clear.addEventListener("click", () => this.savePitLane(null));
+    }
   }
 
   async load() {
@@ -116,6 +129,10 @@ export class TrackPanel {
   }
 
   onMapClick(ev) {
+    if (this.pit.picking) {
+      this.onPitClick(ev);
+      return;
+    }
     if (!this.picking) return;
     const rect = this.els.canvas.getBoundingClientRect();
     const p = this.map.toLatLon(ev.clientX - rect.left, ev.clientY - rect.top);
@@ -181,6 +198,80 @@ export class TrackPanel {
       setText(this.els.sfMsg, `Could not save: ${err.message}`);
     } finally {
       this.els.save.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------- the pit lane
+  setPitPicking(on) {
+    if (on && !this.trackId) {
+      setText(this.pit.msg, "Choose the session's track first: the pit lane belongs to a track.");
+      return;
+    }
+    if (on && this.picking) this.setPicking(false);
+    this.pit.picking = on;
+    this.pit.pick.setAttribute("aria-pressed", String(on));
+    setText(this.pit.pick, on ? "Picking: click the map (Esc to stop)" : "Pick on map");
+    this.els.canvas.dataset.picking = String(on);
+    if (on) {
+      this.pit.points = [];
+      this.map.setDraft([]);
+      this.map.draw();
+      setText(this.pit.msg, "Pit entry: click a point on one side of the lane.");
+      this.onPitKey = (ev) => {
+        if (ev.key === "Escape") this.setPitPicking(false);
+      };
+      document.addEventListener("keydown", this.onPitKey);
+    } else if (this.onPitKey) {
+      document.removeEventListener("keydown", this.onPitKey);
+      this.onPitKey = null;
+    }
+  }
+
+  onPitClick(ev) {
+    const rect = this.els.canvas.getBoundingClientRect();
+    const p = this.map.toLatLon(ev.clientX - rect.left, ev.clientY - rect.top);
+    if (!p) {
+      setText(this.pit.msg, "The map has no GPS trail yet.");
+      return;
+    }
+    this.pit.points.push(p);
+    this.map.setDraft(this.pit.points);
+    this.map.draw();
+    const steps = ["Pit entry: now the other side of the lane.", "Pit exit: a point on one side of the lane.",
+      "Pit exit: now the other side of the lane."];
+    if (this.pit.points.length < 4) {
+      setText(this.pit.msg, steps[this.pit.points.length - 1]);
+      return;
+    }
+    this.setPitPicking(false);
+    setText(this.pit.msg, "Pit lane drawn: save it.");
+  }
+
+  /** Put ``points`` (pit-in A, B, pit-out A, B) on the session's track as its pit lane; null removes it. */
+  async savePitLane(points) {
+    const track = this.trackId ? this.tracks.get(this.trackId) : null;
+    if (!track) {
+      setText(this.pit.msg, "Choose the session's track first: the pit lane belongs to a track.");
+      return;
+    }
+    if (points && points.length !== 4) {
+      setText(this.pit.msg, "Four points are needed: two across the pit entry, two across the pit exit.");
+      return;
+    }
+    const pitLane = points ? { pit_in: { a: points[0], b: points[1] }, pit_out: { a: points[2], b: points[3] } } : null;
+    const body = { ...track, pit_lane: pitLane };
+    delete body.track_id;
+    for (const key of Object.keys(body)) if (!TRACK_FIELDS.has(key)) delete body[key];
+    setText(this.pit.msg, "Saving and timing again…");
+    try {
+      const saved = await apiPut(`/tracks/${encodeURIComponent(track.track_id)}`, body);
+      this.tracks.set(saved.track_id, saved);
+      this.pit.points = [];
+      this.map.setDraft([]);
+      this.announce();
+      setText(this.pit.msg, pitLane ? "Pit lane saved." : "Pit lane removed.");
+    } catch (err) {
+      setText(this.pit.msg, `Could not save: ${err.message}`);
     }
   }
 }

@@ -176,8 +176,8 @@ export class TrackMap {
       ctx.strokeStyle = cssVar("--focus");
       ctx.fillStyle = cssVar("--focus");
       ctx.lineWidth = 4;
-      if (this.draft.length > 1) {
-        seg(this.draft[0], this.draft[1]);
+      for (let i = 0; i + 1 < this.draft.length; i += 2) { // lines of two points each (S/F; pit in, pit out)
+        seg(this.draft[i], this.draft[i + 1]);
         ctx.stroke();
       }
       for (const p of this.draft) {
