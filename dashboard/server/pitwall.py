@@ -134,7 +134,8 @@ class PitWall:
             lap["fuel_used"] = event.payload.get("used")
             self.last_fuel = event.payload
             out.append(("fuel", event.to_dict()))
-        self.last_lap = lap
+        if lap["lap"] >= 1 and not lap.get("interrupted"):  # the session's out-lap (from wherever the car was when
+            self.last_lap = lap  # the session started) and a lap cut by a gap are no lap time to show as "last"
         return out
 
     def finish(self) -> Output:
