@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from dashboard.errors import InvalidInput
 from dashboard.telemetry.channels import CHANNEL_NAME_RE, MAX_CHANNELS_PER_FRAME
@@ -93,6 +93,20 @@ def number(cell: str) -> float | None:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{cell!r} is not a finite number")
     return value
+
+
+def row_values(cells: Sequence[str], channels: Sequence[str | None],
+               converters: Sequence[Callable[[float], float] | None]) -> dict[str, float | None]:
+    """A row's cells as channel values in the registry's units: empty cells and unnamed columns left out;
+    ValueError (from ``number``) when a cell is no number."""
+    values: dict[str, float | None] = {}
+    for cell, channel, convert in zip(cells, channels, converters, strict=True):
+        if channel is None or not cell:
+            continue
+        value = number(cell)
+        if value is not None and convert is not None:
+            values[channel] = convert(value)
+    return values
 
 
 def unique_channels(names: list[str | None], line: int, report: ImportReport) -> list[str | None]:

@@ -20,6 +20,7 @@ from dashboard.telemetry.importers import (
     ImportFrame,
     ImportReport,
     number,
+    row_values,
     unique_channels,
     valid_time,
 )
@@ -84,13 +85,7 @@ def frames(lines: Iterable[str], report: ImportReport) -> Iterator[ImportFrame]:
         try:
             utc = number(cells[utc_i])
             interval = number(cells[interval_i]) if interval_i is not None else None
-            values: dict[str, float | None] = {}
-            for cell, channel, convert in zip(cells, channels, converters, strict=True):
-                if channel is None or not cell:
-                    continue
-                value = number(cell)
-                if value is not None and convert is not None:
-                    values[channel] = convert(value)
+            values = row_values(cells, channels, converters)
         except ValueError as exc:
             report.skip(line_no, str(exc))
             continue

@@ -29,6 +29,7 @@ from dashboard.telemetry.importers import (
     ImportReport,
     channel_name,
     number,
+    row_values,
     unique_channels,
     valid_time,
 )
@@ -115,12 +116,7 @@ def frames(lines: Iterable[str], report: ImportReport) -> Iterator[ImportFrame]:
         previous = key
         try:
             t = number(row[0])
-            values: dict[str, float | None] = {}
-            for cell, channel, convert in zip(row, names, converters, strict=True):
-                if channel is not None and cell:
-                    value = number(cell)
-                    if value is not None and convert is not None:
-                        values[channel] = convert(value)
+            values = row_values(row, names, converters)
         except ValueError as exc:
             report.skip(line_no, str(exc))
             continue
