@@ -20,7 +20,6 @@ makes a valid message or report.
 """
 from __future__ import annotations
 
-import binascii
 import math
 import struct
 import uuid
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboard.errors import InvalidInput
-from dashboard.telemetry import messages
+from dashboard.telemetry import lora, messages
 from dashboard.telemetry.frames import MAX_T, MIN_T
 from dashboard.telemetry.lora import MESH_OVERHEAD_BYTES, airtime_s
 
@@ -102,18 +101,13 @@ LAYOUTS: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 
 
-class DownlinkDecodeError(InvalidInput):
+class DownlinkDecodeError(lora.LoraDecodeError):
     """A LoRa payload is not a valid downlink packet; ``reason`` says why, ``payload`` keeps the raw bytes.
 
     Reasons: ``foreign`` (not our magic), ``version``, ``kind``, ``size``, ``checksum``, ``range``.
     """
 
     code = "invalid_downlink"
-
-    def __init__(self, message: str, reason: str, payload: bytes = b"", field: str | None = None) -> None:
-        super().__init__(message, field=field)
-        self.reason = reason
-        self.payload = payload
 
 
 class DownlinkEncodeError(InvalidInput):
@@ -202,7 +196,7 @@ def encode(packet: Packet) -> bytes:
     _check_uint("car_hash", packet.car_hash, 0xFFFF)
     _check_uint("short_id", packet.short_id, 0xFFFFFFFF, minimum=1)
     data = _HEADER.pack(MAGIC, FORMAT_VERSION, kind, packet.car_hash, packet.short_id) + body
-    return data + _CRC.pack(binascii.crc_hqx(data, 0xFFFF))
+    return lora.seal(data)
 
 
 def _encode_message(p: DownlinkMessage) -> bytes:
@@ -290,8 +284,8 @@ def decode(payload: Any) -> Packet:
     if len(payload) != expected:
         raise DownlinkDecodeError(f"{KIND_NAMES[kind]} packet is {len(payload)} bytes, expected {expected}",
                                   "size", payload)
-    data, (crc,) = payload[:-_CRC.size], _CRC.unpack(payload[-_CRC.size:])
-    if binascii.crc_hqx(data, 0xFFFF) != crc:
+    data = lora.unsealed(payload)
+    if data is None:
         raise DownlinkDecodeError("downlink packet checksum mismatch", "checksum", payload)
     _magic, _version, _kind, car, short_id = _HEADER.unpack_from(data)
     if short_id == 0:

@@ -228,7 +228,18 @@ def encode(summary: LoraSummary) -> bytes:
         *_channel_raws(summary),
         summary.status,
     )
-    return body + _CRC.pack(binascii.crc_hqx(body, 0xFFFF))
+    return seal(body)
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` with its CRC-16/CCITT-FALSE appended: the last two bytes of every packet of ours (uplink, downlink)."""
+    return data + _CRC.pack(binascii.crc_hqx(data, 0xFFFF))
+
+
+def unsealed(payload: bytes) -> bytes | None:
+    """The bytes before a packet's CRC, or None when the CRC does not match them."""
+    data, (crc,) = payload[:-_CRC.size], _CRC.unpack(payload[-_CRC.size:])
+    return data if binascii.crc_hqx(data, 0xFFFF) == crc else None
 
 
 def decode(payload: bytes) -> LoraSummary:
@@ -243,8 +254,8 @@ def decode(payload: bytes) -> LoraSummary:
         raise LoraDecodeError(f"unsupported summary version {version}", "version", payload, field="version")
     if len(payload) != SUMMARY_SIZE:
         raise LoraDecodeError(f"summary is {len(payload)} bytes, expected {SUMMARY_SIZE}", "size", payload)
-    body, (crc,) = payload[: _BODY.size], _CRC.unpack(payload[_BODY.size :])
-    if binascii.crc_hqx(body, 0xFFFF) != crc:
+    body = unsealed(payload)  # the size is checked: the body is _BODY.size bytes
+    if body is None:
         raise LoraDecodeError("summary checksum mismatch", "checksum", payload)
     _magic, version, car, session, seq, t_s, t_cs, *raws, status = _BODY.unpack(body)
     if t_cs > 99:
