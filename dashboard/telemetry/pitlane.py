@@ -59,7 +59,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dashboard.telemetry.geo import LatLon, LocalProjection, Point, distance, segment_crossing
-from dashboard.telemetry.laps import DEFAULT_MAX_SPEED_KMH, GAP_MAX_S, JUMP_SLACK_M, LEARN_MIN_SPEED_KMH, Line
+from dashboard.telemetry.laps import (
+    DEFAULT_MAX_SPEED_KMH,
+    GAP_MAX_S,
+    JUMP_SLACK_M,
+    LEARN_MIN_SPEED_KMH,
+    LapEvent,
+    Line,
+)
 
 STATIONARY_SPEED_KMH = 3.0  # walking pace: a car rolling slower than this in the lane is stopped (Doppler ~0.2 km/h)
 STATIONARY_RADIUS_M = 3.0  # without gps_speed: a parked car's GPS wanders < 1-2 m; 3 m over 2 s is < 5.4 km/h
@@ -124,18 +131,9 @@ class PitStop:
                 "open": self.open, "gaps": self.gaps}
 
 
-@dataclass(frozen=True)
-class PitEvent:
-    """``pit.entry``, ``pit.stationary`` or ``pit.stop`` at time ``t``, revealed by frame ``seq``."""
-
-    type: str
-    t: float
-    seq: int | None
-    payload: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"type": self.type, "t": self.t, "seq": self.seq, "payload": self.payload}
+class PitEvent(LapEvent):
+    """``pit.entry``, ``pit.stationary`` or ``pit.stop`` at time ``t``, revealed by frame ``seq`` (the lap timer's
+    event shape: type, t, seq, payload)."""
 
 
 @dataclass
