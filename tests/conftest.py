@@ -11,6 +11,30 @@ import pytest
 from tests.servers import ServerProcess
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Note where each server's log stood when the test began (see pytest_runtest_makereport)."""
+    item.stash[LOG_OFFSETS] = {id(server): server.log_size() for server in ServerProcess.started}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report carries what each server printed during it: CI shows why, not only what."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    offsets = item.stash.get(LOG_OFFSETS, {})
+    for server in ServerProcess.started:
+        tail = server.log_tail_since(offsets.get(id(server), 0))
+        if tail.strip():
+            report.sections.append((f"server log ({server.url}) during the test", tail))
+
+
+LOG_OFFSETS = pytest.StashKey[dict]()
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One ``dashboard serve`` shared by the end-to-end tests (API key ``test-key``).

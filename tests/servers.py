@@ -26,6 +26,8 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m dashboard serve`` with its own instance folder; start/kill/stop/restart."""
 
+    started: list["ServerProcess"] = []  # every one made in this test run (a failed test shows their logs)
+
     def __init__(self, instance: Path, api_key: str | None = "test-key", extra_args: tuple[str, ...] = (),
                  **settings: str) -> None:
         self.instance = instance
@@ -42,6 +44,7 @@ class ServerProcess:
             self.env[f"DASHBOARD_{name.upper()}"] = str(value)
         self.proc: subprocess.Popen | None = None
         self.log_path = instance / "server.log"
+        ServerProcess.started.append(self)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -91,3 +94,14 @@ class ServerProcess:
     def log_text(self) -> str:
         """What the server printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail_since(self, offset: int, lines: int = 60) -> str:
+        """The last ``lines`` lines the server printed after byte ``offset`` of its log."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
