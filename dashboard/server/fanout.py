@@ -68,6 +68,7 @@ class DirectWebSocket(WebSocketWSGI):
         self.eio_socket = getattr(handler, "__self__", None)  # handler is Socket._websocket_handler
         self.max_message_size = server.max_http_buffer_size
         self.lock = gevent.lock.Semaphore()
+        self.writers = 0  # greenlets in send/_write_locked: holding the lock or about to (see try_direct)
         self.raw: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -100,28 +101,40 @@ class DirectWebSocket(WebSocketWSGI):
 
     def _write_locked(self, data: bytes) -> None:
         """The reader's own frames (pong, close): whole, under the connection's lock."""
-        with self.lock:
-            if not self._write_or_drop(data):
-                raise OSError("websocket closed")
+        self._write_in_turn(data)
 
     def send(self, message: str | bytes) -> None:
         """Engine.IO's writer greenlet: frame the packet and write it whole."""
         if not self.ws.connected:
             raise OSError("websocket closed")
-        frame = text_frame(message)
-        with self.lock:
-            if not self._write_or_drop(frame):
-                raise OSError("websocket closed")
+        self._write_in_turn(text_frame(message))
+
+    def _write_in_turn(self, frame: bytes) -> None:
+        """Write under the lock, counted in ``writers`` from before the wait for it.
+
+        The writer greenlet holds packets it took from Engine.IO's queue while it waits for the lock, and a
+        gevent Semaphore released by another greenlet looks free until the waiter runs: without the count a
+        direct write could take the lock in that gap and overtake the packets already taken from the queue
+        (CI saw a viewer get frames 150-199 before 100-149).
+        """
+        self.writers += 1
+        try:
+            with self.lock:
+                if not self._write_or_drop(frame):
+                    raise OSError("websocket closed")
+        finally:
+            self.writers -= 1
 
     def try_direct(self, frame: bytes) -> bool:
-        """Write ``frame`` now if nothing is queued or being written on this connection; False: use the queue.
+        """Write ``frame`` now if nothing is queued, being written or waiting to be written on this connection;
+        False: use the queue.
 
         Engine.IO's own ``send`` also checks the client's ping timeout; its service task does that for
         every socket anyway, so a client that went silent is still closed.
         """
         eio = self.eio_socket
-        if (self.raw is None or self.lock.locked() or not self.ws.connected or eio is None or eio.closed
-                or not eio.upgraded or eio.queue.qsize()):
+        if (self.raw is None or self.writers or self.lock.locked() or not self.ws.connected or eio is None
+                or eio.closed or not eio.upgraded or eio.queue.qsize()):
             return False
         self.lock.acquire()
         try:

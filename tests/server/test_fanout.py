@@ -85,3 +85,43 @@ def test_a_viewer_that_stops_reading_is_cut_off_and_the_others_get_everything(se
         viewer.close()
         if stuck is not None:
             stuck.ws.close()
+
+
+def test_a_direct_write_never_overtakes_a_packet_the_writer_took_from_the_queue():
+    """The gap CI hit: the Engine.IO writer took packet A from the queue and waits for the connection's lock;
+    the lock is released by another greenlet (the end of a partial direct write) and looks free until the
+    writer runs. A direct write of B in that gap must go through the queue, behind A."""
+    from types import SimpleNamespace
+
+    import gevent
+    import gevent.lock
+    import gevent.queue
+    import gevent.socket
+
+    from dashboard.server.fanout import DirectWebSocket, Fanout
+
+    ours, peer = gevent.socket.socketpair()
+    try:
+        ws = object.__new__(type("Bound", (DirectWebSocket,), {"fanout": Fanout()}))
+        ws.lock = gevent.lock.Semaphore()
+        ws.writers = 0
+        ws.raw = ours
+        ws.ws = SimpleNamespace(connected=True)
+        ws.eio_socket = SimpleNamespace(closed=False, upgraded=True, queue=gevent.queue.Queue(), sid="viewer")
+
+        ws.lock.acquire()  # a partial direct write is being finished
+        writer = gevent.spawn(ws.send, "A")  # the writer greenlet with A taken from the queue
+        gevent.sleep(0)  # it runs, and waits for the lock
+        assert ws.writers == 1 and not writer.dead
+        ws.lock.release()  # the partial write is done; the writer has not run yet
+        took_b = ws.try_direct(text_frame("B"))
+        writer.join(5)
+        assert writer.successful()
+        assert not took_b, "B was written directly while A waited for the lock"
+        peer.settimeout(5)
+        assert peer.recv(64) == text_frame("A")
+        assert ws.writers == 0 and ws.try_direct(text_frame("C"))  # idle again: the direct path is back
+        assert peer.recv(64) == text_frame("C")
+    finally:
+        ours.close()
+        peer.close()
