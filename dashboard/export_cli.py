@@ -1,6 +1,6 @@
 """The ``dashboard export`` command: a stored session, or one lap of it, as CSV, JSON Lines or GPX.
 
-    dashboard export SESSION_ID --format csv|jsonl|gpx [--lap N] [-o FILE]
+    dashboard export SESSION_ID --format csv|jsonl|gpx|events [--lap N] [-o FILE]
 
 Frames are read from the store a page at a time and written as the pure
 writers of ``dashboard.telemetry.export`` yield them, so memory stays bounded

@@ -1,4 +1,4 @@
-"""Exports of a stored session as streamed text: CSV, JSON Lines or GPX, whole or one lap.
+"""Exports of a stored session as streamed text: CSV, JSON Lines or GPX, whole or one lap; or its event log.
 
 Used by the REST API (``GET /api/v1/sessions/{id}/export``) and by ``dashboard export``;
 frames are read a page at a time, so memory stays bounded however long the session.
@@ -20,11 +20,18 @@ from dashboard.server.store import FRAME_PAGE, Store
 from dashboard.telemetry.export import (
     FORMATS,
     MEDIA_TYPES,
+    MESSAGE_EVENT_PREFIX,
+    SUFFIXES,
     channel_names,
     csv_chunks,
+    events_csv_chunks,
     gpx_chunks,
     jsonl_chunks,
+    message_waypoints,
 )
+from dashboard.telemetry.messages import STATES as MESSAGE_STATES
+
+EVENT_PAGE = 1000  # log entries read at a time
 
 
 def session_frames(store: Store, session_id: str, start_t: float | None = None, end_t: float | None = None,
@@ -33,6 +40,17 @@ def session_frames(store: Store, session_id: str, start_t: float | None = None, 
     for frame in store.iter_frames(session_id, page):
         if (start_t is None or frame["t"] >= start_t) and (end_t is None or frame["t"] <= end_t):
             yield frame
+
+
+def session_events(store: Store, session_id: str, start_t: float | None = None, end_t: float | None = None,
+                   page: int = EVENT_PAGE) -> Iterator[dict[str, Any]]:
+    """A session's event log in order, read ``page`` entries at a time; only ``start_t <= t <= end_t`` if given."""
+    after = 0
+    while batch := store.events(session_id, after, page):
+        for event in batch:
+            if (start_t is None or event["timestamp"] >= start_t) and (end_t is None or event["timestamp"] <= end_t):
+                yield event
+        after = batch[-1]["id"]
 
 
 def lap_window(store: Store, session_id: str, lap: int) -> tuple[float, float]:
@@ -63,7 +81,7 @@ def open_export(store: Store, session_id: str, fmt: str, lap: int | None = None,
         raise NotFound(f"no session {session_id}", field="session_id")
     start_t, end_t = lap_window(store, session_id, lap) if lap is not None else (None, None)
     suffix = f"-lap{lap}" if lap is not None else ""
-    export = Export(iter(()), MEDIA_TYPES[fmt], f"session-{session_id}{suffix}.{fmt}")
+    export = Export(iter(()), MEDIA_TYPES[fmt], f"session-{session_id}{suffix}.{SUFFIXES[fmt]}")
 
     def frames() -> Iterator[dict[str, Any]]:
         for frame in session_frames(store, session_id, start_t, end_t, page):
@@ -76,9 +94,14 @@ def open_export(store: Store, session_id: str, fmt: str, lap: int | None = None,
             yield from csv_chunks(frames(), columns)
         elif fmt == "jsonl":
             yield from jsonl_chunks(frames())
+        elif fmt == "events":
+            yield from events_csv_chunks(session_events(store, session_id, start_t, end_t, page))
         else:
             name = session.get("name") or session_id
-            yield from gpx_chunks(frames(), f"{name} lap {lap}" if lap is not None else name)
+            # a message's text is in its queued entry, which may precede the lap: read them all, mark the lap's
+            logged = store.events_of_types(session_id, [MESSAGE_EVENT_PREFIX + s for s in MESSAGE_STATES])
+            yield from gpx_chunks(frames(), f"{name} lap {lap}" if lap is not None else name,
+                                  waypoints=message_waypoints(logged, start_t, end_t))
 
     export.chunks = chunks()
     return export

@@ -120,7 +120,8 @@ SESSION_ID = TextQuery("session_id", SESSION_ID_PATTERN, "a session id (up to 64
 AFTER_SEQ = IntQuery("after_seq", -1, -1, doc="frames after this seq (-1: from the first)")
 AFTER_ID = IntQuery("after_id", 0, 0, doc="events after this id")
 ITEMS_LIMIT = IntQuery("limit", 1000, 1, MAX_ITEMS, "items in this page")
-FORMAT = EnumQuery("format", FORMATS, "csv", "csv (a column per channel), jsonl or gpx")
+FORMAT = EnumQuery("format", FORMATS, "csv", "csv (a column per channel), jsonl, gpx (with the pit's messages as "
+                   "waypoints) or events (the session's event log as CSV: messages, laps, alerts, status)")
 LAP = IntQuery("lap", None, 0, doc="only this lap (0: the out-lap); the whole session without it")
 IMPORT_FORMAT = EnumQuery("format", IMPORT_FORMATS, doc="the file's format; told from its content without it")
 TRACK = TextQuery("track", r"^[^\x00]{1,200}$", "a track's name or id (up to 200 characters)",

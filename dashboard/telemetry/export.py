@@ -19,6 +19,13 @@ long the session. The readers turn an export back into frames, for round trips.
   A frame without position channels at all (a car's tick frame between its
   fix frames) neither adds a point nor ends the segment; one that carries them
   as null (no fix, or stale) does. ``<sat>`` is the last count any frame gave.
+  The pit's messages to the driver become waypoints (``<wpt>``) where the car
+  was when each reached a state (delivered, seen, answered...), named with the
+  message's text and the state (``message_waypoints``).
+- Events (CSV): the session's event log, one row per entry in order:
+  ``id,t,time_utc,type,record_id,lap,lat,lon,data`` (``lap``/``lat``/``lon`` when
+  the entry has them: every message transition does; ``data`` the whole entry
+  as JSON). Status changes, setups, laps, alerts, messages: the story of the session.
 """
 from __future__ import annotations
 
@@ -34,8 +41,11 @@ from xml.sax.saxutils import escape
 
 from dashboard.telemetry.channels import get_channel
 
-FORMATS = ("csv", "jsonl", "gpx")
-MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "gpx": "application/gpx+xml"}
+FORMATS = ("csv", "jsonl", "gpx", "events")
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "gpx": "application/gpx+xml", "events": "text/csv"}
+SUFFIXES = {"csv": "csv", "jsonl": "jsonl", "gpx": "gpx", "events": "events.csv"}
+EVENT_COLUMNS = ("id", "t", "time_utc", "type", "record_id", "lap", "lat", "lon", "data")
+MESSAGE_EVENT_PREFIX = "message."
 CHUNK_ROWS = 1000  # rows per yielded chunk: ~50-150 KB, few enough chunks that streaming costs nothing extra
 
 CSV_FIXED_COLUMNS = ("seq", "t", "time_utc")
@@ -205,14 +215,16 @@ def _trkpt(t: float, lat: float, lon: float, channels: Mapping[str, Any]) -> str
     return "".join(parts)
 
 
-def gpx_chunks(frames: Iterable[FrameLike], name: str, rows_per_chunk: int = CHUNK_ROWS) -> Iterator[str]:
-    """The frames' positions as a GPX 1.1 track named ``name``, in chunks.
+def gpx_chunks(frames: Iterable[FrameLike], name: str, rows_per_chunk: int = CHUNK_ROWS,
+               waypoints: Iterable[Waypoint] = ()) -> Iterator[str]:
+    """The frames' positions as a GPX 1.1 track named ``name``, in chunks, after ``waypoints``.
 
     Frames without both ``lat`` and ``lon`` give no point; the first point after
     such a stretch opens a new ``<trkseg>``, as GPS loggers do after losing the fix.
     """
     label = xml_text(name)
-    yield f"{GPX_HEADER}<metadata><name>{label}</name></metadata>\n<trk><name>{label}</name>\n"
+    marks = "".join(_wpt(w) for w in waypoints)  # GPX 1.1 puts every <wpt> before the tracks
+    yield f"{GPX_HEADER}<metadata><name>{label}</name></metadata>\n{marks}<trk><name>{label}</name>\n"
     points: list[str] = []
     in_segment = False
     satellites: Any = None
@@ -241,3 +253,76 @@ def gpx_chunks(frames: Iterable[FrameLike], name: str, rows_per_chunk: int = CHU
         points.append("</trkseg>\n")
     points.append("</trk>\n</gpx>\n")
     yield "".join(points)
+
+
+# ---------------------------------------------------------------------- waypoints and the event log
+Waypoint = tuple[float, float, float, str, str]  # t, lat, lon, name, type
+EventLike = Mapping[str, Any]  # a stored log entry: {id, event_type, timestamp, record_id, payload}
+
+
+def _wpt(point: Waypoint) -> str:
+    t, lat, lon, name, kind = point
+    return (f'<wpt lat="{lat:.7f}" lon="{lon:.7f}"><time>{gpx_time(t)}</time><name>{xml_text(name)}</name>'
+            f"<type>{xml_text(kind)}</type></wpt>\n")
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def message_waypoints(events: Iterable[EventLike], start_t: float | None = None,
+                      end_t: float | None = None) -> list[Waypoint]:
+    """Each message transition that has the car's position, as a waypoint named "TEXT: state [answer]".
+
+    ``events`` are log entries in order (the ``message.queued`` entry carries the text); only those with
+    ``start_t <= t <= end_t`` (when given) become waypoints. Entries that are not messages are skipped.
+    """
+    texts: dict[str, str] = {}
+    points: list[Waypoint] = []
+    for event in events:
+        kind = str(event.get("event_type", ""))
+        payload = event.get("payload")
+        if not kind.startswith(MESSAGE_EVENT_PREFIX) or not isinstance(payload, Mapping):
+            continue
+        message_id = str(payload.get("message_id", ""))
+        message = payload.get("message")
+        if isinstance(message, Mapping) and isinstance(message.get("text"), str):
+            texts[message_id] = message["text"]
+        t, lat, lon = _finite(event.get("timestamp")), _finite(payload.get("lat")), _finite(payload.get("lon"))
+        if t is None or lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            continue
+        if (start_t is not None and t < start_t) or (end_t is not None and t > end_t):
+            continue
+        state = kind[len(MESSAGE_EVENT_PREFIX):]
+        answer = payload.get("answer")
+        label = f"{texts.get(message_id, 'message')}: {state}" + (f" {answer}" if isinstance(answer, str) else "")
+        points.append((t, lat, lon, label, kind))
+    return points
+
+
+def events_csv_chunks(events: Iterable[EventLike], rows_per_chunk: int = CHUNK_ROWS) -> Iterator[str]:
+    """A session's event log as CSV (``EVENT_COLUMNS``), in chunks."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EVENT_COLUMNS)
+    rows = 0
+    for event in events:
+        payload = event.get("payload")
+        fields = payload if isinstance(payload, Mapping) else {}
+        t = _finite(event.get("timestamp"))
+        lap = fields.get("lap")
+        writer.writerow((
+            event.get("id", ""), "" if t is None else f"{t:.3f}", "" if t is None else iso_utc(t),
+            event.get("event_type", ""), event.get("record_id") or "",
+            lap if isinstance(lap, int) and not isinstance(lap, bool) else "",
+            cell(_finite(fields.get("lat"))), cell(_finite(fields.get("lon"))),
+            json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str),
+        ))
+        rows += 1
+        if rows >= rows_per_chunk:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            rows = 0
+    yield buffer.getvalue()

@@ -2,13 +2,18 @@
 expiry on the housekeeping tick, a box message closed by a pit entry."""
 from __future__ import annotations
 
+import csv
+import io
+import json
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
 
 import pytest
+import requests
 import socketio
 
 from dashboard import schemas
@@ -142,6 +147,22 @@ def test_delivered_seen_answered_over_the_monitor_link(live_server):
         schemas.MessageOut.model_validate(told[-1])
         assert [m["state"] for m in told].count("answered") == 1  # the session's room and the team's: told once
         wait_for(lambda: any(m["id"] == mid and m["state"] == "answered" for m in team_told), 15, "the team told")
+
+        # in the exports: every transition a row of the event log, the car's positions as GPX waypoints
+        logged = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/export?format=events", timeout=10)
+        assert logged.status_code == 200 and logged.headers["content-type"].startswith("text/csv")
+        assert logged.headers["content-disposition"].endswith('.events.csv"')
+        rows = [r for r in csv.DictReader(io.StringIO(logged.text)) if r["type"].startswith("message.")]
+        assert [r["type"] for r in rows] == [f"message.{s}" for s in ("queued", "sent", "delivered", "seen",
+                                                                        "answered")]
+        answered_row = rows[-1]
+        assert (answered_row["lap"], float(answered_row["lat"]), float(answered_row["lon"])) == ("3", 28.41, -81.38)
+        assert json.loads(answered_row["data"])["answer"] == "yes"
+        gpx = requests.get(f"{live_server.url}/api/v1/sessions/{sid}/export?format=gpx", timeout=10)
+        points = ET.fromstring(gpx.content).findall("{http://www.topografix.com/GPX/1/1}wpt")
+        names = [p.findtext("{http://www.topografix.com/GPX/1/1}name") for p in points]
+        assert names == ["FUEL OK?: seen", "FUEL OK?: answered yes"]
+        assert all((p.get("lat"), p.get("lon")) == ("28.4100000", "-81.3800000") for p in points)
 
         # sent while connected: at once; a message for another car never reaches this one
         other_sid = new_session(live_server, car + "-B", None)

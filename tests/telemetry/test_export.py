@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import string
@@ -258,3 +259,56 @@ def test_memory_stays_bounded_however_long_the_session():
         assert peak < MEMORY_LIMIT, (fmt, peak)
         assert peak < short_peak + 256 * 1024, (fmt, short_peak, peak)  # ten times the frames, same memory
     assert time.monotonic() - started < 60
+
+
+# ---------------------------------------------------------------------- messages and the event log
+def _logged(i: int, kind: str, t: Any, **payload: Any) -> dict[str, Any]:
+    return {"id": i, "event_type": kind, "timestamp": t, "record_id": f"r{i}", "payload": payload}
+
+
+LOG = [
+    _logged(1, "session.started", 100.0, status="active"),
+    _logged(2, "message.queued", 101.0, message_id="m1", lat=None, lon=None, message={"text": "BOX <NOW> & in"}),
+    _logged(3, "message.delivered", 102.0, message_id="m1", lap=2, lat=28.4, lon=-81.3),
+    _logged(4, "message.answered", 103.5, message_id="m1", lap=2, lat=28.5, lon=-81.2, answer="yes"),
+    _logged(5, "message.seen", float("nan"), message_id="m2", lat=1.0, lon=2.0),  # no usable time: no point
+    _logged(6, "message.seen", 104.0, message_id="m3", lat=95.0, lon=2.0),  # off the globe: no point
+    _logged(7, "message.seen", 105.0, message_id="m4", lat=True, lon=2.0),  # not a number
+    _logged(8, "lap.completed", 106.0, lap=2, lat=28.4, lon=-81.3),  # not a message: no waypoint
+    {"id": 9, "event_type": "message.seen", "timestamp": 107.0, "record_id": None, "payload": "garbage"},
+]
+
+
+def test_message_transitions_with_a_position_become_named_waypoints():
+    points = export.message_waypoints(LOG)
+    assert points == [(102.0, 28.4, -81.3, "BOX <NOW> & in: delivered", "message.delivered"),
+                      (103.5, 28.5, -81.2, "BOX <NOW> & in: answered yes", "message.answered")]
+    assert export.message_waypoints(LOG, start_t=103.0, end_t=110.0) == points[1:]  # one lap's window
+    assert export.message_waypoints(LOG, start_t=110.0) == []
+
+
+def test_gpx_waypoints_come_before_the_track_and_escape_their_names():
+    frames = [{"seq": 0, "t": 100.0, "channels": {"lat": 28.4, "lon": -81.3}}]
+    text = "".join(export.gpx_chunks(frames, "Race", waypoints=export.message_waypoints(LOG)))
+    root = ET.fromstring(text.encode("utf-8"))
+    children = [child.tag for child in root]
+    assert children == [f"{GPX}metadata", f"{GPX}wpt", f"{GPX}wpt", f"{GPX}trk"]  # GPX 1.1's order
+    first = root.find(f"{GPX}wpt")
+    assert (first.get("lat"), first.get("lon")) == ("28.4000000", "-81.3000000")
+    assert first.findtext(f"{GPX}name") == "BOX <NOW> & in: delivered"
+    assert first.findtext(f"{GPX}type") == "message.delivered"
+    assert first.findtext(f"{GPX}time") == export.gpx_time(102.0)
+
+
+def test_the_event_log_as_csv_keeps_every_entry_and_reads_back():
+    text = "".join(export.events_csv_chunks(LOG, rows_per_chunk=3))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == export.EVENT_COLUMNS
+    assert [int(r["id"]) for r in rows] == [e["id"] for e in LOG]
+    answered = rows[3]
+    assert (answered["type"], answered["t"], answered["lap"], answered["lat"], answered["lon"]) == \
+        ("message.answered", "103.500", "2", "28.5", "-81.2")
+    assert answered["time_utc"] == export.iso_utc(103.5)
+    assert json.loads(answered["data"])["answer"] == "yes"
+    assert (rows[4]["t"], rows[4]["time_utc"]) == ("", "")  # a NaN time is left empty, not written as nan
+    assert rows[8]["data"] == '"garbage"' and rows[8]["lap"] == "" and rows[8]["record_id"] == ""
