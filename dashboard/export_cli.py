@@ -67,8 +67,8 @@ def export_command(args: argparse.Namespace) -> int:
     finally:
         store.engine.dispose()
     part = f"lap {args.lap} of session" if args.lap is not None else "session"
-    print(f"exported {export.frames} frames of {part} {args.session_id} as {args.format} to {where}",
-          file=sys.stderr)
+    what = "the event log" if args.format == "events" else f"{export.frames} frames"
+    print(f"exported {what} of {part} {args.session_id} as {args.format} to {where}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,8 @@
 """`dashboard export`: a real SQLite database written by the SessionManager, exported whole or by lap."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -105,6 +107,24 @@ def test_csv_columns_of_a_lap_are_its_own_channels_and_pages_are_followed(stored
             open_export(store, "no-such-session", "gpx")
     finally:
         store.engine.dispose()
+
+
+def test_the_event_log_read_page_by_page(stored, capsys):
+    store = Store.from_url(f"sqlite:///{stored['dir']}/dashboard.db", migrate=False)
+    try:
+        logged = store.events(stored["sid"])
+        assert len(logged) >= 2  # created, started at least: pages of 1 are followed
+        log = open_export(store, stored["sid"], "events", page=1)
+        assert log.filename == f"session-{stored['sid']}.events.csv" and log.media_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO("".join(log.chunks))))
+        assert [int(r["id"]) for r in rows] == [e["id"] for e in logged]
+        assert [r["type"] for r in rows] == [e["event_type"] for e in logged]
+    finally:
+        store.engine.dispose()
+    out = stored["dir"] / "log.csv"
+    assert main(["export", stored["sid"], "--format", "events", "-o", str(out)]) == 0
+    assert f"exported the event log of session {stored['sid']}" in capsys.readouterr().err
+    assert out.read_text().startswith("id,t,time_utc,type,record_id,lap,lat,lon,data\n")
 
 
 def test_unknown_session_lap_or_database_fail_with_a_message(stored, capsys, monkeypatch, tmp_path):
