@@ -45,6 +45,7 @@ DASHBOARD_NS = "/dashboard"
 COMMIT_TIMEOUT_S = 30.0  # a batch not committed by then is nacked; the monitor resends it
 LAG_PROBE_S = 0.02  # the lag probe sleeps this long and measures how late it wakes
 LAG_WEIGHT = 0.1  # exponential average of the lag over the last ~10 probes (~0.2 s)
+MAX_PENDING_ACKS = 64  # message acks awaited from a car's room over the message queue (resends included)
 LAG_LOADED_S = 0.005  # the loop is falling behind past this average lag: costly rooms are coalesced
 TEAM_FULL_S = 10.0  # every car's whole team row is sent again this often (a viewer's clocks are set again)
 # Fields that run with the clock: a change in them alone is not sent (the page advances them from generated_at).
@@ -203,7 +204,7 @@ class MonitorNamespace(_AckingNamespace):
                                               msg.driver, msg.track, track_id)
         self._attach(live.id, request.sid)
         answer = {"ok": True, "session": self.core.sessions.describe(live)}
-        self.core.messages.car_connected(self.cars[request.sid])  # what it has not acked is sent again
+        self.core.messages.car_connected(self.cars[request.sid], live.id)  # what it has not acked is sent again
         return answer
 
     def on_telemetry(self, conn: str, data: Any = None) -> dict[str, Any]:
@@ -411,6 +412,10 @@ class Hub:
         """Start the broadcaster and the housekeeping loop (safe to call twice)."""
         if self._threads:
             return
+        server = self.socketio.server
+        if not server.manager_initialized:  # python-socketio does it at the first connection: with a message queue
+            server.manager_initialized = True  # a process no client had reached yet did not listen, so an ack
+            server.manager.initialize()  # returned to it through the queue (a pit-to-car message's) was lost
         for target, name in ((self._broadcast_loop, "broadcaster"), (self._housekeeping_loop, "housekeeping"),
                              (self._lag_loop, "loop-lag"), (self._team_loop, "team")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -464,11 +469,24 @@ class Hub:
         self.socketio.emit("message", payload, to=[payload["session_id"], team_room()], namespace=DASHBOARD_NS)
 
     def deliver_message(self, car_id: str, payload: dict[str, Any], on_ack: Callable[..., None]) -> bool:
-        """Emit a pit-to-car ``message`` to every connection of the car (not a gateway's), each with an ack."""
+        """Emit a pit-to-car ``message`` to every connection of the car (not a gateway's), each with an ack.
+
+        True when the car has a connection to this process. With a message queue the car may be connected to
+        another process: the message goes to the car's room through the queue (a car's key joins it, a
+        gateway's does not), and the first ack comes back to this process (python-socketio's cross-host
+        callback). An ack that never comes leaves its callback behind: at most ``MAX_PENDING_ACKS`` a car.
+        """
         sids = [sid for sid, car in list(self.monitor_ns.cars.items())
                 if car == car_id and (p := self.monitor_ns.principals.get(sid)) is not None and p.may(CAR)]
-        for sid in sids:
-            self.socketio.emit("message", payload, to=sid, namespace=MONITOR_NS, callback=on_ack)
+        if self.settings.message_queue is None:
+            for sid in sids:
+                self.socketio.emit("message", payload, to=sid, namespace=MONITOR_NS, callback=on_ack)
+            return bool(sids)
+        room = car_room(car_id)
+        self.socketio.emit("message", payload, to=room, namespace=MONITOR_NS, callback=on_ack)
+        waiting = self.socketio.server.manager.callbacks.get(room, {})  # {0: the id counter, id: callback, ...}
+        for ack_id in [k for k in waiting if k != 0][:-MAX_PENDING_ACKS]:  # the oldest (dicts keep insertion order)
+            del waiting[ack_id]
         return bool(sids)
 
     def _to_room(self, event: str) -> Callable[[dict[str, Any]], None]:

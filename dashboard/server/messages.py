@@ -11,6 +11,13 @@ connections with an ack; the car's ack is ``delivered``. A message not yet deliv
 the housekeeping tick every ``RESEND_S`` and at once when the car starts (or resumes) a session.
 A ``box`` message closes when the session's pit wall reports ``pit.entry`` (``on_pit``, called by the
 timing service as the live frames are fed). Canned messages are a pit-wall setting (``canned/*``).
+
+Several processes (``DASHBOARD_MESSAGE_QUEUE``): the pit may send from one process while the car is connected to
+another. Delivery then goes to the car's room through the message queue, with its ack returned to the sender
+(python-socketio's cross-host callbacks). Each process keeps its records as a cache of the log: before it answers
+the pit or applies a car's report, and before its tick expires or resends, it takes from the log every message
+that another process moved further along. The log's record ids (``message:<id>:<state>``) keep each transition
+stored once whichever process made it, and a reload keeps the first final state it finds.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from dashboard.telemetry.messages import (
     canned_from_list,
     close_on_pit_event,
     due_to_expire,
+    further_along,
     new_message,
     queue,
     transition,
@@ -63,7 +71,8 @@ class MessageService(Service):
         self._sent_at: dict[str, float] = {}  # message id -> when it was last emitted (monotonic-free: clock)
 
     # ------------------------------------------------------------ storage
-    def _session(self, session_id: str) -> tuple[LiveSession, dict[str, MessageRecord]]:
+    def _session(self, session_id: str, fresh: bool = False) -> tuple[LiveSession, dict[str, MessageRecord]]:
+        """The session and its records; ``fresh`` in shared mode catches up with what other processes logged."""
         live = self.cache.get(session_id, fresh=False)
         with self._lock:
             records = self._records.get(live.id)
@@ -71,7 +80,20 @@ class MessageService(Service):
             loaded = self._load(live.id)
             with self._lock:
                 records = self._records.setdefault(live.id, loaded)
+        elif fresh and self.cache.shared:
+            self._catch_up(live.id, records)
         return live, records
+
+    def _catch_up(self, session_id: str, records: dict[str, MessageRecord]) -> None:
+        """Take from the log each message another process moved further along than this one knows."""
+        stored = self._load(session_id)
+        with self._lock:
+            for message_id, record in stored.items():
+                mine = records.get(message_id)
+                if mine is None or further_along(record.state, mine.state):
+                    records[message_id] = record
+                    if record.final:
+                        self._sent_at.pop(message_id, None)
 
     def _load(self, session_id: str) -> dict[str, MessageRecord]:
         """A session's records from its log (the events are stored as the transitions made them)."""
@@ -84,8 +106,8 @@ class MessageService(Service):
                     records[message.id] = queue(message)
                     continue
                 record = records.get(payload["message_id"])
-                if record is None:
-                    continue
+                if record is None or record.final:  # the first final state stands (another process's later one
+                    continue  # could be logged in a race: transition would have refused it here)
                 event = MessageEvent(**{k: payload.get(k) for k in MessageEvent.__dataclass_fields__})
                 records[record.message.id] = MessageRecord(
                     record.message, event.state,
@@ -145,14 +167,14 @@ class MessageService(Service):
     # ------------------------------------------------------------ the pit's side
     def list(self, session_id: str) -> dict[str, Any]:
         """MessageList: the session's messages, oldest first."""
-        live, records = self._session(session_id)
+        live, records = self._session(session_id, fresh=True)
         with self._lock:
             items = sorted(records.values(), key=lambda r: r.message.created_t)
         return {"items": [self.out(live.id, r) for r in items]}
 
     def send(self, session_id: str, body: dict[str, Any], created_by: str) -> dict[str, Any]:
         """A new message to the session's car, queued and sent at once when the car is connected."""
-        live, records = self._session(session_id)
+        live, records = self._session(session_id, fresh=True)
         car_id = live.row.get("car_id")
         if not car_id:
             raise MessageError("this session has no car to send to", field="session_id")
@@ -186,7 +208,7 @@ class MessageService(Service):
 
     def cancel(self, session_id: str, message_id: str, by: str) -> dict[str, Any]:
         """The pit takes a message back (MessageStateError when it is final already)."""
-        live, records = self._session(session_id)
+        live, records = self._session(session_id, fresh=True)
         record, _ = self._apply(live, records, message_id, "cancelled", t=self.clock(), by=by)
         self._send_to_car(live.id, record)  # off the display
         return self.out(live.id, record)
@@ -216,14 +238,14 @@ class MessageService(Service):
     def delivered(self, session_id: str, message_id: str) -> None:
         """The car acked a message: delivered (a repeat ack changes nothing)."""
         try:
-            live, records = self._session(session_id)
+            live, records = self._session(session_id, fresh=True)
             self._apply(live, records, message_id, "delivered", t=self.clock(), via="main")
         except (NotFound, MessageError) as exc:  # a late ack of a finished message: nothing to do
             log.debug("ack of message %s not applied: %s", message_id, exc)
 
     def report(self, session_id: str, report: dict[str, Any]) -> dict[str, Any]:
         """A ``message.report`` from the car: seen or answered (with the car's time, lap and position)."""
-        live, records = self._session(session_id)
+        live, records = self._session(session_id, fresh=True)
         kwargs = {k: report.get(k) for k in ("t", "lap", "lat", "lon")}
         where = self._where(live)  # what the car does not know (its lap: the server times the laps) from here
         if kwargs["lap"] is None:
@@ -237,8 +259,10 @@ class MessageService(Service):
         record, duplicate = self._apply(live, records, report["message_id"], report["state"], via="main", **kwargs)
         return {"ok": True, "duplicate": duplicate, "state": record.state}
 
-    def car_connected(self, car_id: str) -> int:
-        """The car started (or resumed) a session: every message of it not yet delivered is sent again."""
+    def car_connected(self, car_id: str, session_id: str | None = None) -> int:
+        """The car started (or resumed) ``session_id``: every message of it not yet delivered is sent again."""
+        if session_id is not None:
+            self._session(session_id, fresh=True)  # loaded, and caught up with the other processes
         return self._resend(lambda record: record.message.car_id == car_id)
 
     def _resend(self, which: Callable[[MessageRecord], bool]) -> int:
@@ -253,6 +277,15 @@ class MessageService(Service):
         now = self.clock()
         with self._lock:
             sessions = list(self._records.items())
+        if self.cache.shared:  # what other processes did first: answered there is not expired or resent here
+            for session_id, records in sessions:
+                with self._lock:
+                    open_ = any(not r.final for r in records.values())
+                if open_:
+                    try:
+                        self._catch_up(session_id, records)
+                    except Exception:  # noqa: BLE001 - the database may be away: the tick goes on with what it has
+                        log.warning("session %s: messages not caught up with the log", session_id, exc_info=True)
         for session_id, records in sessions:
             with self._lock:
                 due = due_to_expire(list(records.values()), now)

@@ -73,6 +73,11 @@ INBOX_MEMORY = 256  # finished short ids the car remembers (a session sends tens
 STATES: tuple[str, ...] = ("queued", "sent", "delivered", "seen", "answered", "cancelled", "expired", "closed")
 FINAL_STATES = frozenset({"answered", "cancelled", "expired", "closed"})
 _RANK = {"queued": 0, "sent": 1, "delivered": 2, "seen": 3, **{s: 4 for s in FINAL_STATES}}
+
+
+def further_along(a: str, b: str) -> bool:
+    """True when state ``a`` is later than ``b`` (the final states share the last rank)."""
+    return _RANK[a] > _RANK[b]
 CAR_STATES = frozenset({"delivered", "seen", "answered"})  # reported by the car, over a link
 PIT_STATES = frozenset({"queued", "cancelled", "expired", "closed"})  # decided at the pit: no link
 LINKS = ("main", "lora")

@@ -1,6 +1,8 @@
 """The same code on PostgreSQL, and as two server processes sharing PostgreSQL and a Redis message queue."""
 from __future__ import annotations
 
+import time
+
 import requests
 
 from tests.clients import CALL_TIMEOUT_S, Viewer, connect_monitor, make_frames, metric, stored_frames
@@ -118,3 +120,51 @@ def test_one_active_session_per_car_across_processes(server_factory, pg_url):
     refused = requests.delete(f"{servers[1].url}/api/v1/tracks/{track['track_id']}", headers=servers[1].headers,
                               timeout=5)
     assert refused.status_code == 409 and refused.json()["error"]["sessions"] == [used]
+
+
+def test_a_message_sent_on_one_process_reaches_a_car_on_the_other_and_its_answer_is_seen_on_both(
+        server_factory, pg_url):
+    """The pit's page on B, the car's monitor on A: delivered through Redis with its ack back to B, answered on A,
+    every state stored once, and both processes answer the same record."""
+    import socketio
+
+    a = server_factory(database_url=pg_url, message_queue=REDIS_URL)
+    b = server_factory(database_url=pg_url, message_queue=REDIS_URL)
+    got: list[dict] = []
+    car = socketio.Client(reconnection=False)
+    car.on("message", lambda data: (got.append(data), {"ok": True})[1], namespace="/monitor")
+    car.connect(a.url, namespaces=["/monitor"], auth={"car_id": "MQ-MSG", "api_key": a.api_key},
+                transports=["websocket"], wait_timeout=10)
+
+    def record(server, sid: str, mid: str) -> dict:
+        items = requests.get(f"{server.url}/api/v1/sessions/{sid}/messages", timeout=5).json()["items"]
+        return next(m for m in items if m["id"] == mid)
+
+    try:
+        sid = car.call("session.start", {"record_id": "mq-msg"}, namespace="/monitor",
+                       timeout=CALL_TIMEOUT_S)["session"]["session_id"]
+        sent = requests.post(f"{b.url}/api/v1/sessions/{sid}/messages", headers=b.headers, timeout=5,
+                             json={"text": "FUEL OK?", "asks_answer": True})
+        assert sent.status_code == 201, sent.text
+        mid = sent.json()["id"]
+        wait_for(lambda: got, 20, "the message on the car")
+        wait_for(lambda: record(b, sid, mid)["state"] == "delivered", 20, "delivered, acked through Redis to B")
+        assert got[0]["id"] == mid and got[0]["text"] == "FUEL OK?"
+        answered = car.call("message.report", {"session_id": sid, "message_id": mid, "state": "answered",
+                                               "answer": "no", "t": time.time(), "lap": 4}, namespace="/monitor",
+                            timeout=CALL_TIMEOUT_S)
+        assert answered["ok"] and answered["state"] == "answered", answered
+        for server in (a, b):  # B catches up from the log before it answers
+            wait_for(lambda server=server: record(server, sid, mid)["state"] == "answered", 20,
+                     f"answered on {server.url}")
+            assert (record(server, sid, mid)["answer"], record(server, sid, mid)["answered_lap"]) == ("no", 4)
+        # a cancel on B of what A saw answered is refused: the first final state stands on every process
+        cancel = requests.post(f"{b.url}/api/v1/sessions/{sid}/messages/{mid}/cancel", headers=b.headers,
+                               timeout=5)
+        assert cancel.status_code == 409, cancel.text
+        events = requests.get(f"{b.url}/api/v1/sessions/{sid}/events?limit=1000", timeout=5).json()["items"]
+        states = [e["event_type"] for e in events if e["event_type"].startswith("message.")]
+        assert sorted(states) == sorted(set(states))  # each transition stored once, whichever process made it
+        assert {"message.queued", "message.delivered", "message.answered"} <= set(states)
+    finally:
+        car.disconnect()
