@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ import pytest
 import requests
 
 from dashboard.server.tracks import ORLANDO_TRACK_ID
-from tests.car.test_monitor_process_e2e import TIMEOUT_S, GpsFeed, MonitorProcess, car_session
+from tests.car.test_monitor_process_e2e import (
+    ON_TRACK,
+    TIMEOUT_S,
+    GpsFeed,
+    MonitorProcess,
+    car_session,
+)
 from tests.waiting import wait_for
 
 
@@ -117,6 +124,55 @@ def test_a_message_reaches_the_car_is_answered_and_survives_a_kill_9(live_server
         assert [e["state"] for e in final["events"]].count("answered") == 1
         wait_for(lambda: sock.exists() and control.pending() == [], TIMEOUT_S, "the inbox control after restart")
         assert message(live_server, sid, asked["id"])["state"] == "answered"
+        assert monitor.stop() == 0, monitor.log_text()[-3000:]
+    finally:
+        if monitor.proc is not None:
+            monitor.proc.kill()
+            monitor.proc.wait(10)
+        gps.close()
+
+
+def test_a_box_message_closes_when_the_recorded_car_enters_the_drawn_pit_lane(live_server, elm_emulator,
+                                                                               tmp_path: Path, short_dir: Path):
+    """A real monitor fed the recorded laps through a pty, on a track whose pit lane is drawn across the kart's
+    path: the BOX message is delivered, shown, and closes (off the car's display) when the car next crosses
+    the lane's entry, at the car's place there."""
+    from tests.server.test_pitwall import orlando_with_lane
+    from tests.telemetry.test_pitlane import line_across, recording
+
+    fixes = recording()  # the bundled log's fixes; the feed starts at fix ON_TRACK // 2 and loops the laps
+    lane_in = ON_TRACK // 2 + 150  # ~9 s into the feed, and once a lap after
+    track = api(live_server, "post", "/tracks", json=orlando_with_lane(
+        line_across(fixes, lane_in), line_across(fixes, lane_in + 40), name=f"OKC box {uuid.uuid4().hex[:6]}"))
+    car = f"box-{uuid.uuid4().hex[:6]}"
+    gps = GpsFeed(tmp_path / "gps")
+    monitor = MonitorProcess(live_server, car, elm_emulator.get_pty(), gps.link, tmp_path / "outbox.sqlite",
+                             tmp_path / "monitor.log")
+    sock = short_dir / "inbox.sock"
+    monitor.args += ["--inbox-socket", str(sock), "--track-id", track["track_id"]]
+    control = Control(sock)
+    try:
+        monitor.start()
+        sid = car_session(live_server, car, monitor)["session_id"]
+        box = api(live_server, "post", f"/sessions/{sid}/messages", json={"canned": 0})  # BOX THIS LAP
+        assert box["close_on"] == "box" and box["text"] == "BOX THIS LAP"
+        reaches(live_server, sid, box["id"], "delivered", monitor)
+        shown = wait_for(lambda: sock.exists() and control.pending(), TIMEOUT_S, "the box message on the car")
+        assert [m["id"] for m in shown] == [box["id"]]
+        # a box message that asks nothing cannot be dismissed by the driver: only the pit lane closes it
+        refused = control(op="answer", message_id=box["id"], answer="ok")
+        assert not refused["ok"] and refused["error"]["code"] == "message_state"
+        lap_s = (fixes[-1]["t"] - fixes[ON_TRACK // 2]["t"]) / 4 + TIMEOUT_S  # a recorded lap (the feed is faster)
+        closed = wait_for(lambda: (monitor.check_alive(), message(live_server, sid, box["id"]))[1]["state"]
+                          == "closed" and message(live_server, sid, box["id"]), lap_s, "closed at the pit entry")
+        entries = [e for e in api(live_server, "get", f"/sessions/{sid}/events", params={"limit": 1000})["items"]
+                   if e["event_type"] == "pit.entry"]
+        assert entries, "no pit.entry logged"
+        last = closed["events"][-1]
+        assert last["state"] == "closed" and last["lat"] is not None and last["lon"] is not None
+        entry_fix = fixes[lane_in]["channels"]
+        assert abs(last["lat"] - entry_fix["lat"]) < 5e-4 and abs(last["lon"] - entry_fix["lon"]) < 5e-4  # ~50 m
+        wait_for(lambda: control.pending() == [], TIMEOUT_S, "the box message off the car's display")
         assert monitor.stop() == 0, monitor.log_text()[-3000:]
     finally:
         if monitor.proc is not None:
