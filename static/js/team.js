@@ -7,6 +7,7 @@
 import { apiGet, connectDashboard, el, fmtAge, fmtDelta, fmtDuration, fmtLapTime, initTheme, setText, showBanner }
   from "./common.js";
 import { CAR_COLOURS, STALE_POSITION_S, TeamMap } from "./team/map.js";
+import { carMessages } from "./team/messages.js";
 import { pitWallPanel } from "./team/pitwall.js";
 
 const grid = document.getElementById("team-cars");
@@ -108,6 +109,7 @@ function cardOf(entry) {
   const details = el("details", { class: "team-pitwall" }, el("summary", { text: "Driver, fuel, stints" }), panel.node, status);
   details.addEventListener("toggle", () => { if (details.open) panel.refresh(rows.get(r.session_id)?.row); });
   card = {
+    messages: carMessages(r.session_id),
     badge: el("span", { class: "team-badge" }),
     name: el("a", { class: "team-car-name", attrs: { href } }),
     driver: el("span", { class: "team-driver", dataset: { field: "driver" } }),
@@ -117,7 +119,8 @@ function cardOf(entry) {
     panel,
   };
   card.node = el("article", { class: "team-car", dataset: { sessionId: r.session_id } },
-    el("header", { class: "team-car-head" }, card.badge, card.name, card.driver), card.figs, card.alerts, details);
+    el("header", { class: "team-car-head" }, card.badge, card.name, card.driver), card.figs, card.alerts,
+    card.messages.node, details);
   cards.set(r.session_id, card);
   return card;
 }
@@ -230,5 +233,5 @@ connectDashboard({
       else showBanner(`Could not join the team view: ${ack && ack.error ? ack.error.message : "no answer"}`, "error");
     });
   },
-}).on("team.update", onUpdate);
+}).on("team.update", onUpdate).on("message", (m) => cards.get(m.session_id)?.messages.upsert(m));
 setInterval(() => { if (!document.hidden) render(); }, 1000);

@@ -5,11 +5,24 @@
 // states arrive live as `message` events on the session's room.
 import { apiGet, apiPost, el, fmtClockT, setText } from "../common.js";
 
-const STATE_LABEL = {
+export const STATE_LABEL = {
   queued: "queued", sent: "sent", delivered: "on the car", seen: "seen", answered: "answered",
   cancelled: "cancelled", expired: "expired", closed: "closed (pit lane)",
 };
-const FINAL = new Set(["answered", "cancelled", "expired", "closed"]);
+export const FINAL = new Set(["answered", "cancelled", "expired", "closed"]);
+
+/** "answered YES (lap 12)", "on the car", ...: a message's state as the pit reads it. */
+export function stateText(m) {
+  const answer = m.state === "answered" && m.answer
+    ? ` ${m.answer.toUpperCase()}${m.answered_lap !== null && m.answered_lap !== undefined ? ` (lap ${m.answered_lap})` : ""}`
+    : "";
+  return `${STATE_LABEL[m.state] || m.state}${answer}`;
+}
+
+/** Keep the newer of two views of one message (a send's answer may come after the live event). */
+export function newer(known, m) {
+  return !known || known.events.length <= m.events.length;
+}
 const MAX_SHOWN = 30;
 
 export class MessagesPanel {
@@ -80,8 +93,7 @@ export class MessagesPanel {
   /** A live `message` event (or an answer to a send). */
   upsert(m) {
     if (!m || m.session_id !== this.sessionId) return;
-    const known = this.items.get(m.id);
-    if (known && known.events.length > m.events.length) return; // an older view (a send's answer after the event)
+    if (!newer(this.items.get(m.id), m)) return;
     this.items.set(m.id, m);
     this.render();
   }
@@ -89,16 +101,13 @@ export class MessagesPanel {
   render() {
     const rows = [...this.items.values()].sort((a, b) => b.created_t - a.created_t).slice(0, MAX_SHOWN);
     this.list.replaceChildren(...rows.map((m) => {
-      const answer = m.state === "answered" && m.answer
-        ? ` ${m.answer.toUpperCase()}${m.answered_lap !== null && m.answered_lap !== undefined ? ` (lap ${m.answered_lap})` : ""}`
-        : "";
       const cancel = FINAL.has(m.state) ? null : el("button", {
         class: "msg-cancel", attrs: { type: "button" }, on: { click: () => this.cancel(m.id) },
       }, "Cancel");
       return el("li", { class: `msg state-${m.state}`, dataset: { messageId: m.id, state: m.state } },
         el("time", {}, fmtClockT(m.created_t)),
         el("span", { class: "msg-text" }, m.text, m.asks_answer ? " (yes/no)" : null),
-        el("span", { class: "msg-state" }, `${STATE_LABEL[m.state] || m.state}${answer}`),
+        el("span", { class: "msg-state" }, stateText(m)),
         cancel);
     }));
   }
