@@ -48,6 +48,8 @@ DEFAULT_TCP_PORT = 4403  # a networked Meshtastic node's API port
 # 0.68 / 20 = 3.4% of the hour: under the 5% share with room for the node's own
 # NodeInfo/telemetry, and about six cars (three, if each packet is relayed once) can
 # share one channel before the 25% hold-back. Pit values are then at most ~20 s old.
+# The pit's messages (downlink) take at most 1% of the hour per car (telemetry/downlink_policy.py), the car's
+# reports of them 0.64 s each, a few per message.
 DEFAULT_INTERVAL_S = 20.0
 MIN_INTERVAL_S = 1.0  # below this the radio's TX queue fills and packets are dropped anyway
 CONNECT_TIMEOUT_S = 20  # meshtastic waits this long for the radio's configuration on connect
