@@ -264,13 +264,15 @@ class MessageService(Service):
                 self._sent_over_lora(session_id, message.id)
 
         with self._lock:
+            first = message.id not in self._handed
             if record.final:
                 self._handed.discard(message.id)
             else:
                 self._handed.add(message.id)
         emitted = self.hand_down(payload, on_ack)
-        if emitted:
-            log.info("session %s: message %s (%s) handed to the pit gateways", session_id, message.id, record.state)
+        if emitted:  # every resend tick while the main link is down: said once per message and state change
+            log.log(logging.INFO if first or record.final else logging.DEBUG,
+                    "session %s: message %s (%s) handed to the pit gateways", session_id, message.id, record.state)
         return emitted
 
     def _sent_over_lora(self, session_id: str, message_id: str) -> None:
