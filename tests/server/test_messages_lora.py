@@ -134,6 +134,10 @@ def test_a_cancel_goes_down_and_a_car_on_its_main_link_gets_nothing_over_lora(li
             assert gateway.states(second["id"]) == []
         finally:
             monitor.client.disconnect()
+        # the car holds it and its main link is gone: the cancel goes down over LoRa, to take it off the display
+        wait_for(lambda: not api(live_server, "get", f"/sessions/{sid}").json()["monitor"]["online"], 10, "offline")
+        api(live_server, "post", f"/sessions/{sid}/messages/{second['id']}/cancel")
+        wait_for(lambda: gateway.states(second["id"]) == ["cancelled"], 10, "the close of a delivered message")
     finally:
         gateway.close()
 
