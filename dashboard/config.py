@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     expiry_check_s: float = Field(1.0, gt=0, description="how often idle sessions are looked for")
     team_interval_s: float = Field(0.5, gt=0, le=10, description="team view: the cars that changed are sent to its "
                                    "viewers at most this often (team.update), whatever the cars' frame rates")
+    message_lora_after_s: float = Field(10.0, gt=0, description="pit-to-car messages: a car with no /monitor "
+                                        "connection, or no frame for this long, is sent its undelivered messages "
+                                        "over LoRa too (through the connected pit gateways)")
     log_level: str = Field("INFO", description="logging level")
 
     @model_validator(mode="after")

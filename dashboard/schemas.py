@@ -984,6 +984,8 @@ class MonitorAuth(BaseModel):
 
     car_id: CarId
     api_key: str | None = None
+    role: Literal["car", "mesh-gateway"] | None = Field(None, description="mesh-gateway: the connection relays "
+                                                         "LoRa and gets `downlink` events (an admin key's too)")
 
 
 class MonitorSessionStart(Strict):
@@ -1185,6 +1187,58 @@ class LoraAck(Out):
     session_id: str
 
 
+class LoraReport(Strict):
+    """/monitor `lora.report`: a car's report of a pit-to-car message, heard over LoRa by a pit gateway.
+
+    The message is named by the car (its id, else its 16-bit hash) and its short id (RACE_DASHBOARD_PLAN.md,
+    "Pit-to-car messages").
+    """
+
+    link: Literal["lora"] = "lora"
+    car_id: CarId | None = None
+    car_hash: StrictInt = Field(ge=0, le=0xFFFF)
+    short_id: StrictInt = Field(ge=1, le=0xFFFFFFFF)
+    state: Literal["delivered", "seen", "answered"]
+    answer: MessageAnswer | None = None
+    t: EpochSeconds
+    lap: StrictInt | None = Field(None, ge=0, le=0xFFFE)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    received_at: float = Field(ge=0, le=1e11)
+    radio: dict[str, Any] | None = None
+
+
+class LoraReportAck(Out):
+    """Ack of /monitor `lora.report`: the message it applied to, duplicate when it changed nothing."""
+
+    ok: bool
+    duplicate: bool
+    state: MessageState
+    session_id: str
+    message_id: str
+
+
+class Downlink(Out):
+    """Server to pit gateway: `downlink`, a message to carry over LoRa while the car's main link is down or stale.
+
+    ``state`` queued or sent: transmit it; delivered, seen or answered: the car has it (stop repeating);
+    cancelled, expired or closed: send its close.
+    """
+
+    car_id: str
+    car_hash: int
+    session_id: str
+    message: MessageToCar
+    state: MessageState
+
+
+class DownlinkAck(Out):
+    """The gateway's ack of `downlink`: whether it is (or stays) to be transmitted."""
+
+    ok: bool
+    transmitting: bool
+
+
 class ErrorAck(Out):
     """Any ack that refuses: ok false, and why."""
 
@@ -1217,6 +1271,10 @@ SOCKET_MESSAGES: dict[str, type[BaseModel]] = {
     "monitor.message.ack": MessageCarAck,
     "monitor.message.report": MessageReport,
     "monitor.message.report.ack": MessageReportAck,
+    "monitor.lora.report": LoraReport,  # pit gateway to server
+    "monitor.lora.report.ack": LoraReportAck,
+    "monitor.downlink": Downlink,  # server to pit gateway, acked by the gateway
+    "monitor.downlink.ack": DownlinkAck,
     # /dashboard: viewers
     "dashboard.auth": ViewerAuth,
     "dashboard.join": Join,

@@ -7,22 +7,30 @@ The radio is a side channel: absent, unplugged or busy, it only changes
 ``MeshLink.status`` and is retried with capped exponential backoff; nothing
 here ever raises into the caller or blocks the sources and the main uplink.
 
+It also listens: the pit gateway's downlink packets (``dashboard.telemetry.downlink``,
+magic 0xD8 on the same port) for this car (its hash) go to ``on_downlink`` (the
+monitor hands them to ``CarMessages.from_lora``); an undecodable one is counted,
+never raised. ``send_report`` queues a report packet (delivered, seen, answered),
+sent by the link's thread at once, before the next summary.
+
 Relies on meshtastic 2.7.x (``SerialInterface``, ``TCPInterface``,
 ``MeshInterface.sendData``; ``isConnected`` and ``queueStatus`` are read to
 avoid the library's blocking waits).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from dashboard.car.backoff import Backoff
 from dashboard.errors import SourceError
-from dashboard.telemetry import lora
+from dashboard.telemetry import downlink, lora
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +48,17 @@ DEFAULT_TCP_PORT = 4403  # a networked Meshtastic node's API port
 # 0.68 / 20 = 3.4% of the hour: under the 5% share with room for the node's own
 # NodeInfo/telemetry, and about six cars (three, if each packet is relayed once) can
 # share one channel before the 25% hold-back. Pit values are then at most ~20 s old.
+# The pit's messages (downlink) take at most 1% of the hour per car (telemetry/downlink_policy.py), the car's
+# reports of them 0.64 s each, a few per message.
 DEFAULT_INTERVAL_S = 20.0
 MIN_INTERVAL_S = 1.0  # below this the radio's TX queue fills and packets are dropped anyway
 CONNECT_TIMEOUT_S = 20  # meshtastic waits this long for the radio's configuration on connect
 BACKOFF_INITIAL_S = 2.0  # first retry after the radio failed
 BACKOFF_MAX_S = 60.0  # a radio unplugged for long is retried once a minute
+# meshtastic publishes every decoded packet on f"meshtastic.receive.data.{portnum name}" when the port has no
+# decoder of its own, which PRIVATE_APP never has (the gateway listens on the same topic).
+RECEIVE_TOPIC = "meshtastic.receive.data.PRIVATE_APP"
+REPORTS_MAX = 16  # report packets waiting for the radio; the oldest is dropped (the pit repeats, the car re-reports)
 
 InterfaceFactory = Callable[[str], Any]
 
@@ -127,7 +141,14 @@ class MeshLink:
         self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)  # jitter: cars restarted together don't collide
         self.status = "stopped"
         self.last_error: str | None = None
-        self.counts = {"sent": 0, "failed": 0, "skipped_busy": 0, "encode_errors": 0, "connects": 0}
+        self.counts = {"sent": 0, "failed": 0, "skipped_busy": 0, "encode_errors": 0, "connects": 0,
+                       "downlink_received": 0, "downlink_invalid": 0, "downlink_other_car": 0,
+                       "downlink_errors": 0, "reports_sent": 0, "reports_dropped": 0}
+        self.car_hash = lora.car_hash(car_id)
+        self.on_downlink: Callable[[downlink.Packet], None] | None = None  # a message or close for this car
+        self._reports: collections.deque[downlink.DownlinkReport] = collections.deque()
+        self._wake = threading.Event()  # a report to send now
+        self._subscribed = False
 
     # ------------------------------------------------------------ caller side
     def update(self, session_id: str | None, frame: Any, status: int = 0) -> None:
@@ -135,8 +156,31 @@ class MeshLink:
         with self._lock:
             self._latest = (session_id, frame, status) if session_id else None
 
+    def send_report(self, report: dict[str, Any]) -> bool:
+        """Queue a message report (``{short_id, state, t, answer?, lat?, lon?}``) for the radio; never raises.
+
+        False when it cannot be encoded (counted). Sent by the link's thread as soon as the radio is there.
+        """
+        try:
+            packet = downlink.DownlinkReport(self.car_hash, report["short_id"], report["state"], report["t"],
+                                             report.get("answer"), report.get("lap"), report.get("lat"),
+                                             report.get("lon"))
+            downlink.encode(packet)
+        except Exception as exc:  # noqa: BLE001 - a bad field from upstream: report, go on
+            self.counts["encode_errors"] += 1
+            self.last_error = f"report encode: {exc}"
+            return False
+        with self._lock:
+            if len(self._reports) >= REPORTS_MAX:
+                self._reports.popleft()
+                self.counts["reports_dropped"] += 1
+            self._reports.append(packet)
+        self._wake.set()
+        return True
+
     def start(self) -> None:
-        """Start the sender thread; a no-op when already running."""
+        """Start the sender thread (and listen for downlink packets); a no-op when already running."""
+        self._listen()
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop = threading.Event()
@@ -148,6 +192,8 @@ class MeshLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and close the radio; safe to call twice or before start."""
         self._stop.set()
+        self._wake.set()
+        self._unlisten()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)  # a connect in progress may outlive this; it closes its radio itself
@@ -157,6 +203,54 @@ class MeshLink:
     def snapshot(self) -> dict[str, Any]:
         """Status and counters, for the monitor's heartbeat ``sources``."""
         return {"status": self.status, "last_error": self.last_error, **self.counts}
+
+    # ----------------------------------------------------------- listening
+    def _listen(self) -> None:
+        if self._subscribed:
+            return
+        try:
+            from pubsub import pub  # meshtastic's dependency: present whenever a radio can be opened
+        except ImportError:
+            return
+        pub.subscribe(self._on_receive, RECEIVE_TOPIC)  # a weak reference: the monitor keeps this link alive
+        self._subscribed = True
+
+    def _unlisten(self) -> None:
+        if self._subscribed:
+            from pubsub import pub
+
+            pub.unsubscribe(self._on_receive, RECEIVE_TOPIC)
+            self._subscribed = False
+
+    def _on_receive(self, packet: dict[str, Any], interface: Any) -> None:
+        # Runs on meshtastic's publishing thread: never raise, never block. Both arguments required (pubsub
+        # infers the topic's signature from its first listener; the library publishes (packet, interface)).
+        if interface is None or interface is not self._interface:
+            return  # pubsub is process-wide: another radio's packet
+        payload = (packet.get("decoded") or {}).get("payload")
+        if not isinstance(payload, (bytes, bytearray)) or payload[:1] != bytes([downlink.MAGIC]):
+            return  # summaries (ours relayed, other cars') and other apps on the port
+        self.handle_downlink(bytes(payload))
+
+    def handle_downlink(self, payload: bytes) -> downlink.Packet | None:
+        """Decode a downlink payload and hand a message or close of this car to ``on_downlink``; never raises."""
+        try:
+            packet = downlink.decode(payload)
+        except downlink.DownlinkDecodeError as exc:
+            self.counts["downlink_invalid"] += 1
+            log.debug("dropped downlink payload (%s): %s", exc.reason, exc.message)
+            return None
+        if packet.car_hash != self.car_hash or isinstance(packet, downlink.DownlinkReport):
+            self.counts["downlink_other_car"] += 1  # another car's, or a car's report on its way to the pit
+            return None
+        self.counts["downlink_received"] += 1
+        if self.on_downlink is not None:
+            try:
+                self.on_downlink(packet)
+            except Exception:  # noqa: BLE001 - the radio must outlive one bad handler
+                self.counts["downlink_errors"] += 1
+                log.exception("a downlink packet could not be handled")
+        return packet
 
     # ----------------------------------------------------------- radio side
     def connect(self) -> bool:
@@ -226,13 +320,41 @@ class MeshLink:
         return True
 
     # -------------------------------------------------------------- internals
+    def send_reports(self) -> int:
+        """Send the queued report packets (no ack: the pit repeats a message it did not hear about); how many."""
+        sent = 0
+        while not self._stop.is_set():
+            with self._lock:
+                packet = self._reports[0] if self._reports else None
+            if packet is None or self._interface is None or radio_ready(self._interface) is not None:
+                break
+            try:
+                self._interface.sendData(downlink.encode(packet), portNum=PRIVATE_APP, wantAck=False,
+                                         hopLimit=self.hop_limit, channelIndex=self.channel_index)
+            except Exception as exc:  # noqa: BLE001 - unplugged mid-write: the report waits for the radio
+                self._failed("send failed", exc)
+                self._drop_interface()
+                break
+            with self._lock:
+                if self._reports and self._reports[0] is packet:
+                    self._reports.popleft()
+            self.counts["reports_sent"] += 1
+            sent += 1
+        return sent
+
     def _run(self, stop: threading.Event) -> None:
+        next_summary = 0.0  # monotonic time of the next summary: a report does not bring it forward
         while not stop.is_set():
+            self._wake.clear()
             if not self.connect():
                 stop.wait(self._backoff.next())
                 continue
-            sent_or_idle = self.send_now() or self._interface is not None
-            stop.wait(self.interval_s if sent_or_idle else self._backoff.next())
+            self.send_reports()
+            now = time.monotonic()
+            if now >= next_summary:
+                sent_or_idle = self.send_now() or self._interface is not None
+                next_summary = now + (self.interval_s if sent_or_idle else self._backoff.next())
+            self._wake.wait(max(0.0, next_summary - time.monotonic()))
         self._drop_interface()
 
     def _failed(self, what: str, exc: BaseException | None) -> None:

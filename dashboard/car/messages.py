@@ -10,9 +10,18 @@ The driver display (a later step) and the local control (``car/inbox_control.py`
 events table in the same transaction that saves the inbox (``Outbox.save_with_events``): after a
 kill -9 the answer is either applied and queued, or neither; the uplink sends the queued reports
 like other events until the server acks them (the server applies each state once).
+
+Over LoRa (``from_lora``, called by the car's radio, ``dashboard/car/mesh.py``): a message packet is held the
+same way (the inbox dedupes it against the same message over the main link by short id) and answered with a
+``delivered`` report to send back over the radio; a repeat of it (the pit did not hear the report) is answered
+with the newest state reported for it again. A close packet takes the message off the display. Every seen and
+answered also goes to ``on_report`` (the monitor sends it over the radio while the main link is down), besides
+the outbox as above. A message received over LoRa only has the id ``UUID(int=short_id << 96)``: the server
+resolves it by short id.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -21,6 +30,7 @@ from typing import Any, Callable
 
 from dashboard.car.outbox import Outbox
 from dashboard.errors import DashboardError
+from dashboard.telemetry import downlink
 from dashboard.telemetry.messages import FINAL_STATES, Inbox, Message, MessageError
 
 log = logging.getLogger(__name__)
@@ -28,6 +38,7 @@ log = logging.getLogger(__name__)
 META_KEY = "messages.inbox"
 REPORT_EVENT = "message.report"  # an outbox event the uplink sends as /monitor `message.report`
 Position = Callable[[], dict[str, Any]]  # {"lat", "lon"} of the car now (empty when unknown)
+REPORTS_KEPT = 64  # the newest report of the last messages, sent again when the pit repeats one over LoRa
 
 
 class CarMessages:
@@ -39,6 +50,8 @@ class CarMessages:
         self.position = position or dict
         self.clock = clock
         self.on_change = on_change  # the uplink's wake: a report is queued
+        self.on_report: Callable[[dict[str, Any]], None] | None = None  # every seen/answered, with its short id
+        self._reported: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()  # short id ->
         self._lock = threading.Lock()
         self.inbox, self.sessions = self._restore()
 
@@ -83,6 +96,54 @@ class CarMessages:
                      else "received")
         return {"ok": True}
 
+    # ------------------------------------------------------------ from the radio
+    def from_lora(self, packet: downlink.Packet, car_id: str, session_id: str | None) -> dict[str, Any] | None:
+        """A message or close heard over LoRa; the report to send back over the radio (None: nothing to say)."""
+        if isinstance(packet, downlink.DownlinkClose):
+            with self._lock:
+                if self.inbox.close(packet.short_id):
+                    self.outbox.save_with_events(META_KEY, self._snapshot(), [])
+                    log.info("message %d off the display (%s, over LoRa)", packet.short_id, packet.state)
+            return None
+        if not isinstance(packet, downlink.DownlinkMessage):
+            return None
+        now = self.clock()
+        try:
+            message = packet.to_message(car_id, now)
+        except MessageError as exc:  # expired on the way
+            log.info("a message over LoRa was not taken: %s", exc.message)
+            return None
+        with self._lock:
+            if self.inbox.receive(message):
+                if session_id:
+                    self.sessions[message.id] = session_id
+                self.outbox.save_with_events(META_KEY, self._snapshot(), [])
+                report = self._report(message.id, message.short_id, "delivered", None, now)
+                log.info("message %d received over LoRa", message.short_id)
+            elif message.short_id in self._reported:
+                report = self._reported[message.short_id]  # the pit repeats it: it did not hear this
+            elif message.short_id in self.inbox.held:
+                state = "seen" if self.inbox.is_seen(message.short_id) else "delivered"
+                report = self._report(self.inbox.held[message.short_id].message.id, message.short_id, state, None,
+                                      now)
+            else:
+                return None  # finished long ago or before a restart: the main link carries its answer
+        return report
+
+    def _report(self, message_id: str, short_id: int, state: str, answer: str | None, t: float) -> dict[str, Any]:
+        """A report of one state (remembered as the message's newest), with the car's position."""
+        report: dict[str, Any] = {"message_id": message_id, "short_id": short_id, "state": state, "t": t}
+        if answer is not None:
+            report["answer"] = answer
+        where = self.position()
+        if where.get("lat") is not None and where.get("lon") is not None:
+            report.update(lat=where["lat"], lon=where["lon"])
+        self._reported[short_id] = report
+        self._reported.move_to_end(short_id)
+        while len(self._reported) > REPORTS_KEPT:
+            self._reported.popitem(last=False)
+        return report
+
     # ------------------------------------------------------------ for the driver display
     def pending(self) -> list[dict[str, Any]]:
         """The open messages in display order (the first is what the display shows), with ``seen``."""
@@ -117,15 +178,15 @@ class CarMessages:
                 changed = self.inbox.answer(held.short_id, value or "")
             if not changed:
                 return False
-            report: dict[str, Any] = {"session_id": session_id, "message_id": message_id, "state": state,
-                                      "t": self.clock()}
-            if value is not None:
-                report["answer"] = value
-            where = self.position()
-            if where.get("lat") is not None and where.get("lon") is not None:
-                report.update(lat=where["lat"], lon=where["lon"])
+            radio = self._report(message_id, held.short_id, state, value, self.clock())
+            report = {"session_id": session_id, **{k: v for k, v in radio.items() if k != "short_id"}}
             self.outbox.save_with_events(META_KEY, self._snapshot(), [(REPORT_EVENT, report)])
         log.info("message %s %s", message_id, state)
         if self.on_change is not None:
             self.on_change()
+        if self.on_report is not None:
+            try:
+                self.on_report(radio)
+            except Exception:  # noqa: BLE001 - the radio is a side channel: the outbox holds the report
+                log.exception("the LoRa report of message %s failed", message_id)
         return True

@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from dashboard.car.assembler import FrameAssembler
 from dashboard.car.backoff import Backoff
@@ -31,7 +31,7 @@ from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
 from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
 from dashboard.car.uplink import LinkState, Uplink
-from dashboard.telemetry import lora
+from dashboard.telemetry import downlink, lora
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,31 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
     uplink.sources_status = manager.source_status
     messages.on_change = uplink.wake
     messages.position = lambda: _position(manager)
+    if mesh is not None:
+        wire_lora_messages(mesh, messages, settings.car_id, main_link_up=lambda: uplink.state is LinkState.CONNECTED,
+                           session_of=lambda: uplink.session_id)
     return manager
+
+
+def wire_lora_messages(mesh: MeshLink, messages: CarMessages, car_id: str, *, main_link_up: Callable[[], bool],
+                       session_of: Callable[[], str | None]) -> None:
+    """Pit-to-car messages over the radio: what it hears goes to the inbox, the inbox's reports go back over it.
+
+    A message heard over LoRa is answered over LoRa at once (delivered, or the newest state again when the pit
+    repeats it); the driver's seen and answered go over LoRa while the main link is down (they are in the outbox
+    for the main link as well: the server applies each state once, whichever link brings it first).
+    """
+    def on_downlink(packet: downlink.Packet) -> None:
+        report = messages.from_lora(packet, car_id, session_of())
+        if report is not None:
+            mesh.send_report(report)
+
+    def on_report(report: dict[str, Any]) -> None:
+        if not main_link_up():
+            mesh.send_report(report)
+
+    mesh.on_downlink = on_downlink
+    messages.on_report = on_report
 
 
 def _position(manager: ServiceManager) -> dict[str, Any]:
@@ -294,4 +318,4 @@ def run_monitor(settings: MonitorSettings, stop_event: threading.Event | None = 
         manager.outbox.close()
 
 
-__all__ = ["ServiceManager", "SourceState", "build_monitor", "run_monitor"]
+__all__ = ["ServiceManager", "SourceState", "build_monitor", "run_monitor", "wire_lora_messages"]

@@ -136,6 +136,7 @@ class MonitorNamespace(_AckingNamespace):
         self.cars: dict[str, str] = {}  # sid -> car_id
         self.sessions: dict[str, str] = {}  # sid -> session id it streams to
         self.principals: dict[str, Principal] = {}  # sid -> who connected: what its events may do
+        self.roles: dict[str, str | None] = {}  # sid -> the role it connected as ("mesh-gateway": gets downlinks)
 
     def on_connect(self, auth: Any = None) -> None:
         """A car's key connects only as its own car id; a gateway's key only relays LoRa; an admin's may do both."""
@@ -156,6 +157,7 @@ class MonitorNamespace(_AckingNamespace):
             raise refusal(exc) from None
         self.cars[request.sid] = creds.car_id
         self.principals[request.sid] = principal
+        self.roles[request.sid] = creds.role
         if principal.may(CAR):  # commands for this car reach it; a gateway gets none
             join_room(car_room(creds.car_id))
         self.hub.metrics.monitors.inc()
@@ -165,6 +167,7 @@ class MonitorNamespace(_AckingNamespace):
         car = self.cars.pop(request.sid, None)
         session_id = self.sessions.pop(request.sid, None)
         self.principals.pop(request.sid, None)
+        self.roles.pop(request.sid, None)
         if car is None:
             return
         self.hub.metrics.monitors.dec()
@@ -254,6 +257,14 @@ class MonitorNamespace(_AckingNamespace):
         out = self.core.lora.merge(msg.car_id, msg.car_hash, msg.session_prefix, msg.frame, msg.received_at,
                                    msg.status)
         return {"ok": True, "session_id": out["session_id"]}
+
+    def on_lora_report(self, data: Any = None) -> dict[str, Any]:
+        """A pit gateway relays a car's message report heard over LoRa; a repeat changes nothing (duplicate)."""
+        principal = self.principals.get(request.sid)
+        if principal is None or not principal.may(LORA):
+            raise Forbidden("only a pit gateway's key may relay LoRa reports", field="event")
+        msg = parse(schemas.LoraReport, data)
+        return self.core.messages.lora_report(msg.model_dump())
 
     def on_message_report(self, data: Any = None) -> dict[str, Any]:
         """The driver saw or answered a pit-to-car message; a repeat changes nothing (duplicate)."""
@@ -382,6 +393,8 @@ class Hub:
         socketio.on_namespace(self.dashboard_ns)
         core.bus.listeners.append(self.on_change)
         core.messages.deliver = self.deliver_message
+        core.messages.hand_down = self.hand_down
+        core.messages.main_link_up = self.main_link_up
 
     def authenticate(self, credential: str | None, field: str) -> Principal:
         """Who a connect acts as. A presented credential that is refused counts against the address; an address
@@ -476,8 +489,7 @@ class Hub:
         gateway's does not), and the first ack comes back to this process (python-socketio's cross-host
         callback). An ack that never comes leaves its callback behind: at most ``MAX_PENDING_ACKS`` a car.
         """
-        sids = [sid for sid, car in list(self.monitor_ns.cars.items())
-                if car == car_id and (p := self.monitor_ns.principals.get(sid)) is not None and p.may(CAR)]
+        sids = self._car_sids(car_id)
         if self.settings.message_queue is None:
             for sid in sids:
                 self.socketio.emit("message", payload, to=sid, namespace=MONITOR_NS, callback=on_ack)
@@ -487,6 +499,34 @@ class Hub:
         waiting = self.socketio.server.manager.callbacks.get(room, {})  # {0: the id counter, id: callback, ...}
         for ack_id in [k for k in waiting if k != 0][:-MAX_PENDING_ACKS]:  # the oldest (dicts keep insertion order)
             del waiting[ack_id]
+        return bool(sids)
+
+    def _car_sids(self, car_id: str) -> list[str]:
+        ns = self.monitor_ns
+        return [sid for sid, car in list(ns.cars.items())
+                if car == car_id and (p := ns.principals.get(sid)) is not None and p.may(CAR)
+                and ns.roles.get(sid) != "mesh-gateway"]
+
+    def main_link_up(self, car_id: str) -> bool:
+        """The car's main link carries its messages: a /monitor connection of the car whose session had a frame
+        within ``message_lora_after_s`` (or that has not started streaming yet). Reads memory only."""
+        ns, now = self.monitor_ns, self.core.messages.clock()
+        for sid in self._car_sids(car_id):
+            session_id = ns.sessions.get(sid)
+            live = self.core.cache.peek(session_id) if session_id else None
+            if live is None or live.last_update is None:
+                return True  # connected, not streaming yet: session.start sends its messages
+            if now - live.last_update <= self.settings.message_lora_after_s:
+                return True
+        return False
+
+    def hand_down(self, payload: dict[str, Any], on_ack: Callable[..., None]) -> bool:
+        """Emit a ``downlink`` to every pit gateway connection (a gateway key, or one connected as mesh-gateway)."""
+        ns = self.monitor_ns
+        sids = [sid for sid, p in list(ns.principals.items())
+                if p.may(LORA) and (not p.may(CAR) or ns.roles.get(sid) == "mesh-gateway")]
+        for sid in sids:
+            self.socketio.emit("downlink", payload, to=sid, namespace=MONITOR_NS, callback=on_ack)
         return bool(sids)
 
     def _to_room(self, event: str) -> Callable[[dict[str, Any]], None]:

@@ -18,11 +18,22 @@ another. Delivery then goes to the car's room through the message queue, with it
 the pit or applies a car's report, and before its tick expires or resends, it takes from the log every message
 that another process moved further along. The log's record ids (``message:<id>:<state>``) keep each transition
 stored once whichever process made it, and a reload keeps the first final state it finds.
+
+Delivery over LoRa: while the car's main link is down or stale (``main_link_up``, set by the hub: no
+``/monitor`` connection of the car, or no frame for ``message_lora_after_s``), an undelivered message is also
+handed to the connected pit gateways (``hand_down``: the ``downlink`` event, acked; a gateway that will transmit
+it makes it ``sent`` over ``lora``), on the same resend tick. Once a message handed down moves on (delivered,
+seen or answered over either link) the gateways are told, so they stop repeating it; its cancel, expiry or close
+goes down too (a ``close`` packet), as does that of a message the car holds while its main link is down. The
+gateway's reports (``lora_report``: car hash and short id) go through the same dedupe rule, with link ``lora``.
+With several processes the main link's state is read from this process's connections only: a process without
+the car's connection may hand a message to its gateways while another's connection carries it (the car dedupes).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from typing import Any, Callable
 
 from dashboard.errors import NotFound
@@ -30,7 +41,9 @@ from dashboard.server.changes import Change
 from dashboard.server.live import LiveSession
 from dashboard.server.service import Service, Shared
 from dashboard.server.team import setting_key
+from dashboard.telemetry.lora import car_hash as hash_of
 from dashboard.telemetry.messages import (
+    CAR_STATES,
     FINAL_STATES,
     CannedMessage,
     Message,
@@ -54,8 +67,12 @@ EVENT_TYPES = tuple(EVENT_PREFIX + s for s in ("queued", "sent", "delivered", "s
                                                 "expired", "closed"))
 UNDELIVERED = ("queued", "sent")
 
+SHORT_ID_BITS = 96  # a message the car received over LoRa has the id UUID(int=short_id << 96) (downlink.py)
+
 # deliver(car_id, payload, on_ack) -> True when it was emitted to at least one connection of the car
 Deliver = Callable[[str, dict[str, Any], Callable[..., None]], bool]
+# hand_down(payload, on_ack) -> True when it was emitted to at least one pit gateway
+HandDown = Callable[[dict[str, Any], Callable[..., None]], bool]
 
 
 class MessageService(Service):
@@ -66,6 +83,9 @@ class MessageService(Service):
         self.timing = timing
         timing.on_pit = self.on_pit
         self.deliver: Deliver | None = None
+        self.hand_down: HandDown | None = None
+        self.main_link_up: Callable[[str], bool] = lambda car_id: True  # the hub's: connected and fresh frames
+        self._handed: set[str] = set()  # message ids handed to the gateways and not finished
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, MessageRecord]] = {}  # session -> message id -> record
         self._sent_at: dict[str, float] = {}  # message id -> when it was last emitted (monotonic-free: clock)
@@ -131,6 +151,10 @@ class MessageService(Service):
         if record.final:
             with self._lock:
                 self._sent_at.pop(record.message.id, None)
+        with self._lock:
+            handed = record.message.id in self._handed
+        if handed and any(e.state in CAR_STATES for e in events):
+            self._to_gateways(session_id, record)  # the car has it: the gateways stop repeating it
         self.bus.tell(Change.MESSAGE, self.out(session_id, record))
 
     @staticmethod
@@ -228,12 +252,86 @@ class MessageService(Service):
             if isinstance(ack, dict) and ack.get("ok") is True and record.state not in FINAL_STATES:
                 self.delivered(session_id, message.id)
 
+        main_up = self.main_link_up(message.car_id)
+        if not main_up or (record.final and message.id in self._handed):
+            self._over_lora(session_id, record)
         if not self.deliver(message.car_id, payload, on_ack):
             return False
         if record.state == "queued":
             live, records = self._session(session_id)
             self._apply(live, records, message.id, "sent", t=self.clock(), via="main")
         return True
+
+    # ------------------------------------------------------------ delivery over LoRa (pit gateways)
+    def _over_lora(self, session_id: str, record: MessageRecord) -> None:
+        """The main link is down or stale: an open message goes to the gateways; a final one, if the car may hold it."""
+        if record.final:
+            reached = {e.state for e in record.events}
+            if record.message.id not in self._handed and not reached & CAR_STATES:
+                return  # never on the car: nothing to take off its display
+        elif record.state not in UNDELIVERED:
+            return  # delivered: the car has it, and its answer comes back by itself
+        self._to_gateways(session_id, record)
+
+    def _to_gateways(self, session_id: str, record: MessageRecord) -> bool:
+        """Emit ``downlink`` with the message's state to the pit gateways; their ack may make it ``sent`` (lora)."""
+        if self.hand_down is None:
+            return False
+        message = record.message
+        payload = {"car_id": message.car_id, "car_hash": hash_of(message.car_id), "session_id": session_id,
+                   "message": {**message.to_dict(), "session_id": session_id, "state": record.state},
+                   "state": record.state}
+
+        def on_ack(*args: Any) -> None:
+            ack = args[0] if args else None
+            if isinstance(ack, dict) and ack.get("ok") is True and ack.get("transmitting") is True:
+                self._sent_over_lora(session_id, message.id)
+
+        with self._lock:
+            first = message.id not in self._handed
+            if record.final:
+                self._handed.discard(message.id)
+            else:
+                self._handed.add(message.id)
+        emitted = self.hand_down(payload, on_ack)
+        if emitted:  # every resend tick while the main link is down: said once per message and state change
+            log.log(logging.INFO if first or record.final else logging.DEBUG,
+                    "session %s: message %s (%s) handed to the pit gateways", session_id, message.id, record.state)
+        return emitted
+
+    def _sent_over_lora(self, session_id: str, message_id: str) -> None:
+        try:
+            live, records = self._session(session_id)
+            with self._lock:
+                queued = records[message_id].state == "queued"
+            if queued:
+                self._apply(live, records, message_id, "sent", t=self.clock(), via="lora")
+        except (KeyError, NotFound, MessageError) as exc:
+            log.debug("gateway ack of message %s not applied: %s", message_id, exc)
+
+    def lora_report(self, report: dict[str, Any]) -> dict[str, Any]:
+        """A car's report heard over LoRa (``lora.report`` from a gateway): the message by car and short id."""
+        car_id, car_hash, short_id = report.get("car_id"), report["car_hash"], report["short_id"]
+        with self._lock:
+            found = [(sid, r) for sid, records in self._records.items() for r in records.values()
+                     if r.message.short_id == short_id and hash_of(r.message.car_id) == car_hash
+                     and car_id in (None, r.message.car_id)]
+        if not found:
+            raise NotFound(f"no message {short_id} of car hash {car_hash}", field="short_id")
+        session_id, record = max(found, key=lambda item: item[1].message.created_t)
+        live, records = self._session(session_id)
+        kwargs = {k: report.get(k) for k in ("t", "lap", "lat", "lon")}
+        if kwargs["lap"] is None:
+            kwargs["lap"] = self._where(live).get("lap")
+        if report["state"] == "answered":
+            kwargs["answer"] = report.get("answer")
+        elif report.get("answer") is not None:
+            raise MessageError("only answered carries an answer", field="answer")
+        done, duplicate = self._apply(live, records, record.message.id, report["state"], via="lora", **kwargs)
+        log.info("session %s: message %s %s over LoRa%s", live.id, record.message.id, report["state"],
+                 " (duplicate)" if duplicate else "")
+        return {"ok": True, "duplicate": duplicate, "state": done.state, "session_id": live.id,
+                "message_id": record.message.id}
 
     def delivered(self, session_id: str, message_id: str) -> None:
         """The car acked a message: delivered (a repeat ack changes nothing)."""
@@ -256,8 +354,23 @@ class MessageService(Service):
             kwargs["answer"] = report.get("answer")
         elif report.get("answer") is not None:
             raise MessageError("only answered carries an answer", field="answer")
-        record, duplicate = self._apply(live, records, report["message_id"], report["state"], via="main", **kwargs)
+        message_id = self._resolve(records, report["message_id"])
+        record, duplicate = self._apply(live, records, message_id, report["state"], via="main", **kwargs)
         return {"ok": True, "duplicate": duplicate, "state": record.state}
+
+    def _resolve(self, records: dict[str, MessageRecord], message_id: str) -> str:
+        """The message's id; a message the car received over LoRa only knows it as UUID(int=short id << 96)."""
+        if message_id in records:
+            return message_id
+        try:
+            value = uuid.UUID(message_id).int
+        except ValueError:
+            return message_id  # NotFound, naming it, in _apply
+        if value & ((1 << SHORT_ID_BITS) - 1):
+            return message_id
+        short_id = value >> SHORT_ID_BITS
+        with self._lock:
+            return next((mid for mid, r in records.items() if r.message.short_id == short_id), message_id)
 
     def car_connected(self, car_id: str, session_id: str | None = None) -> int:
         """The car started (or resumed) ``session_id``: every message of it not yet delivered is sent again."""
