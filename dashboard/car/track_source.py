@@ -34,6 +34,7 @@ META_KEY = "timing.track"  # {"wanted": "id:..." | "name:...", "track": Track.to
 MAX_FILE_BYTES = 1_000_000  # a track with a pit lane and a dozen sectors is a few kB
 FETCH_TIMEOUT_S = 5.0  # one REST call; the link is up when we try
 RETRY_MIN_S, RETRY_MAX_S = 2.0, 60.0  # a server that fails the call: retried, at most once a minute
+RETRY_STATUSES = (408, 429)  # a 4xx worth asking again; any other (a bad id, a key refused) will not change
 LINK_POLL_S = 1.0  # how often the fetcher looks whether the link is up
 
 
@@ -146,6 +147,8 @@ class TrackFetcher(Worker):
                               verify=str(self.ca_cert) if self.ca_cert else True)
         if answer.status_code == 404:
             return None
+        if 400 <= answer.status_code < 500 and answer.status_code not in RETRY_STATUSES:
+            raise ConfigError(f"the server refused the track ({answer.status_code})", field="track")
         answer.raise_for_status()
         return answer.json()
 
