@@ -26,12 +26,13 @@
   }
 
   // ------------------------------------------------------------------ figures
-  function lapTime(seconds) {
+  function lapTime(seconds, digits) { // running time in tenths (floored: it never shows time not yet driven)
     if (seconds === null || seconds === undefined) return "--";
-    const tenths = Math.floor(seconds * 10);
-    const minutes = Math.floor(tenths / 600);
-    const rest = (tenths % 600) / 10;
-    return minutes > 0 ? minutes + ":" + rest.toFixed(1).padStart(4, "0") : rest.toFixed(1);
+    const scale = Math.pow(10, digits);
+    const units = Math.floor(seconds * scale + 1e-6);
+    const minutes = Math.floor(units / (60 * scale));
+    const rest = (units - minutes * 60 * scale) / scale;
+    return minutes > 0 ? minutes + ":" + rest.toFixed(digits).padStart(digits + 3, "0") : rest.toFixed(digits);
   }
   function delta(seconds) {
     if (seconds === null || seconds === undefined) return "--";
@@ -40,8 +41,8 @@
   function showTiming(timing) {
     const timed = timing && timing.track;
     $("lap").textContent = !timed || timing.lap === null ? "--" : timing.out_lap ? "OUT" : String(timing.lap);
-    $("elapsed").textContent = timed ? lapTime(timing.elapsed) : "--";
-    $("last-lap").textContent = timed ? lapTime(timing.last_lap) : "--";
+    $("elapsed").textContent = timed ? lapTime(timing.elapsed, 1) : "--";
+    $("last-lap").textContent = timed ? lapTime(timing.last_lap, 2) : "--";
     const d = timed ? timing.delta : null;
     $("delta").textContent = delta(d);
     $("delta").dataset.sign = d === null || d === undefined ? "none" : d < 0 ? "ahead" : d > 0 ? "behind" : "even";
