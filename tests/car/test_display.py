@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +22,7 @@ from dashboard.car.settings import load_settings
 from dashboard.car.timing import CarTiming
 from dashboard.errors import ConfigError
 from dashboard.telemetry.messages import new_message
+from tests.servers import REPO
 
 JSON = {"Content-Type": "application/json"}
 
@@ -154,9 +157,12 @@ def test_bad_requests_are_4xx_json_naming_the_field(display: tuple[DriverDisplay
     # no Content-Length at all: refused, and the server goes on
     with socket.create_connection(("127.0.0.1", shown.port), timeout=5) as raw:
         raw.sendall(f"POST {action} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n".encode())
-        head = raw.recv(4096).decode()
-    assert head.startswith("HTTP/1.0 400") or head.startswith("HTTP/1.1 400"), head
-    assert '"field": "body"' in head
+        chunks = []
+        while chunk := raw.recv(4096):  # the server closes the connection after its answer
+            chunks.append(chunk)
+    reply = b"".join(chunks).decode()
+    assert reply.startswith("HTTP/1.0 400") or reply.startswith("HTTP/1.1 400"), reply
+    assert '"field": "body"' in reply
     # an unknown (or finished) message: nothing applied, nothing broken
     other = wire("PUSH")["id"]
     assert post(shown, f"/api/messages/{other}/answer", {"answer": "yes"}).json() == {"ok": True, "applied": False}
@@ -189,3 +195,14 @@ def test_a_taken_port_is_an_oserror_at_start(outbox: Outbox) -> None:
         with pytest.raises(OSError):
             shown.start()
         shown.stop()  # nothing to stop: no error
+
+
+def test_a_built_package_ships_the_page(tmp_path: Path) -> None:
+    """What setuptools puts in a wheel (its build_py step, from pyproject.toml) holds every file of the page."""
+    built = subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
+                            "egg_info", "--egg-base", str(tmp_path), "build_py", "--build-lib", str(tmp_path / "lib")],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    shipped = tmp_path / "lib" / "dashboard" / "car" / "display" / "static"
+    source = REPO / "dashboard" / "car" / "display" / "static"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(ASSETS) == sorted(p.name for p in source.iterdir())
