@@ -89,9 +89,10 @@ class ServiceManager:
         """A frame is in the outbox: wake the uplink, and hand it to the LoRa link."""
         if self.uplink is not None:
             self.uplink.wake(seq)
+        if self.timing is not None:
+            for committed in self.assembler.last_committed:  # every frame, in seq order, as the server times them
+                self.timing.feed(committed)
         frame = self.assembler.last_frame
-        if self.timing is not None and frame is not None:
-            self.timing.feed(frame)
         if self.mesh is not None and frame is not None and frame["t"] is not None:  # never a frame without a time
             statuses = self.source_status()
             status = lora.make_status(

@@ -155,7 +155,7 @@ def test_the_driver_display_in_the_car(live_server: Any, open_page: Any, browser
 
         # ---- still no link: lap 1 done, the delta to it on lap 2, green or red
         expect(alone.locator("#lap")).to_have_text("2", timeout=DELTA_TIMEOUT_S * 1000)
-        assert abs(lap_seconds(alone.locator("#last-lap").inner_text()) - LAP_ONE_S) < 0.05
+        assert abs(lap_seconds(alone.locator("#last-lap").inner_text()) - LAP_ONE_S) < 0.3
         wait_for(lambda: alone.locator("#delta").inner_text() != "--", TIMEOUT_S, "a delta")
         sign = alone.locator("#delta").get_attribute("data-sign")
         shown = alone.locator("#delta").inner_text()
