@@ -3,14 +3,19 @@ server (a real one, fetched over REST, kept in a real outbox for a restart with 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from dashboard.car.monitor import build_monitor
 from dashboard.car.outbox import Outbox
 from dashboard.car.replay import BUNDLED_LOG
+from dashboard.car.settings import load_settings
 from dashboard.car.timing import CarTiming
 from dashboard.car.track_source import (
     TrackFetcher,
@@ -24,6 +29,7 @@ from dashboard.errors import ConfigError
 from dashboard.server.tracks import ORLANDO_TRACK_ID
 from dashboard.telemetry.gps import NmeaDecoder
 from dashboard.telemetry.laps import ORLANDO_KART_CENTER
+from tests.servers import REPO, free_port
 from tests.waiting import wait_for
 
 ON_TRACK = 1000  # the recording's first lines are in the pits
@@ -147,3 +153,41 @@ def test_fetched_by_name_in_any_case_and_an_unknown_one_refused(live_server: Any
             assert fetcher.refused and fetcher.timing.track is None
     finally:
         box.close()
+
+
+def test_the_monitor_times_on_the_kept_track_with_no_link(tmp_path: Path) -> None:
+    """A monitor restarted with no link (its server a closed port) times on the track its last run fetched."""
+    outbox_path = tmp_path / "outbox.sqlite"
+    box = Outbox(outbox_path)
+    keep_track(box, wanted_key(None, ORLANDO_TRACK_ID), ORLANDO_KART_CENTER)
+    box.close()
+    settings = load_settings(server_url=f"http://127.0.0.1:{free_port()}", outbox_path=outbox_path, display="0",
+                             track_id=ORLANDO_TRACK_ID)
+    manager = build_monitor(settings)
+    try:
+        assert manager.timing is not None and manager.timing.track == ORLANDO_KART_CENTER
+        assert manager.display is not None and manager.track_fetcher is not None  # fetched again once the link is up
+        assert manager.links() == {"main": "stopped", "main_up": False, "radio": None}
+    finally:
+        manager.outbox.close()
+    plain = build_monitor(load_settings(outbox_path=tmp_path / "plain.sqlite", track_id=ORLANDO_TRACK_ID))
+    try:
+        assert plain.timing is None and plain.display is None and plain.track_fetcher is None  # no display: no timing
+    finally:
+        plain.outbox.close()
+
+
+def test_bad_display_settings_stop_the_command_with_the_reason(tmp_path: Path) -> None:
+    def monitor(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-m", "dashboard", "monitor", "--gps", "/dev/null", "--outbox",
+                               str(tmp_path / "o.sqlite"), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    address = monitor("--display", "pit:wall")
+    assert address.returncode == 2 and "setting display" in address.stderr and "Traceback" not in address.stderr
+    (tmp_path / "bad.json").write_text('{"name": "X"}')
+    track = monitor("--display", "0", "--track-file", str(tmp_path / "bad.json"))
+    assert track.returncode == 2 and "bad.json: a track needs a" in track.stderr, track.stderr
+    assert "Traceback" not in track.stderr
