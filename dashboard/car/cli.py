@@ -58,8 +58,8 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
-    monitor.add_argument("--inbox-socket", metavar="PATH", help="UNIX socket where the driver display reads and "
-                         "answers pit-to-car messages (off by default)")
+    monitor.add_argument("--inbox-socket", metavar="PATH", help="UNIX socket where a local script reads and "
+                         "answers pit-to-car messages (off by default; --display serves the driver's page)")
     monitor.add_argument("--track", metavar="NAME", help="time the sessions on this stored track (its name, any case); "
                          "an unknown one is logged and the session starts untimed")
     monitor.add_argument("--track-id", metavar="ID", help="time the sessions on this stored track (its id)")

@@ -70,7 +70,7 @@ class MonitorSettings(BaseSettings):
                                      "even when the kernel says it is not NTP-synchronized (a battery-backed "
                                      "clock); otherwise frames wait without a date until a fix or a sync")
     inbox_socket: Path | None = Field(None, description="UNIX socket of the local inbox control (pit-to-car "
-                                      "messages: the driver display reads and answers them through it); none: off")
+                                      "messages: a local script reads and answers them through it); none: off")
     display: str | None = Field(None, description="the driver display's page: PORT or HOST:PORT (host 127.0.0.1 "
                                 "unless given: 0.0.0.0 opens it to a phone on the car's Wi-Fi); none: off")
     track_file: Path | None = Field(None, description="a track in the server's JSON shape, for the car's own lap "
