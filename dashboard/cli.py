@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.collect:
         companion = ["monitor", "--server", f"http://127.0.0.1:{settings.port}", "--car-id", args.car_id]
         for flag, value in (("--obd", args.obd), ("--gps", args.gps), ("--mesh", args.mesh), ("--rate", args.rate),
-                            ("--outbox", args.outbox), ("--config", args.config)):
+                            ("--outbox", args.outbox), ("--config", args.config),
+                            ("--display", args.display), ("--track-file", args.track_file)):
             if value is not None:
                 companion += [flag, str(value)]
     banner = f"Race dashboard serving on http://{settings.host}:{settings.port}/"
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--mesh", metavar="PORT", help="Meshtastic radio for LoRa summaries")
     collect.add_argument("--rate", type=float, help="frames per second")
     collect.add_argument("--outbox", metavar="PATH", help="the monitor's outbox file")
+    collect.add_argument("--display", metavar="[HOST:]PORT", help="the monitor's driver display page (README: "
+                         "the driver display in the car)")
+    collect.add_argument("--track-file", metavar="FILE.json", help="the track of the display's own lap timing")
     collect.add_argument("--config", metavar="FILE", help="the monitor's TOML settings file (its car key...)")
     serve.set_defaults(func=cmd_serve)
 

@@ -80,6 +80,7 @@ class FrameAssembler(Worker):
         self.errors = 0
         # the newest state for the LoRa link: the last seq and time, every channel's latest value (position too)
         self.last_frame: dict[str, Any] | None = None
+        self.last_committed: list[dict[str, Any]] = []
         self._held: list[HeldFrame] = []
         self._held_ticks = 0
         self._warned_no_time = False
@@ -161,6 +162,9 @@ class FrameAssembler(Worker):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("committed seq %d..%d", seqs[0], seqs[-1])
         self.last_frame = {"seq": seqs[-1], "t": rows[-1][0], "channels": self.store.snapshot()}
+        # the frames of this commit as the server will get them (the car's own lap timing is fed these)
+        self.last_committed = [{"seq": seq, "t": t, "channels": channels}
+                               for seq, (t, channels, _mono) in zip(seqs, rows, strict=True)]
         if self.on_frame is not None:
             self.on_frame(seqs[-1])
         return seqs[-1]

@@ -58,11 +58,15 @@ def add_commands(subparsers: Any) -> None:
     monitor.add_argument("--gps-baudrate", type=int, metavar="BAUD", help="GPS baud rate (default 9600)")
     monitor.add_argument("--rate", dest="rate_hz", type=float, metavar="HZ", help="frames per second (default 10)")
     monitor.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
-    monitor.add_argument("--inbox-socket", metavar="PATH", help="UNIX socket where the driver display reads and "
-                         "answers pit-to-car messages (off by default)")
+    monitor.add_argument("--inbox-socket", metavar="PATH", help="UNIX socket where a local script reads and "
+                         "answers pit-to-car messages (off by default; --display serves the driver's page)")
     monitor.add_argument("--track", metavar="NAME", help="time the sessions on this stored track (its name, any case); "
                          "an unknown one is logged and the session starts untimed")
     monitor.add_argument("--track-id", metavar="ID", help="time the sessions on this stored track (its id)")
+    monitor.add_argument("--display", metavar="[HOST:]PORT", help="serve the driver display's page here (host "
+                         "127.0.0.1 unless given; 0.0.0.0:PORT for a phone on the car's Wi-Fi); off by default")
+    monitor.add_argument("--track-file", metavar="FILE.json", help="the track for the display's own lap timing, "
+                         "in the server's track JSON shape (default: --track/--track-id fetched from the server)")
     add_key_options(monitor)
     monitor.set_defaults(func=cmd_monitor)
 
@@ -129,7 +133,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k, None) for k in (
         "server_url", "car_id", "obd_port", "obd_protocol", "gps_port", "gps_baudrate", "mesh_port",
         "rate_hz", "outbox_path", "ca_cert", "track", "track_id", "api_key_file", "inbox_socket",
-        "can_bus", "can_dbc", "can_map", "can_bitrate")}
+        "display", "track_file", "can_bus", "can_dbc", "can_map", "can_bitrate")}
     from dashboard.car.settings import load_settings  # here, not at import: `dashboard serve` builds this parser
 
     settings = load_settings(getattr(args, "config", None), **overrides)

@@ -1,8 +1,10 @@
 """A local control of the car's inbox: a UNIX socket, one JSON request per line, one JSON answer per line.
 
-What the driver display (a later step) and the end-to-end tests use to read the inbox and to mark a
-message seen or answer it, from outside the monitor's process. Local only: the socket file is made
-readable and writable by its owner alone (mode 0600); nothing else is reachable through it.
+What a script of the car's own (a display of another kind, a button box's daemon) and the end-to-end
+tests use to read the inbox and to mark a message seen or answer it, from outside the monitor's process
+(the driver display, ``car/display/``, runs inside it and calls ``CarMessages`` directly). Local only:
+the socket file is made readable and writable by its owner alone (mode 0600); nothing else is reachable
+through it.
 
 Requests: ``{"op": "pending"}`` → ``{"ok": true, "messages": [...]}`` (display order, each with ``seen``);
 ``{"op": "seen", "message_id"}`` and ``{"op": "answer", "message_id", "answer": "yes"|"no"|"ok"}`` →

@@ -5,7 +5,7 @@ ack (``{"ok": true}``: the server marks the message delivered). The inbox (``tel
 is saved in the outbox's meta table before the ack, so a monitor killed after acking still holds the
 message, and one killed before acking gets it again (the inbox does not take a repeat: not shown twice).
 
-The driver display (a later step) and the local control (``car/inbox_control.py``) call ``pending``,
+The driver display (``car/display/``) and the local control (``car/inbox_control.py``) call ``pending``,
 ``mark_seen`` and ``answer``. A seen or answered message queues a ``message.report`` in the outbox's
 events table in the same transaction that saves the inbox (``Outbox.save_with_events``): after a
 kill -9 the answer is either applied and queued, or neither; the uplink sends the queued reports

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from dashboard.car.assembler import FrameAssembler
 from dashboard.car.backoff import Backoff
 from dashboard.car.clock import GpsClock, system_clock_synced, trusted
+from dashboard.car.display import DriverDisplay, parse_address
 from dashboard.car.gps_source import GpsSource
 from dashboard.car.inbox_control import InboxControl
 from dashboard.car.mesh import MeshLink
@@ -30,6 +31,8 @@ from dashboard.car.obd_source import ObdSource
 from dashboard.car.outbox import Outbox
 from dashboard.car.settings import MonitorSettings
 from dashboard.car.source import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ChannelStore, Source, SourceState
+from dashboard.car.timing import CarTiming
+from dashboard.car.track_source import FETCH_TIMEOUT_S, TrackFetcher, kept_track, read_track_file, wanted_key
 from dashboard.car.uplink import LinkState, Uplink
 from dashboard.telemetry import downlink, lora
 
@@ -55,11 +58,17 @@ class ServiceManager:
         mesh: MeshLink | None = None,
         inbox: CarMessages | None = None,
         inbox_socket: str | None = None,
+        timing: CarTiming | None = None,
+        display: DriverDisplay | None = None,
+        track_fetcher: TrackFetcher | None = None,
     ) -> None:
         self.sources = sources
         # pit-to-car messages: what the driver display shows and answers (manager.inbox.pending/answer)
         self.inbox = inbox if inbox is not None else (uplink.messages if uplink is not None else None)
         self.inbox_control = InboxControl(inbox_socket, self.inbox) if inbox_socket and self.inbox else None
+        self.timing = timing  # the car's own lap timing, fed every frame (the driver display's lap and delta)
+        self.display = display
+        self.track_fetcher = track_fetcher
         self.store = store
         self.outbox = outbox
         self.uplink = uplink
@@ -80,6 +89,9 @@ class ServiceManager:
         """A frame is in the outbox: wake the uplink, and hand it to the LoRa link."""
         if self.uplink is not None:
             self.uplink.wake(seq)
+        if self.timing is not None:
+            for committed in self.assembler.last_committed:  # every frame, in seq order, as the server times them
+                self.timing.feed(committed)
         frame = self.assembler.last_frame
         if self.mesh is not None and frame is not None and frame["t"] is not None:  # never a frame without a time
             statuses = self.source_status()
@@ -88,6 +100,12 @@ class ServiceManager:
                 backlog=self.outbox.count() > 0, recording=self.collecting,
                 obd=statuses.get("obd", "").startswith("reading"), gps=statuses.get("gps", "").startswith("reading"))
             self.mesh.update(self.uplink.session_id if self.uplink else None, frame, status)
+
+    def links(self) -> dict[str, Any]:
+        """The links' state for the driver display: the main link (up when attached to a session), the radio."""
+        state = self.uplink.state if self.uplink is not None else None
+        return {"main": state.value if state is not None else None, "main_up": state is LinkState.CONNECTED,
+                "radio": self.mesh.status if self.mesh is not None else None}
 
     def source_status(self) -> dict[str, str]:
         """Status of every source as text, for heartbeats and the log."""
@@ -109,6 +127,14 @@ class ServiceManager:
             self.inbox_control.start()
         if self.mesh is not None:
             self.mesh.start()
+        if self.track_fetcher is not None:
+            self.track_fetcher.start()
+        if self.display is not None:
+            try:
+                self.display.start()
+            except OSError as exc:  # the data matter more than the screen: the monitor goes on without it
+                log.error("the driver display could not listen on %s:%d (%s); the monitor runs without it",
+                          self.display.host, self.display.port, exc.strerror or exc)
         self.start_collecting()
 
     def start_collecting(self) -> None:
@@ -134,6 +160,10 @@ class ServiceManager:
             self._started = False
             self._stop.set()
         self.stop_collecting()
+        if self.display is not None:
+            self.display.stop()
+        if self.track_fetcher is not None:
+            self.track_fetcher.stop(FETCH_TIMEOUT_S + 1.0)
         if self.inbox_control is not None:
             self.inbox_control.stop()
         if self.mesh is not None:
@@ -264,9 +294,16 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
                                  bitrate=settings.can_bitrate))
     mesh = MeshLink(settings.mesh_port, settings.car_id, interval_s=settings.mesh_interval_s) \
         if settings.mesh_port else None
+    timing, fetcher = _car_timing(settings, outbox, uplink) if settings.display else (None, None)
+    if settings.track_file and not settings.display:
+        log.info("track_file times laps for the driver display only: not used without display")
     manager = ServiceManager(sources, store, outbox, uplink, rate_hz=settings.rate_hz, clock=clock,
                              max_source_failures=settings.max_source_failures, mesh=mesh,
-                             inbox_socket=str(settings.inbox_socket) if settings.inbox_socket else None)
+                             inbox_socket=str(settings.inbox_socket) if settings.inbox_socket else None,
+                             timing=timing, track_fetcher=fetcher)
+    if settings.display and timing is not None:
+        host, port = parse_address(settings.display)
+        manager.display = DriverDisplay(host, port, messages, timing.snapshot, manager.links)
     uplink.sources_status = manager.source_status
     messages.on_change = uplink.wake
     messages.position = lambda: _position(manager)
@@ -295,6 +332,24 @@ def wire_lora_messages(mesh: MeshLink, messages: CarMessages, car_id: str, *, ma
 
     mesh.on_downlink = on_downlink
     messages.on_report = on_report
+
+
+def _car_timing(settings: MonitorSettings, outbox: Outbox, uplink: Uplink) -> tuple[CarTiming, TrackFetcher | None]:
+    """The car's own lap timing and where its track comes from: the track file, else the kept and fetched one."""
+    if settings.track_file:
+        track = read_track_file(settings.track_file)  # ConfigError: the monitor stops, saying why
+        log.info("car timing on track %r (from %s)", track.name, settings.track_file)
+        return CarTiming(track), None
+    wanted = wanted_key(settings.track, settings.track_id)
+    timing = CarTiming(kept_track(outbox, wanted))
+    if timing.track is not None:
+        log.info("car timing on track %r (kept from the server)", timing.track.name)
+    if wanted is None:
+        return timing, None
+    fetcher = TrackFetcher(timing, outbox, settings.server_url, track=settings.track, track_id=settings.track_id,
+                           api_key=settings.api_key, ca_cert=settings.ca_cert,
+                           link_up=lambda: uplink.state is LinkState.CONNECTED)
+    return timing, fetcher
 
 
 def _position(manager: ServiceManager) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -18,11 +18,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from dashboard.car.display.server import parse_address
 from dashboard.car.mesh import DEFAULT_INTERVAL_S as DEFAULT_MESH_INTERVAL_S
 from dashboard.car.mesh import MIN_INTERVAL_S as MIN_MESH_INTERVAL_S
 from dashboard.car.obd_source import DEFAULT_COMMANDS, DTC_INTERVAL_S
 from dashboard.car.outbox import DEFAULT_MAX_FRAMES
 from dashboard.car.uplink import ACK_TIMEOUT_S, BACKLOG_FPS, BATCH_MAX, HEARTBEAT_S
+from dashboard.errors import ConfigError
 from dashboard.keyfile import key_from
 
 
@@ -68,7 +70,11 @@ class MonitorSettings(BaseSettings):
                                      "even when the kernel says it is not NTP-synchronized (a battery-backed "
                                      "clock); otherwise frames wait without a date until a fix or a sync")
     inbox_socket: Path | None = Field(None, description="UNIX socket of the local inbox control (pit-to-car "
-                                      "messages: the driver display reads and answers them through it); none: off")
+                                      "messages: a local script reads and answers them through it); none: off")
+    display: str | None = Field(None, description="the driver display's page: PORT or HOST:PORT (host 127.0.0.1 "
+                                "unless given: 0.0.0.0 opens it to a phone on the car's Wi-Fi); none: off")
+    track_file: Path | None = Field(None, description="a track in the server's JSON shape, for the car's own lap "
+                                    "timing (the display's lap and delta) when the server never gives it one")
     outbox_max_frames: int = Field(DEFAULT_MAX_FRAMES, gt=0, description="oldest frames dropped above this")
     batch_max: int = Field(BATCH_MAX, gt=0, le=1000, description="frames per telemetry emit")
     ack_timeout_s: float = Field(ACK_TIMEOUT_S, gt=0, description="wait this long for a server ack")
@@ -76,6 +82,18 @@ class MonitorSettings(BaseSettings):
     backlog_fps: float = Field(BACKLOG_FPS, gt=0, description="backlog drain cap, frames/s")
     max_source_failures: int = Field(5, gt=0, description="a source crashing this often in a row is given up")
     log_level: str = Field("INFO", description="logging level")
+
+    @field_validator("display", mode="before")
+    @classmethod
+    def _check_display(cls, value: Any) -> str | None:
+        """PORT (a TOML number too) or HOST:PORT, kept as HOST:PORT."""
+        if value is None or value == "":
+            return None
+        try:
+            host, port = parse_address(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @model_validator(mode="after")
     def _read_key_file(self) -> "MonitorSettings":

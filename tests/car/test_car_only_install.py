@@ -18,10 +18,11 @@ import pytest
 import requests
 from packaging.utils import canonicalize_name
 
+from dashboard.server.tracks import ORLANDO_TRACK_ID
 from tests.car.test_monitor_process_e2e import TIMEOUT_S, GpsFeed, MonitorProcess
 from tests.clients import stored_frames
 from tests.installs import closure, extra, modules_outside, owners_of
-from tests.servers import REPO
+from tests.servers import REPO, free_port
 from tests.waiting import wait_for
 
 CAR_ONLY = REPO / "tests" / "car_only"
@@ -88,7 +89,9 @@ def test_the_monitor_streams_with_only_the_cars_packages(live_server, elm_emulat
     key.write_text(live_server.api_key + "\n")
     key.chmod(0o600)
     del monitor.env["DASHBOARD_API_KEY"]
-    monitor.args += ["--api-key-file", str(key)]
+    display = f"http://127.0.0.1:{free_port()}"  # the driver display too: served with the standard library
+    monitor.args += ["--api-key-file", str(key), "--display", display.removeprefix("http://"),
+                     "--track-id", ORLANDO_TRACK_ID]
     monitor.start()
     try:
         def streaming() -> bool:
@@ -103,6 +106,9 @@ def test_the_monitor_streams_with_only_the_cars_packages(live_server, elm_emulat
                     and any(f["channels"].get("lat") is not None for f in frames))
 
         wait_for(streaming, TIMEOUT_S, "the car-only monitor's rpm and position on the server")
+        timed = wait_for(lambda: requests.get(f"{display}/api/state", timeout=5).json()["timing"]["track"],
+                         TIMEOUT_S, "the display's track, fetched by the car")
+        assert timed == "Orlando Kart Center" and "display.js" in requests.get(display, timeout=5).text
         assert monitor.stop() == 0, monitor.log_text()[-3000:]
     finally:
         if monitor.proc is not None:

@@ -10,7 +10,7 @@ import requests
 from dashboard.car.replay import BUNDLED_LOG
 from dashboard.telemetry.gps import NmeaDecoder
 from tests.car.nmea import shift_to_now
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, free_port
 from tests.waiting import wait_for
 
 LINES_PER_S = 40.0  # the recording's RMC+GGA pairs at ~17 Hz, replayed a little faster
@@ -45,8 +45,10 @@ def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
                 return
 
     feeder = threading.Thread(target=feed, daemon=True)
+    display = f"http://127.0.0.1:{free_port()}"
     server = ServerProcess(tmp_path / "server", extra_args=(
-        "--collect", "--car-id", "PIT-CAR", "--gps", gps.path, "--outbox", str(outbox), "--rate", "10"))
+        "--collect", "--car-id", "PIT-CAR", "--gps", gps.path, "--outbox", str(outbox), "--rate", "10",
+        "--display", display.removeprefix("http://")))
     try:
         feeder.start()
         server.start()
@@ -58,6 +60,10 @@ def test_serve_collect_runs_the_monitor_against_itself(tmp_path, make_pty):
 
         session = wait_for(collected, 30, "frames from the collecting monitor")
         assert 28.40 < session["telemetry"]["lat"] < 28.42 and session["monitor_online"] is True
+        # the monitor's driver display, passed on by --display
+        state = wait_for(lambda: requests.get(f"{display}/api/state", timeout=5).json(), 15, "the driver display")
+        assert state["links"]["main_up"] is True and state["messages"] == []
+        assert "/static/display.js" in requests.get(display, timeout=5).text
         monitors = processes_mentioning(str(outbox))
         assert monitors, "the monitor runs as the server's child"
         for pid in monitors:  # its key came in its environment: a command line is readable by every user

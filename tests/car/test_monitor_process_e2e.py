@@ -67,8 +67,9 @@ class GpsFeed:
     as a real receiver's would be.
     """
 
-    def __init__(self, link: Path, start_line: int = ON_TRACK) -> None:
+    def __init__(self, link: Path, start_line: int = ON_TRACK, lines: list[str] | None = None) -> None:
         self.link = link
+        self.lines = LINES if lines is None else lines  # the recording, shifted to now
         self.next_line = start_line
         self._pty: Pty | None = None
         self._lock = threading.Lock()
@@ -100,8 +101,8 @@ class GpsFeed:
             with self._lock:
                 if self._pty is None:
                     continue
-                index = ON_TRACK + (self.next_line - ON_TRACK) % (len(LINES) - ON_TRACK)  # loop the laps
-                chunk = "".join(LINES[index:index + SENTENCES_PER_FIX]).encode("ascii")
+                index = ON_TRACK + (self.next_line - ON_TRACK) % (len(self.lines) - ON_TRACK)  # loop the laps
+                chunk = "".join(self.lines[index:index + SENTENCES_PER_FIX]).encode("ascii")
                 self.next_line += SENTENCES_PER_FIX
                 try:
                     os.write(self._pty.master, chunk)
@@ -110,7 +111,7 @@ class GpsFeed:
 
     def sent_since(self, line: int) -> list[str]:
         """The log lines sent from ``line`` on (assumes no wrap-around, the test is short)."""
-        return LINES[line:self.next_line]
+        return self.lines[line:self.next_line]
 
     def close(self) -> None:
         """Stop sending and unplug."""
