@@ -15,6 +15,7 @@ import argparse
 import logging
 import secrets
 import shlex
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,14 @@ def end_previous_runs(core: Any) -> list[str]:
     return [row["id"] for row in rows]
 
 
-def banner(url: str, session_id: str, api_key: str, key_made: bool) -> str:
+def banner(url: str, session_id: str, api_key: str, key_made: bool, display_url: str | None = None) -> str:
     """What the demo prints once it listens: the page to open and the key, as a line to paste (stdout only)."""
     key_line = (f"export DASHBOARD_API_KEY={shlex.quote(api_key)}   # this run's key: paste it to use curl (README)"
                 if key_made else "API key: the DASHBOARD_API_KEY you set")
+    display_line = f"The driver's display in the simulated car: {display_url}\n" if display_url else ""
     return (f"\nRace dashboard demo: open {url}/sessions/{session_id}\n"
             f"All sessions: {url}/   API: {url}/api/v1/\n"
-            f"{key_line}\n")
+            f"{display_line}{key_line}\n")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -90,9 +92,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     clear_outbox(outbox)
     url = f"http://{settings.host}:{settings.port}"
     car = ["simulate", "--server", url, "--car-id", DEMO_CAR, "--speedup", str(args.speedup), "--outbox", str(outbox)]
+    display_url = None
+    if args.display_port != -1:  # the driver display of the simulated car: send a message from the page, answer it
+        display_port = args.display_port or free_port(settings.host)
+        car += ["--display", f"{settings.host}:{display_port}"]
+        display_url = f"http://{settings.host}:{display_port}/"
     # the simulated car's key travels in its environment, never on its command line (any user can read that)
-    return serve_with_companion(app, settings, car, banner(url, session.id, settings.api_key, key_made),
+    return serve_with_companion(app, settings, car, banner(url, session.id, settings.api_key, key_made, display_url),
                                 env={"DASHBOARD_API_KEY": settings.api_key}, listener=listener)
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on at ``host`` now (the simulated car binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -103,4 +117,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=port_number, help="port (default 5000; 0: any free port, printed)")
     demo.add_argument("--speedup", type=float, default=1.0, help="replay speed of the recorded laps")
+    demo.add_argument("--display-port", type=int, default=0, metavar="PORT",
+                      help="port of the simulated car's driver display (default: a free one, printed; -1: none)")
     demo.set_defaults(func=cmd_demo)

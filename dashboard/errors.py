@@ -95,6 +95,20 @@ class PayloadTooLarge(DashboardError):
     code = "too_large"
 
 
+class MethodNotAllowed(DashboardError):
+    """A method the path does not take (405): the driver display's own small server."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class UnsupportedMediaType(DashboardError):
+    """A body of a type the endpoint does not take (415), e.g. a POST that is not JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class TooManyRequests(DashboardError):
     """Too many of these at once (exports running); try again shortly (429)."""
 

@@ -207,3 +207,43 @@ def test_the_demo_started_again_ends_the_previous_session_and_never_times_a_lap_
     finally:
         for d in runs:
             d.stop(signal.SIGTERM)
+
+
+DISPLAY_LINE = re.compile(r"driver's display in the simulated car: (http://\S+/)")
+
+
+def test_the_demo_car_has_a_driver_display_that_answers_the_pit(tmp_path: Path) -> None:
+    """The whole loop on embedded defaults: a message from the pit reaches the simulated car, shows on its driver
+    display (printed by the demo), which times its own laps; the answer given there comes back to the pit."""
+    demo = Demo(tmp_path / "instance", port=0, speedup=8)
+    try:
+        display = DISPLAY_LINE.search(demo.stdout())
+        assert display, demo.stdout()
+        page = display.group(1)
+        state = wait_for(lambda: requests.get(page + "api/state", timeout=5).json(), START_TIMEOUT_S,
+                         "the simulated car's display")
+        assert requests.get(page, timeout=5).text.lstrip().lower().startswith("<!doctype html")
+        headers = {"X-API-Key": demo.key()}
+        wait_for(lambda: requests.get(f"{demo.url}/api/v1/sessions/{demo.session_id}/telemetry", timeout=5).json()
+                 ["channels"].get("lat"), START_TIMEOUT_S, "the car on the map")
+        sent = requests.post(f"{demo.url}/api/v1/sessions/{demo.session_id}/messages", headers=headers, timeout=10,
+                             json={"text": "FUEL OK?", "asks_answer": True})
+        assert sent.status_code == 201, sent.text
+        mid = sent.json()["id"]
+        state = wait_for(lambda: (s := requests.get(page + "api/state", timeout=5).json())["messages"] and s,
+                         START_TIMEOUT_S, "the message on the display")
+        assert [m["text"] for m in state["messages"]] == ["FUEL OK?"]
+        answer = requests.post(f"{page}api/messages/{mid}/answer", json={"answer": "no"}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["applied"], answer.text
+
+        def answered() -> dict | None:
+            items = requests.get(f"{demo.url}/api/v1/sessions/{demo.session_id}/messages", timeout=10).json()["items"]
+            return next((m for m in items if m["id"] == mid and m["state"] == "answered"), None)
+
+        done = wait_for(answered, START_TIMEOUT_S, "the answer at the pit")
+        assert done["answer"] == "no" and done["events"][-1]["lat"] is not None  # where the car was
+        # the car times its own laps on the bundled track (8x: a lap in ~7 s)
+        wait_for(lambda: (requests.get(page + "api/state", timeout=5).json()["timing"].get("lap") or 0) >= 1,
+                 START_TIMEOUT_S, "a lap timed in the car")
+    finally:
+        demo.stop()

@@ -81,6 +81,8 @@ def add_commands(subparsers: Any) -> None:
                                "shifted to now)")
     simulate.add_argument("--log", dest="log_path", metavar="FILE", help="NMEA log to replay")
     simulate.add_argument("--once", action="store_true", help="play the log once, send everything, exit")
+    simulate.add_argument("--display", metavar="[HOST:]PORT", help="serve the driver display's page here (host "
+                          "127.0.0.1 unless given), laps timed on the bundled log's track")
     simulate.add_argument("--outbox", dest="outbox_path", metavar="PATH", help="SQLite outbox file")
     add_key_options(simulate)
     simulate.set_defaults(func=cmd_simulate)
@@ -161,6 +163,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     summary = run_simulation(
         args.server_url, car_id=args.car_id, api_key=settings.api_key, speedup=args.speedup,
         log_path=args.log_path, loop=not args.once, outbox_path=args.outbox_path, ca_cert=settings.ca_cert,
+        display=args.display,
     )
     print(f"session {summary['session_id']}: {summary['frames']} frames made, {summary['backlog']} unsent")
     return 0 if not summary["backlog"] else 1

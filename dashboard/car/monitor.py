@@ -306,7 +306,7 @@ def build_monitor(settings: MonitorSettings) -> ServiceManager:
         manager.display = DriverDisplay(host, port, messages, timing.snapshot, manager.links)
     uplink.sources_status = manager.source_status
     messages.on_change = uplink.wake
-    messages.position = lambda: _position(manager)
+    messages.position = lambda: last_position(manager)
     if mesh is not None:
         wire_lora_messages(mesh, messages, settings.car_id, main_link_up=lambda: uplink.state is LinkState.CONNECTED,
                            session_of=lambda: uplink.session_id)
@@ -352,7 +352,7 @@ def _car_timing(settings: MonitorSettings, outbox: Outbox, uplink: Uplink) -> tu
     return timing, fetcher
 
 
-def _position(manager: ServiceManager) -> dict[str, Any]:
+def last_position(manager: ServiceManager) -> dict[str, Any]:
     """The car's position in its last frame (for a message report), or nothing."""
     frame = manager.assembler.last_frame
     channels = frame.get("channels", {}) if frame else {}

@@ -9,6 +9,10 @@ a car. Frame times keep the recording's own time base, shifted to now
 so laps last what they lasted on the track at any ``speedup``; above 1× the
 frames of later passes run ahead of the wall clock, at most
 ``replay.MAX_AHEAD_S`` (the replay slows to real pace there).
+
+The simulated car takes the pit's messages as a car does (its inbox in its outbox) and, with
+``display``, serves the driver display timed on the bundled log's track (Orlando Kart Center), so
+the demo shows the whole loop: a message sent from the pit page, seen and answered on the display.
 """
 from __future__ import annotations
 
@@ -19,13 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dashboard.car.monitor import ServiceManager
+from dashboard.car.display import DriverDisplay, parse_address
+from dashboard.car.messages import CarMessages
+from dashboard.car.monitor import ServiceManager, last_position
 from dashboard.car.outbox import Outbox
 from dashboard.car.replay import BUNDLED_LOG, ReplaySource
 from dashboard.car.source import ChannelStore
+from dashboard.car.timing import CarTiming
 from dashboard.car.uplink import Uplink
 from dashboard.telemetry.engine_model import EngineModel
 from dashboard.telemetry.gps import GpsReading
+from dashboard.telemetry.laps import ORLANDO_KART_CENTER
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +76,35 @@ def build_simulation(
     session_name: str = "Simulated car",
     heartbeat_s: float = 3.0,
     ca_cert: str | Path | None = None,
+    display: str | None = None,
 ) -> ServiceManager:
-    """A ServiceManager fed by the replay source (no uplink when ``server_url`` is None)."""
+    """A ServiceManager fed by the replay source (no uplink when ``server_url`` is None).
+
+    ``display`` ([HOST:]PORT) serves the driver display, its laps timed on the bundled log's track (another
+    log has no track here: lap and delta show "--").
+    """
     store = ChannelStore()
     outbox = Outbox(outbox_path or default_outbox_path(car_id))
+    messages = CarMessages(outbox)
     uplink = None
     if server_url:
         uplink = Uplink(server_url, car_id, outbox, api_key=api_key, session_name=session_name,
-                        heartbeat_s=heartbeat_s, ca_cert=ca_cert)
+                        heartbeat_s=heartbeat_s, ca_cert=ca_cert, messages=messages)
+        messages.on_change = uplink.wake
     model = EngineModel()
     replay = ReplaySource(store, log_path or BUNDLED_LOG, speedup=speedup, loop=loop,
                           processors=[engine_processor(model)], on_loop=model.reset_motion)
-    manager = ServiceManager([replay], store, outbox, uplink, rate_hz=rate_hz, clock=replay.clock)
+    timing = None
+    if display:
+        timing = CarTiming(ORLANDO_KART_CENTER if log_path is None or Path(log_path) == BUNDLED_LOG else None)
+    manager = ServiceManager([replay], store, outbox, uplink, rate_hz=rate_hz, clock=replay.clock, inbox=messages,
+                             timing=timing)
+    if display and timing is not None:
+        host, port = parse_address(display)
+        manager.display = DriverDisplay(host, port, messages, timing.snapshot, manager.links)
     if uplink is not None:
         uplink.sources_status = manager.source_status
+    messages.position = lambda: last_position(manager)
     return manager
 
 
@@ -99,6 +122,7 @@ def run_simulation(
     session_name: str = "Simulated car",
     ready: threading.Event | None = None,
     ca_cert: str | Path | None = None,
+    display: str | None = None,
 ) -> dict[str, Any]:
     """Replay a log as a car feeding ``server_url`` until stopped (or, with loop=False, until sent).
 
@@ -107,7 +131,7 @@ def run_simulation(
     stop_event = stop_event or threading.Event()
     manager = build_simulation(server_url, car_id, api_key, speedup=speedup, log_path=log_path, loop=loop,
                                outbox_path=outbox_path, rate_hz=rate_hz, session_name=session_name,
-                               ca_cert=ca_cert)
+                               ca_cert=ca_cert, display=display)
     replay = manager.sources[0]
     assert isinstance(replay, ReplaySource)
     log.info("simulating car %s from %s at %.1fx", car_id, replay.path.name, speedup)

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Protocol
 
-from dashboard.errors import DashboardError, InvalidInput, MalformedRequest, NotFound, PayloadTooLarge
+from dashboard.errors import (
+    DashboardError,
+    InvalidInput,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from dashboard.telemetry.messages import Message
 
 MAX_BODY = 1024  # an answer is a dozen bytes
@@ -35,20 +43,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 ACTION_PATH = re.compile(r"/api/messages/([^/]+)/(seen|answer)")
-
-
-class MethodNotAllowed(DashboardError):
-    """A method the path does not take (405)."""
-
-    status = 405
-    code = "method_not_allowed"
-
-
-class UnsupportedMediaType(DashboardError):
-    """A POST body that is not JSON (415)."""
-
-    status = 415
-    code = "unsupported_media_type"
 
 
 class Inbox(Protocol):
