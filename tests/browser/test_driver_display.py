@@ -1,8 +1,9 @@
 """The driver display end to end: real `dashboard monitor` processes fed the recorded GPS log through a pty, each
 serving its page (--display), in Debian's chromium.
 
-Two cars at once: one on the live server (its track fetched over REST), whose driver gets the pit's messages over
-REST and answers them with the touch buttons and with keys; one whose server is unreachable (a closed port) and
+Two cars at once: one on the live server (its track fetched over REST), whose driver gets the pit's messages (the
+first sent from the pit's live page, which then shows the answer with its lap; the others over REST) and answers
+them with the touch buttons and with keys; one whose server is unreachable (a closed port) and
 whose track comes from --track-file, which still shows its lap, its running time and its delta, all computed in the
 car. Saves docs' screenshot (day and night side by side) to the artifacts folder as driver-display.png.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,7 +114,16 @@ def test_the_driver_display_in_the_car(live_server: Any, open_page: Any, browser
         expect(page.locator("#link")).to_have_text("LINK UP", timeout=TIMEOUT_S * 1000)
         expect(page.locator("#lap")).to_have_text("1", timeout=TIMEOUT_S * 1000)  # the track fetched over REST
 
-        fuel = api(live_server, "post", f"/sessions/{sid}/messages", json={"text": "FUEL OK?", "asks_answer": True})
+        # sent from the pit's own page (the live page's canned FUEL OK?, a yes/no question), with the crew's key
+        pit = open_page(f"{live_server.url}/sessions/{sid}")
+        expect(pit.locator("body")).to_have_attribute("data-joined", "true")
+        pit.locator("#msg-canned button", has_text="FUEL OK?").click()
+        expect(pit.locator("#key-dialog")).to_be_visible()
+        pit.fill("#key-input", live_server.api_key)
+        pit.keyboard.press("Enter")
+        pit_row = pit.locator("#msg-list li", has_text="FUEL OK?")
+        expect(pit_row).to_have_attribute("data-state", re.compile("delivered|seen"), timeout=TIMEOUT_S * 1000)
+        fuel = {"id": pit_row.get_attribute("data-message-id")}
         expect(page.locator("#message-text")).to_have_text("FUEL OK?", timeout=TIMEOUT_S * 1000)
         expect(page.locator("#answer-yes")).to_be_visible()
         expect(page.locator("#answer-no")).to_be_visible()
@@ -123,6 +134,8 @@ def test_the_driver_display_in_the_car(live_server: Any, open_page: Any, browser
         expect(page.locator("#message")).to_be_hidden()
         answered = reaches(live_server, sid, fuel["id"], "answered", online)
         assert answered["answer"] == "yes" and isinstance(answered["answered_lap"], int)
+        expect(pit_row.locator(".msg-state")).to_have_text(f"answered YES (lap {answered['answered_lap']})",
+                                                           timeout=TIMEOUT_S * 1000)  # the pit sees it live
         assert [e["state"] for e in answered["events"]] == ["queued", "sent", "delivered", "seen", "answered"]
 
         push = api(live_server, "post", f"/sessions/{sid}/messages", json={"text": "PUSH"})
