@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,18 +29,12 @@ from typing import Any
 
 import requests
 
-from bench.servers import API_KEY, REPO, Server
+from bench.servers import API_KEY, REPO, Server, free_port
 from bench.team import car as load_car
 
 PAGE_POLL_S = 0.25  # display.js: the page reads the state four times a second
 POLL_S = 0.005
 TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait(predicate: Any, what: str, timeout: float = TIMEOUT_S) -> Any:

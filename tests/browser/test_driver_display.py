@@ -21,10 +21,9 @@ import requests
 from playwright.sync_api import expect
 
 from dashboard.server.tracks import ORLANDO_TRACK_ID
-from dashboard.telemetry.gps import NmeaDecoder
 from tests.browser.conftest import ARTIFACTS
-from tests.car.nmea import shift_to_now
-from tests.car.test_monitor_process_e2e import ON_TRACK, RECORDED, TIMEOUT_S, GpsFeed, MonitorProcess, car_session
+from tests.car.test_messages_e2e import api, message, reaches
+from tests.car.test_monitor_process_e2e import ON_TRACK, TIMEOUT_S, GpsFeed, MonitorProcess, car_session
 from tests.servers import free_port
 from tests.waiting import wait_for
 
@@ -39,9 +38,7 @@ SCREEN = {"width": 800, "height": 480}  # a 5" HDMI screen on the dash
 
 def gps_feed(link: Path) -> GpsFeed:
     """The recording from START_LINE, its first fix stamped now (the server refuses frames from the future)."""
-    first = next(r.time for line in RECORDED[START_LINE:] for r in NmeaDecoder().feed(line) if r.time is not None)
-    lines, _shift = shift_to_now(RECORDED, first)
-    return GpsFeed(link, START_LINE, lines)
+    return GpsFeed(link, START_LINE)
 
 
 def display_monitor(server: Any, car_id: str, gps: GpsFeed, tmp_path: Path, *extra: str) -> tuple[MonitorProcess, str]:
@@ -53,25 +50,6 @@ def display_monitor(server: Any, car_id: str, gps: GpsFeed, tmp_path: Path, *ext
                     "--gps", str(gps.link), "--outbox", str(tmp_path / f"{car_id}-outbox.sqlite"), "--rate", "10",
                     "--display", f"127.0.0.1:{port}", *extra]
     return monitor.start(), f"http://127.0.0.1:{port}/"
-
-
-def api(server: Any, method: str, path: str, **kwargs: Any) -> Any:
-    answer = requests.request(method, f"{server.url}/api/v1{path}", headers=server.headers, timeout=10, **kwargs)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def message(server: Any, sid: str, mid: str) -> dict[str, Any]:
-    return next(m for m in api(server, "get", f"/sessions/{sid}/messages")["items"] if m["id"] == mid)
-
-
-def reaches(server: Any, sid: str, mid: str, state: str, monitor: MonitorProcess) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        monitor.check_alive()
-        record = message(server, sid, mid)
-        return record if record["state"] == state else None
-
-    return wait_for(check, TIMEOUT_S, f"message {state}")
 
 
 def page_open(open_page: Any, url: str, monitor: MonitorProcess) -> Any:

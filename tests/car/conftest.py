@@ -81,3 +81,23 @@ def monitor_server() -> Iterator:
     server = ScriptedMonitor()
     yield server
     server.close()
+
+
+@pytest.fixture
+def car_radio():
+    """The car's Meshtastic radio: the real library's MeshInterface, its packets captured (tests/car/test_mesh.py)."""
+    from tests.car.test_mesh import CAR_NODE, CaptureRadio
+
+    radio = CaptureRadio(CAR_NODE)
+    yield radio
+    radio.close()
+
+
+@pytest.fixture
+def pit_radio():
+    """The pit gateway's radio, as car_radio."""
+    from tests.car.test_mesh import PIT_NODE, CaptureRadio
+
+    radio = CaptureRadio(PIT_NODE)
+    yield radio
+    radio.close()

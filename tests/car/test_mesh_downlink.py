@@ -37,20 +37,6 @@ class Forwarded:
         self.items.append((event, message))
 
 
-@pytest.fixture
-def car_radio():
-    radio = CaptureRadio(CAR_NODE)
-    yield radio
-    radio.close()
-
-
-@pytest.fixture
-def pit_radio():
-    radio = CaptureRadio(PIT_NODE)
-    yield radio
-    radio.close()
-
-
 def a_message(text: str = "FUEL OK?", car: str = CAR, **options):
     return new_message(car, text, created_by="key-1", now=time.time(), asks_answer=True, **options)
 

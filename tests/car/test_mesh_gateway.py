@@ -21,7 +21,6 @@ from dashboard.telemetry.frames import parse_frame
 from tests.car.test_mesh import (
     CAR_NODE,
     FRAME,
-    PIT_NODE,
     SESSION_ID,
     CaptureRadio,
     as_received,
@@ -41,20 +40,6 @@ class Inbox:
             self.fail_first -= 1
             raise ConnectionError("server away")
         self.messages.append(message)
-
-
-@pytest.fixture
-def car_radio():
-    radio = CaptureRadio(CAR_NODE)
-    yield radio
-    radio.close()
-
-
-@pytest.fixture
-def pit_radio():
-    radio = CaptureRadio(PIT_NODE)
-    yield radio
-    radio.close()
 
 
 def car_packet(car_radio, frame=FRAME, car_id="car-7", session_id=SESSION_ID) -> mesh_pb2.MeshPacket:
