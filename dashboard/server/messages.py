@@ -319,7 +319,7 @@ class MessageService(Service):
         if not found:
             raise NotFound(f"no message {short_id} of car hash {car_hash}", field="short_id")
         session_id, record = max(found, key=lambda item: item[1].message.created_t)
-        live, records = self._session(session_id)
+        live, records = self._session(session_id, fresh=True)
         kwargs = {k: report.get(k) for k in ("t", "lap", "lat", "lon")}
         if kwargs["lap"] is None:
             kwargs["lap"] = self._where(live).get("lap")
