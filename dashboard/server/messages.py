@@ -390,11 +390,17 @@ class MessageService(Service):
         now = self.clock()
         with self._lock:
             sessions = list(self._records.items())
+            sent_at = dict(self._sent_at)
+
+        def resend_due(record: MessageRecord) -> bool:
+            return now - sent_at.get(record.message.id, 0.0) >= RESEND_S
+
         if self.cache.shared:  # what other processes did first: answered there is not expired or resent here
             for session_id, records in sessions:
-                with self._lock:
-                    open_ = any(not r.final for r in records.values())
-                if open_:
+                with self._lock:  # read the log only where this tick is about to act
+                    acting = due_to_expire(list(records.values()), now) or any(
+                        r.state in UNDELIVERED and resend_due(r) for r in records.values())
+                if acting:
                     try:
                         self._catch_up(session_id, records)
                     except Exception:  # noqa: BLE001 - the database may be away: the tick goes on with what it has
@@ -410,9 +416,7 @@ class MessageService(Service):
                     log.exception("message %s could not expire", record.message.id)
                     continue
                 self._send_to_car(session_id, done)
-        with self._lock:
-            sent_at = dict(self._sent_at)
-        self._resend(lambda r: now - sent_at.get(r.message.id, 0.0) >= RESEND_S)
+        self._resend(resend_due)
 
     def on_pit(self, live: LiveSession, event: dict[str, Any]) -> None:
         """A pit event of the session's live frames (caller holds the session's lock): box messages close."""
