@@ -23,21 +23,21 @@ export function fitCanvas(canvas) {
   return { ctx, w, h };
 }
 
+/** Bounds ``b`` (or null) widened to take the point (la, lo) when both are finite; the bounds, or null. */
+export function widen(b, la, lo) {
+  if (!Number.isFinite(la) || !Number.isFinite(lo)) return b;
+  if (!b) return { minLat: la, maxLat: la, minLon: lo, maxLon: lo };
+  b.minLat = Math.min(b.minLat, la);
+  b.maxLat = Math.max(b.maxLat, la);
+  b.minLon = Math.min(b.minLon, lo);
+  b.maxLon = Math.max(b.maxLon, lo);
+  return b;
+}
+
 /** {minLat, maxLat, minLon, maxLon} of the finite points of two columns; null when there is none. */
 export function boundsOf(lat, lon) {
   let b = null;
-  for (let i = 0; i < lat.length; i++) {
-    const la = lat[i];
-    const lo = lon[i];
-    if (!Number.isFinite(la) || !Number.isFinite(lo)) continue;
-    if (!b) b = { minLat: la, maxLat: la, minLon: lo, maxLon: lo };
-    else {
-      b.minLat = Math.min(b.minLat, la);
-      b.maxLat = Math.max(b.maxLat, la);
-      b.minLon = Math.min(b.minLon, lo);
-      b.maxLon = Math.max(b.maxLon, lo);
-    }
-  }
+  for (let i = 0; i < lat.length; i++) b = widen(b, lat[i], lon[i]);
   return b;
 }
 

@@ -3,7 +3,7 @@
 // with its age. The outline is the cars' own trails (no tiles at a track) and the track's
 // start/finish, sector and pit-in/pit-out lines (mapview.js, shared with the other maps).
 import { cssVar, el, fmtAge, setText } from "../common.js";
-import { drawTrackLines, fitCanvas, project, trackLines } from "../mapview.js";
+import { drawTrackLines, fitCanvas, project, trackLines, widen } from "../mapview.js";
 
 export const STALE_POSITION_S = 5.0; // a fix older than this is not where the car is now
 const TRAIL_POINTS = 1200; // per car: ten minutes at the team view's two updates a second
@@ -95,22 +95,12 @@ export class TeamMap {
 
   bounds() {
     let b = null;
-    const take = (la, lo) => {
-      if (!Number.isFinite(la) || !Number.isFinite(lo)) return;
-      if (!b) b = { minLat: la, maxLat: la, minLon: lo, maxLon: lo };
-      else {
-        b.minLat = Math.min(b.minLat, la);
-        b.maxLat = Math.max(b.maxLat, la);
-        b.minLon = Math.min(b.minLon, lo);
-        b.maxLon = Math.max(b.maxLon, lo);
-      }
-    };
     for (const line of trackLines(this.track)) {
-      take(line.a[0], line.a[1]);
-      take(line.b[0], line.b[1]);
+      b = widen(b, line.a[0], line.a[1]);
+      b = widen(b, line.b[0], line.b[1]);
     }
-    for (const trail of this.paths()) for (let i = 0; i < trail.lat.length; i++) take(trail.lat[i], trail.lon[i]);
-    for (const c of this.cars) take(c.lat, c.lon);
+    for (const trail of this.paths()) for (let i = 0; i < trail.lat.length; i++) b = widen(b, trail.lat[i], trail.lon[i]);
+    for (const c of this.cars) b = widen(b, c.lat, c.lon);
     return b;
   }
 
