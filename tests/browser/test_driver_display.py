@@ -174,9 +174,7 @@ def test_the_driver_display_in_the_car(live_server: Any, open_page: Any, browser
         assert offline.stop() == 0, offline.log_text()[-3000:]
     finally:
         for monitor in (online, offline):
-            if monitor.proc is not None:
-                monitor.proc.kill()
-                monitor.proc.wait(10)
+            monitor.kill()
         gps_online.close()
         gps_offline.close()
 

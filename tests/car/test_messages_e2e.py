@@ -126,9 +126,7 @@ def test_a_message_reaches_the_car_is_answered_and_survives_a_kill_9(live_server
         assert message(live_server, sid, asked["id"])["state"] == "answered"
         assert monitor.stop() == 0, monitor.log_text()[-3000:]
     finally:
-        if monitor.proc is not None:
-            monitor.proc.kill()
-            monitor.proc.wait(10)
+        monitor.kill()
         gps.close()
 
 
@@ -175,7 +173,5 @@ def test_a_box_message_closes_when_the_recorded_car_enters_the_drawn_pit_lane(li
         wait_for(lambda: control.pending() == [], TIMEOUT_S, "the box message off the car's display")
         assert monitor.stop() == 0, monitor.log_text()[-3000:]
     finally:
-        if monitor.proc is not None:
-            monitor.proc.kill()
-            monitor.proc.wait(10)
+        monitor.kill()
         gps.close()

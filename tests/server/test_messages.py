@@ -18,7 +18,7 @@ import socketio
 
 from dashboard import schemas
 from tests.clients import CALL_TIMEOUT_S
-from tests.server.test_pitwall import api, events_of, new_session, orlando_with_lane
+from tests.server.test_pitwall import anonymous_and_engineer, api, events_of, new_session, orlando_with_lane
 from tests.telemetry.test_pitlane import HOLD_FIX, HOLD_S, PIT_IN_FIX, PIT_OUT_FIX, line_across, recording, with_hold
 from tests.waiting import wait_for
 
@@ -194,12 +194,7 @@ def test_unacked_messages_are_sent_again_and_expire(live_server):
 def test_message_send_and_cancel_over_socketio_need_a_write_key(live_server):
     car = f"MSG-{uuid.uuid4().hex[:6]}"
     sid = new_session(live_server, car, None)
-    anonymous = socketio.Client(reconnection=False)
-    engineer = socketio.Client(reconnection=False)
-    anonymous.connect(live_server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
-    engineer.connect(live_server.url, namespaces=["/dashboard"], auth={"token": live_server.api_key},
-                     transports=["websocket"], wait_timeout=10)
-    try:
+    with anonymous_and_engineer(live_server) as (anonymous, engineer):
         body = {"session_id": sid, "text": "STAY OUT"}
         refused = anonymous.call("message.send", body, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
         assert not refused["ok"] and refused["error"]["code"] == "unauthorized", refused
@@ -212,9 +207,6 @@ def test_message_send_and_cancel_over_socketio_need_a_write_key(live_server):
         gone = engineer.call("message.cancel", {"session_id": sid, "message_id": mid}, namespace="/dashboard",
                              timeout=CALL_TIMEOUT_S)
         assert gone["ok"] and gone["message"]["state"] == "cancelled"
-    finally:
-        anonymous.disconnect()
-        engineer.disconnect()
 
 
 def test_a_box_message_closes_at_the_pit_entry(server_factory):

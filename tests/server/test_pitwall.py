@@ -1,8 +1,10 @@
 """The pit wall in the server, end to end: pit lane, pit stops, drivers, series rules, fuel, the team view."""
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -339,16 +341,26 @@ def test_the_team_snapshot_and_team_updates_for_two_cars(server_factory):
         viewer.client.disconnect()
 
 
+@contextlib.contextmanager
+def anonymous_and_engineer(server) -> Iterator[tuple[socketio.Client, socketio.Client]]:
+    """Two /dashboard clients of ``server``: one without a credential, one with its key (may make changes)."""
+    anonymous = socketio.Client(reconnection=False)
+    engineer = socketio.Client(reconnection=False)
+    try:
+        anonymous.connect(server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
+        engineer.connect(server.url, namespaces=["/dashboard"], auth={"token": server.api_key},
+                         transports=["websocket"], wait_timeout=10)
+        yield anonymous, engineer
+    finally:
+        anonymous.disconnect()
+        engineer.disconnect()
+
+
 def test_a_driver_change_over_socketio_needs_a_key_that_may_make_changes(live_server):
     car = f"SIO-{uuid.uuid4().hex[:6]}"
     api(live_server, "post", f"/cars/{car}/drivers", json={"driver_id": "ann", "name": "Ann"}).raise_for_status()
     sid = new_session(live_server, car, None)
-    anonymous = socketio.Client(reconnection=False)
-    engineer = socketio.Client(reconnection=False)
-    anonymous.connect(live_server.url, namespaces=["/dashboard"], transports=["websocket"], wait_timeout=10)
-    engineer.connect(live_server.url, namespaces=["/dashboard"], auth={"token": live_server.api_key},
-                     transports=["websocket"], wait_timeout=10)
-    try:
+    with anonymous_and_engineer(live_server) as (anonymous, engineer):
         message = {"session_id": sid, "driver_id": "ann", "at": 1_800_000_000.0}
         refused = anonymous.call("driver.change", message, namespace="/dashboard", timeout=CALL_TIMEOUT_S)
         assert not refused["ok"] and refused["error"]["code"] == "unauthorized", refused
@@ -358,7 +370,4 @@ def test_a_driver_change_over_socketio_needs_a_key_that_may_make_changes(live_se
         unknown = engineer.call("driver.change", {**message, "driver_id": "nobody"}, namespace="/dashboard",
                                 timeout=CALL_TIMEOUT_S)
         assert unknown["error"]["field"] == "driver_id"
-    finally:
-        anonymous.disconnect()
-        engineer.disconnect()
     assert [e["payload"]["at"] for e in events_of(live_server, sid, "driver.change")] == [1_800_000_000.0]
