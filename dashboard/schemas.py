@@ -705,8 +705,8 @@ class MessageEventOut(Out):
     by: str | None
 
 
-class MessageOut(Out):
-    """A message and its state; ``answer`` with the lap it came in (``answered_lap``)."""
+class MessageFields(Out):
+    """What the pit and the car both get of a message: the message itself, its session and its state."""
 
     id: str
     short_id: int
@@ -720,6 +720,11 @@ class MessageOut(Out):
     priority: MessagePriority
     close_on: Literal["box"] | None
     state: MessageState
+
+
+class MessageOut(MessageFields):
+    """A message and its state; ``answer`` with the lap it came in (``answered_lap``)."""
+
     answer: MessageAnswer | None
     answered_lap: int | None
     events: list[MessageEventOut]
@@ -751,21 +756,8 @@ class CannedList(Strict):
     items: list[CannedMessageModel] = Field(max_length=24)
 
 
-class MessageToCar(Out):
+class MessageToCar(MessageFields):
     """Server to monitor: `message` (acked by the car: delivered); a final ``state`` takes it off the display."""
-
-    session_id: str
-    id: str
-    short_id: int
-    car_id: str
-    text: str
-    created_by: str
-    created_t: float
-    expires_t: float
-    asks_answer: bool
-    priority: MessagePriority
-    close_on: Literal["box"] | None
-    state: MessageState
 
 
 class MessageCarAck(Out):
